@@ -1,0 +1,267 @@
+//! Command-line arguments (clap). Only the binary sees this module: it turns flags and
+//! `ML_*` environment variables into the library's typed configs.
+//! Precedence: flag > environment > default.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shadowbench::config::{OpenSearchConfig, PgConfig, PgIndex, Secret, TenantLayout, parse_hosts};
+use shadowbench::connect::{BackendSelection, Backends};
+use shadowbench::distance::Metric;
+use shadowbench::error::ConfigError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shadowbench",
+    version,
+    about = "Shadow-traffic harness for migrating vector search from pgvector to OpenSearch k-NN"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the OpenSearch index template and index, and the pgvector table and index (idempotent).
+    Bootstrap,
+    /// Load a dataset into one or both stores, in batches.
+    Ingest(IngestArgs),
+    /// Print health, versions, record counts and index sizes of both stores.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Dataset folder (VectorDBBench parquet layout) or .fvecs file.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Load only the first N records.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Records per batch.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Batches in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+}
+
+/// Connection and index settings shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct ConnArgs {
+    /// Which store(s) a command touches: pgvector, opensearch or both.
+    #[arg(long, global = true, env = "ML_VECTOR_BACKEND", default_value = "both")]
+    pub backend: String,
+    /// OpenSearch node URLs, comma-separated.
+    #[arg(long, global = true, env = "ML_OPENSEARCH_HOSTS")]
+    pub hosts: Option<String>,
+    #[arg(long, global = true, env = "ML_OPENSEARCH_USERNAME")]
+    pub username: Option<String>,
+    /// OpenSearch password (prefer the environment variable; never printed).
+    #[arg(
+        long,
+        global = true,
+        env = "ML_OPENSEARCH_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Verify TLS certificates (true/false).
+    #[arg(long, global = true, env = "ML_OPENSEARCH_VERIFY_CERTS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub verify_certs: bool,
+    /// OpenSearch index (and pgvector table, unless --pg-table is given).
+    #[arg(
+        long,
+        global = true,
+        env = "ML_OPENSEARCH_INDEX",
+        default_value = "ml_embeddings"
+    )]
+    pub embeddings_index: String,
+    #[arg(
+        long,
+        global = true,
+        env = "ML_VECTOR_DIMENSION",
+        default_value_t = 384
+    )]
+    pub vector_dimension: usize,
+    /// Similarity space for both stores: cosinesimil, l2 or innerproduct.
+    #[arg(long, global = true, default_value = "cosinesimil")]
+    pub space_type: String,
+    /// OpenSearch k-NN engine (the Maven build of k-NN only has lucene).
+    #[arg(long, global = true, default_value = "lucene")]
+    pub engine: String,
+    /// HNSW graph degree (OpenSearch).
+    #[arg(long, global = true, default_value_t = 16)]
+    pub m: u32,
+    /// HNSW build beam width (OpenSearch).
+    #[arg(long, global = true, default_value_t = 100)]
+    pub ef_construction: u32,
+    /// HNSW search beam width (OpenSearch; Lucene uses max(k, this)).
+    #[arg(long, global = true, default_value_t = 100)]
+    pub ef_search: u32,
+    #[arg(long, global = true, default_value_t = 1)]
+    pub shards: u32,
+    #[arg(long, global = true, default_value_t = 0)]
+    pub replicas: u32,
+    #[arg(long, global = true, default_value = "1s")]
+    pub refresh_interval: String,
+    /// shared (one index, tenant_id filter) or per-tenant (`<index>_<tenant>` via the template).
+    #[arg(long, global = true, default_value = "shared")]
+    pub tenant_layout: String,
+    /// PostgreSQL connection URL (falls back to DATABASE_URL; never printed).
+    #[arg(long, global = true, env = "ML_PGVECTOR_DSN", hide_env_values = true)]
+    pub pg_dsn: Option<String>,
+    /// pgvector table (default: the embeddings index name).
+    #[arg(long, global = true)]
+    pub pg_table: Option<String>,
+    /// pgvector index method: hnsw or ivfflat.
+    #[arg(long, global = true, default_value = "hnsw")]
+    pub pg_index: String,
+    #[arg(long, global = true, default_value_t = 16)]
+    pub pg_m: u32,
+    #[arg(long, global = true, default_value_t = 64)]
+    pub pg_ef_construction: u32,
+    /// pgvector `hnsw.ef_search`, set on each pooled connection.
+    #[arg(long, global = true, default_value_t = 100)]
+    pub pg_ef_search: u32,
+    /// IVFFlat lists (with --pg-index ivfflat).
+    #[arg(long, global = true, default_value_t = 100)]
+    pub pg_lists: u32,
+    /// IVFFlat probes (with --pg-index ivfflat).
+    #[arg(long, global = true, default_value_t = 10)]
+    pub pg_probes: u32,
+    /// Per-request timeout for both stores, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl ConnArgs {
+    pub fn selection(&self) -> Result<BackendSelection, ConfigError> {
+        BackendSelection::parse("--backend / ML_VECTOR_BACKEND", &self.backend)
+    }
+
+    /// Builds both store configs. A store whose connection is not configured is `None`;
+    /// commands that need it fail with a message naming the flag.
+    pub fn backends(&self) -> Result<Backends, ConfigError> {
+        let metric = Metric::parse(&self.space_type).ok_or_else(|| {
+            ConfigError::invalid(
+                "--space-type",
+                format!(
+                    "{:?} is not one of cosinesimil, l2, innerproduct",
+                    self.space_type
+                ),
+            )
+        })?;
+        let timeout = Duration::from_millis(self.timeout_ms.max(1));
+        let tenant_layout = match self.tenant_layout.as_str() {
+            "shared" => TenantLayout::Shared,
+            "per-tenant" | "per_tenant" => TenantLayout::PerTenant,
+            other => {
+                return Err(ConfigError::invalid(
+                    "--tenant-layout",
+                    format!("{other:?} is not one of shared, per-tenant"),
+                ));
+            }
+        };
+        let dsn = self
+            .pg_dsn
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .filter(|s| !s.is_empty());
+        let pg = match dsn {
+            None => None,
+            Some(dsn) => {
+                let mut c = PgConfig::new(dsn);
+                c.table = self
+                    .pg_table
+                    .clone()
+                    .unwrap_or_else(|| self.embeddings_index.clone());
+                c.dimension = self.vector_dimension;
+                c.metric = metric;
+                c.index = match self.pg_index.as_str() {
+                    "hnsw" => PgIndex::Hnsw {
+                        m: self.pg_m,
+                        ef_construction: self.pg_ef_construction,
+                    },
+                    "ivfflat" => PgIndex::IvfFlat {
+                        lists: self.pg_lists,
+                    },
+                    other => {
+                        return Err(ConfigError::invalid(
+                            "--pg-index",
+                            format!("{other:?} is not one of hnsw, ivfflat"),
+                        ));
+                    }
+                };
+                c.ef_search = self.pg_ef_search;
+                c.probes = self.pg_probes;
+                c.statement_timeout = timeout;
+                c.validate()?;
+                Some(c)
+            }
+        };
+        let os = match self.hosts.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(list) => {
+                let (hosts, creds) = parse_hosts("--hosts / ML_OPENSEARCH_HOSTS", list)?;
+                let mut c = OpenSearchConfig::new(hosts);
+                if let Some((u, p)) = creds {
+                    c.username = Some(u);
+                    c.password = Some(p);
+                }
+                if let Some(u) = &self.username {
+                    c.username = Some(u.clone());
+                }
+                if let Some(p) = &self.password {
+                    c.password = Some(Secret::new(p.clone()));
+                }
+                c.verify_certs = self.verify_certs;
+                c.index = self.embeddings_index.clone();
+                c.dimension = self.vector_dimension;
+                c.tenant_layout = tenant_layout;
+                c.engine = self.engine.clone();
+                c.metric = metric;
+                c.m = self.m;
+                c.ef_construction = self.ef_construction;
+                c.ef_search = self.ef_search;
+                c.shards = self.shards;
+                c.replicas = self.replicas;
+                c.refresh_interval = self.refresh_interval.clone();
+                c.timeout = timeout;
+                c.validate()?;
+                Some(c)
+            }
+        };
+        Ok(Backends { pg, os })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_never_shows_the_password() {
+        // SAFETY: tests in this module do not read these variables concurrently.
+        unsafe {
+            std::env::set_var("ML_OPENSEARCH_PASSWORD", "hunter2-secret");
+            std::env::set_var("ML_PGVECTOR_DSN", "postgres://u:pg-secret@h/db");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("hunter2-secret"));
+        assert!(!help.contains("pg-secret"));
+        unsafe {
+            std::env::remove_var("ML_OPENSEARCH_PASSWORD");
+            std::env::remove_var("ML_PGVECTOR_DSN");
+        }
+    }
+}

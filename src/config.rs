@@ -1,0 +1,327 @@
+//! Typed, validated configuration for the stores. The binary merges flags, `ML_*`
+//! environment variables and scenario files into these structs; the library never
+//! reads argv. Secrets are wrapped in [`Secret`] so they cannot be printed by accident.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use url::Url;
+
+use crate::distance::Metric;
+use crate::error::ConfigError;
+
+/// A credential. `Debug`/`Display` print `***`; serialisation writes `"***"`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The only way to read the value; grep for it to audit every use.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// `scheme://host:port/path` with any user:password removed, for messages and reports.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.set_query(None);
+    u.to_string()
+}
+
+/// Same as [`redact_url`] for a string that may not parse; never echoes it when unparsable.
+pub fn redact_dsn(dsn: &str) -> String {
+    match Url::parse(dsn) {
+        Ok(u) => redact_url(&u),
+        Err(_) => "<unparsable connection string>".to_string(),
+    }
+}
+
+/// Default index / table name, as in the seed.
+pub const DEFAULT_INDEX: &str = "ml_embeddings";
+pub const DEFAULT_DIMENSION: usize = 384;
+
+/// Checks a name used as an SQL identifier or index name: `[a-z_][a-z0-9_]*`, ≤ 63 bytes.
+pub fn validate_identifier(flag: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            flag,
+            format!("{name:?} must match [a-z_][a-z0-9_]* and be at most 63 bytes"),
+        ))
+    }
+}
+
+/// How tenants map onto OpenSearch indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantLayout {
+    /// One shared index; tenants are separated by a `tenant_id` filter.
+    #[default]
+    Shared,
+    /// One index per tenant, `<index>_<tenant>`, created from the index template.
+    PerTenant,
+}
+
+/// Vector index method for pgvector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PgIndex {
+    Hnsw { m: u32, ef_construction: u32 },
+    IvfFlat { lists: u32 },
+}
+
+impl Default for PgIndex {
+    fn default() -> Self {
+        // pgvector's own defaults.
+        PgIndex::Hnsw {
+            m: 16,
+            ef_construction: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PgConfig {
+    /// Full connection string; contains the password, hence a [`Secret`].
+    pub dsn: Secret,
+    pub table: String,
+    pub dimension: usize,
+    pub metric: Metric,
+    pub index: PgIndex,
+    /// `hnsw.ef_search`, set per connection at connect time so it never leaks.
+    pub ef_search: u32,
+    /// `ivfflat.probes` when the index is IVFFlat.
+    pub probes: u32,
+    pub pool_size: u32,
+    pub statement_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn new(dsn: impl Into<String>) -> Self {
+        Self {
+            dsn: Secret::new(dsn),
+            table: DEFAULT_INDEX.to_string(),
+            dimension: DEFAULT_DIMENSION,
+            metric: Metric::Cosine,
+            index: PgIndex::default(),
+            ef_search: 100,
+            probes: 10,
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Host and database without credentials.
+    pub fn display_target(&self) -> String {
+        redact_dsn(self.dsn.expose())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_identifier("--pg-table", &self.table)?;
+        if Url::parse(self.dsn.expose()).is_err() {
+            return Err(ConfigError::invalid(
+                "ML_PGVECTOR_DSN",
+                "not a valid postgres:// URL (value not shown)",
+            ));
+        }
+        validate_dimension(self.dimension)?;
+        Ok(())
+    }
+}
+
+pub fn validate_dimension(dimension: usize) -> Result<(), ConfigError> {
+    // pgvector's HNSW index supports up to 2000 dimensions; OpenSearch Lucene up to 16000.
+    if dimension == 0 || dimension > 2000 {
+        return Err(ConfigError::invalid(
+            "--vector-dimension",
+            format!("{dimension} is outside 1..=2000"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenSearchConfig {
+    /// Node URLs without credentials (user info is moved to `username`/`password`).
+    pub hosts: Vec<Url>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub verify_certs: bool,
+    pub index: String,
+    pub dimension: usize,
+    pub tenant_layout: TenantLayout,
+    /// `lucene` is the only engine whose library ships on Maven Central.
+    pub engine: String,
+    pub metric: Metric,
+    pub m: u32,
+    pub ef_construction: u32,
+    /// Lucene's effective ef_search is max(k, this); sent as `method_parameters.ef_search`.
+    pub ef_search: u32,
+    pub shards: u32,
+    pub replicas: u32,
+    pub refresh_interval: String,
+    pub timeout: Duration,
+}
+
+impl OpenSearchConfig {
+    pub fn new(hosts: Vec<Url>) -> Self {
+        Self {
+            hosts,
+            username: None,
+            password: None,
+            verify_certs: true,
+            index: DEFAULT_INDEX.to_string(),
+            dimension: DEFAULT_DIMENSION,
+            tenant_layout: TenantLayout::Shared,
+            engine: "lucene".to_string(),
+            metric: Metric::Cosine,
+            m: 16,
+            ef_construction: 100,
+            ef_search: 100,
+            shards: 1,
+            replicas: 0,
+            refresh_interval: "1s".to_string(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn display_target(&self) -> String {
+        self.hosts
+            .iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hosts.is_empty() {
+            return Err(ConfigError::invalid(
+                "--hosts / ML_OPENSEARCH_HOSTS",
+                "at least one URL is required",
+            ));
+        }
+        validate_identifier("--embeddings-index", &self.index)?;
+        validate_dimension(self.dimension)?;
+        if !matches!(self.engine.as_str(), "lucene" | "faiss" | "nmslib") {
+            return Err(ConfigError::invalid(
+                "--engine",
+                format!("{:?} is not one of lucene, faiss, nmslib", self.engine),
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(ConfigError::invalid(
+                "--username",
+                "a password was given without a username",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `ML_OPENSEARCH_HOSTS`-style lists. Credentials embedded in a URL are taken
+/// out and returned separately so they never reach a log line.
+pub fn parse_hosts(
+    flag: &str,
+    list: &str,
+) -> Result<(Vec<Url>, Option<(String, Secret)>), ConfigError> {
+    let mut hosts = Vec::new();
+    let mut creds = None;
+    for (i, raw) in list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("http://{raw}")
+        };
+        let mut url = Url::parse(&with_scheme).map_err(|e| {
+            ConfigError::invalid(flag, format!("host #{} is not a URL: {e}", i + 1))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::invalid(
+                flag,
+                format!("host #{} must use http or https", i + 1),
+            ));
+        }
+        if !url.username().is_empty() {
+            let user = url.username().to_string();
+            let pass = Secret::new(url.password().unwrap_or_default());
+            creds = Some((user, pass));
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        hosts.push(url);
+    }
+    if hosts.is_empty() {
+        return Err(ConfigError::invalid(flag, "no host given"));
+    }
+    Ok((hosts, creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        let mut cfg = PgConfig::new("postgres://u:hunter2@db:5432/x");
+        cfg.table = "t".into();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(!cfg.display_target().contains("hunter2"));
+    }
+
+    #[test]
+    fn hosts_lose_their_credentials() {
+        let (hosts, creds) = parse_hosts("--hosts", "https://admin:pw@a:9200, b:9201").unwrap();
+        assert_eq!(hosts[0].as_str(), "https://a:9200/");
+        assert_eq!(hosts[1].as_str(), "http://b:9201/");
+        let (u, p) = creds.unwrap();
+        assert_eq!((u.as_str(), p.expose()), ("admin", "pw"));
+        assert!(parse_hosts("--hosts", "ftp://x").is_err());
+    }
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(validate_identifier("--x", "ml_embeddings").is_ok());
+        assert!(validate_identifier("--x", "bad;drop").is_err());
+        assert!(validate_identifier("--x", "Upper").is_err());
+    }
+}

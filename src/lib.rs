@@ -1,0 +1,13 @@
+//! shadowbench: measure and gate a migration of vector search from PostgreSQL+pgvector
+//! to OpenSearch k-NN. See README.md for the pipeline.
+
+pub mod bootstrap;
+pub mod config;
+pub mod connect;
+pub mod dataset;
+pub mod distance;
+pub mod error;
+pub mod ingest;
+pub mod progress;
+pub mod record;
+pub mod store;

@@ -1,0 +1,235 @@
+//! The embedding record, its identity, search filters and hits: the data model both stores share.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+
+/// Identity of a record: `(tenant_id, entity_type, entity_id)`.
+///
+/// The derived `Ord` (tenant, then type, then id, bytewise) is the stable order every
+/// store's scan returns, so two stores can be compared by a single merge pass.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordId {
+    pub tenant_id: String,
+    pub entity_type: String,
+    pub entity_id: String,
+}
+
+impl RecordId {
+    pub fn new(
+        tenant_id: impl Into<String>,
+        entity_type: impl Into<String>,
+        entity_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            entity_type: entity_type.into(),
+            entity_id: entity_id.into(),
+        }
+    }
+
+    /// A deterministic, fixed-length document id (hex SHA-256 prefix of the identity),
+    /// safe to use in URLs and within OpenSearch's 512-byte `_id` limit.
+    pub fn doc_id(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [&self.tenant_id, &self.entity_type, &self.entity_id] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+impl std::fmt::Display for RecordId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.tenant_id, self.entity_type, self.entity_id
+        )
+    }
+}
+
+/// One embedding as the platform stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub id: RecordId,
+    pub vector: Vec<f32>,
+    /// Always a JSON object.
+    pub metadata: Map<String, Value>,
+    pub model_version: String,
+    /// Millisecond precision: the coarsest of the two stores (OpenSearch `date`).
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Record {
+    /// A record stamped with the current time (truncated to milliseconds).
+    pub fn new(id: RecordId, vector: Vec<f32>, model_version: impl Into<String>) -> Self {
+        let now = now_millis();
+        Self {
+            id,
+            vector,
+            metadata: Map::new(),
+            model_version: model_version.into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Hash of the content that must agree between stores: vector bits, metadata
+    /// (canonical JSON with sorted keys) and model_version. Timestamps are excluded
+    /// because each store may legitimately round them differently.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update((self.vector.len() as u64).to_le_bytes());
+        for x in &self.vector {
+            h.update(x.to_bits().to_le_bytes());
+        }
+        // serde_json::Map is a BTreeMap (no preserve_order feature), so keys are sorted.
+        let meta = serde_json::to_vec(&self.metadata).unwrap_or_default();
+        h.update((meta.len() as u64).to_le_bytes());
+        h.update(&meta);
+        h.update(self.model_version.as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// Current time truncated to milliseconds, the precision both stores keep.
+pub fn now_millis() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+/// Rejects vectors of the wrong dimension or with NaN/infinite components.
+pub fn validate_vector(vector: &[f32], dimension: usize) -> Result<(), StoreError> {
+    if vector.len() != dimension {
+        return Err(StoreError::Dimension {
+            expected: dimension,
+            got: vector.len(),
+        });
+    }
+    if let Some(position) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(StoreError::NonFinite { position });
+    }
+    Ok(())
+}
+
+/// Exact-match filters applied inside the k-NN search (not after it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+}
+
+impl Filter {
+    pub fn tenant(tenant: impl Into<String>) -> Self {
+        Self {
+            tenant_id: Some(tenant.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tenant_id.is_none() && self.entity_type.is_none() && self.model_version.is_none()
+    }
+
+    pub fn matches(&self, r: &Record) -> bool {
+        self.tenant_id.as_ref().is_none_or(|t| *t == r.id.tenant_id)
+            && self
+                .entity_type
+                .as_ref()
+                .is_none_or(|t| *t == r.id.entity_type)
+            && self
+                .model_version
+                .as_ref()
+                .is_none_or(|m| *m == r.model_version)
+    }
+}
+
+/// A k-NN query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub k: usize,
+    #[serde(default)]
+    pub filter: Filter,
+}
+
+/// One ranked result. `distance` is in the store's metric, converted to a distance
+/// (smaller is nearer) from whatever score the engine returns. It is informational:
+/// recall is always recomputed client-side from the vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub id: RecordId,
+    pub distance: f32,
+}
+
+/// Largest k any store accepts; OpenSearch's Lucene engine caps k at 10 000.
+pub const MAX_K: usize = 10_000;
+
+/// Validates a search request against the store's dimension.
+pub fn validate_search(req: &SearchRequest, dimension: usize) -> Result<(), StoreError> {
+    if req.k == 0 || req.k > MAX_K {
+        return Err(StoreError::InvalidInput(format!(
+            "k must be between 1 and {MAX_K}, got {}",
+            req.k
+        )));
+    }
+    validate_vector(&req.vector, dimension)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_ignores_timestamps_but_not_vector_bits() {
+        let mut a = Record::new(RecordId::new("t", "e", "1"), vec![0.1, 0.2], "m1");
+        let mut b = a.clone();
+        b.updated_at = b.updated_at + chrono::Duration::seconds(5);
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.vector[1] = f32::from_bits(0.2f32.to_bits() + 1);
+        assert_ne!(a.content_hash(), b.content_hash());
+        a.metadata.insert("x".into(), Value::from(1));
+        assert_ne!(
+            a.content_hash(),
+            Record::new(a.id.clone(), a.vector.clone(), "m1").content_hash()
+        );
+    }
+
+    #[test]
+    fn validation_names_dimension_and_position() {
+        assert!(matches!(
+            validate_vector(&[1.0, 2.0], 3),
+            Err(StoreError::Dimension {
+                expected: 3,
+                got: 2
+            })
+        ));
+        assert!(matches!(
+            validate_vector(&[1.0, f32::NAN, 0.0], 3),
+            Err(StoreError::NonFinite { position: 1 })
+        ));
+        assert!(matches!(
+            validate_vector(&[1.0, f32::INFINITY, 0.0], 3),
+            Err(StoreError::NonFinite { position: 1 })
+        ));
+    }
+
+    #[test]
+    fn doc_id_is_unambiguous() {
+        assert_ne!(
+            RecordId::new("ab", "c", "d").doc_id(),
+            RecordId::new("a", "bc", "d").doc_id()
+        );
+        assert_eq!(RecordId::new("a", "b", "c").doc_id().len(), 32);
+    }
+}

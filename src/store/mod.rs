@@ -1,0 +1,176 @@
+//! The `VectorStore` trait: the one contract pgvector, OpenSearch and the exact
+//! in-memory store all meet (checked by `tests/conformance.rs`).
+
+pub mod exact;
+pub mod opensearch;
+pub mod pgvector;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::distance::Metric;
+use crate::error::StoreError;
+use crate::record::{Hit, Record, RecordId, SearchRequest};
+
+/// Which backend a store or a measurement belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    Pgvector,
+    Opensearch,
+    Exact,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Pgvector => "pgvector",
+            BackendKind::Opensearch => "opensearch",
+            BackendKind::Exact => "exact",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Liveness plus the server's own version string.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub version: String,
+    pub detail: String,
+}
+
+/// Storage and memory figures as the backend itself reports them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ResourceUsage {
+    /// Bytes of the table / primary store (pgvector: `pg_relation_size(table)`;
+    /// OpenSearch: primaries' `store.size_in_bytes`).
+    pub data_bytes: Option<u64>,
+    /// Bytes of the vector index (pgvector: `pg_relation_size(index)`; OpenSearch:
+    /// the k-NN index's store size, which includes the Lucene HNSW graph files).
+    pub index_bytes: Option<u64>,
+    /// Memory the vector index occupies (pgvector: index pages held in shared_buffers;
+    /// OpenSearch: `_plugins/_knn/stats` graph memory, which only native engines report).
+    pub memory_bytes: Option<u64>,
+    /// How each figure was obtained, for the report.
+    pub notes: Vec<String>,
+}
+
+/// Index parameters as built, for reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IndexParams {
+    pub engine: String,
+    pub space: String,
+    pub m: Option<u32>,
+    pub ef_construction: Option<u32>,
+    pub ef_search: Option<u32>,
+    pub lists: Option<u32>,
+    pub shards: Option<u32>,
+    pub segments: Option<u64>,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    fn dimension(&self) -> usize;
+    fn metric(&self) -> Metric;
+
+    /// Inserts or replaces the record with the same identity.
+    async fn upsert(&self, record: &Record) -> Result<(), StoreError> {
+        self.upsert_batch(std::slice::from_ref(record)).await
+    }
+
+    /// Inserts or replaces many records; all or nothing is acknowledged.
+    /// Within a batch, the last record with a given identity wins.
+    async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError>;
+
+    /// Removes a record; returns whether it existed.
+    async fn delete(&self, id: &RecordId) -> Result<bool, StoreError>;
+
+    /// k nearest neighbours, nearest first, with the filter applied inside the search.
+    async fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StoreError>;
+
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError>;
+
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Up to `limit` records strictly after `after`, in [`RecordId`] order.
+    async fn scan_page(
+        &self,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    async fn health(&self) -> Result<Health, StoreError>;
+
+    async fn resources(&self) -> Result<ResourceUsage, StoreError>;
+
+    fn index_params(&self) -> IndexParams;
+
+    /// Makes previous writes visible to search, scan and count (OpenSearch refresh).
+    async fn refresh(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Streams every record of a store in [`RecordId`] order, `page` at a time.
+pub fn scan(
+    store: Arc<dyn VectorStore>,
+    page: usize,
+) -> BoxStream<'static, Result<Record, StoreError>> {
+    struct State {
+        store: Arc<dyn VectorStore>,
+        after: Option<RecordId>,
+        done: bool,
+    }
+    let state = State {
+        store,
+        after: None,
+        done: false,
+    };
+    stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        match st.store.scan_page(st.after.as_ref(), page).await {
+            Ok(records) => {
+                if records.len() < page {
+                    st.done = true;
+                }
+                st.after = records.last().map(|r| r.id.clone());
+                Some((Ok(records), st))
+            }
+            Err(e) => {
+                st.done = true;
+                Some((Err(e), st))
+            }
+        }
+    })
+    .flat_map(|page: Result<Vec<Record>, StoreError>| match page {
+        Ok(records) => stream::iter(records.into_iter().map(Ok).collect::<Vec<_>>()).boxed(),
+        Err(e) => stream::iter(vec![Err(e)]).boxed(),
+    })
+    .boxed()
+}
+
+/// What a bootstrap step did, so a second run can say "nothing changed".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BootstrapOutcome {
+    /// Objects created by this run, e.g. `index template ml_embeddings_template`.
+    pub created: Vec<String>,
+    /// Objects that already existed with a compatible definition.
+    pub unchanged: Vec<String>,
+}
+
+impl BootstrapOutcome {
+    pub fn changed(&self) -> bool {
+        !self.created.is_empty()
+    }
+}

@@ -1,0 +1,617 @@
+//! PostgreSQL + pgvector store (sqlx). HNSW index by default, IVFFlat optional;
+//! cosine, L2 or inner product. Search knobs (`hnsw.ef_search`, `ivfflat.probes`,
+//! `hnsw.iterative_scan`) are set on every new pooled connection in `after_connect`,
+//! so every connection has the same settings and nothing leaks between users.
+
+use async_trait::async_trait;
+use pgvector::Vector;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BackendKind, BootstrapOutcome, Health, IndexParams, ResourceUsage, VectorStore};
+use crate::config::{PgConfig, PgIndex};
+use crate::distance::Metric;
+use crate::error::StoreError;
+use crate::record::{
+    Filter, Hit, Record, RecordId, SearchRequest, validate_search, validate_vector,
+};
+
+const BACKEND: &str = "pgvector";
+/// Rows per INSERT … UNNEST statement; keeps statements well under 1 GB and memory modest.
+const UPSERT_CHUNK: usize = 1_000;
+
+pub struct PgVectorStore {
+    cfg: PgConfig,
+    pool: PgPool,
+    /// `SELECT` list in column order matching [`row_to_record`].
+    select_cols: &'static str,
+    upsert_sql: Arc<str>,
+}
+
+/// Maps sqlx errors to store errors without ever formatting the DSN.
+pub(crate) fn map_err(target: &str, e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(io) => StoreError::Unreachable {
+            backend: BACKEND,
+            target: target.to_string(),
+            detail: io.to_string(),
+        },
+        sqlx::Error::Tls(t) => StoreError::Unreachable {
+            backend: BACKEND,
+            target: target.to_string(),
+            detail: format!("TLS: {t}"),
+        },
+        sqlx::Error::PoolTimedOut => StoreError::Timeout {
+            backend: BACKEND,
+            detail: "no pooled connection became available".to_string(),
+        },
+        sqlx::Error::PoolClosed => StoreError::Unreachable {
+            backend: BACKEND,
+            target: target.to_string(),
+            detail: "pool closed".to_string(),
+        },
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01") | Some("28000") => StoreError::Auth {
+                backend: BACKEND,
+                target: target.to_string(),
+            },
+            Some("57014") => StoreError::Timeout {
+                backend: BACKEND,
+                detail: "statement timeout".to_string(),
+            },
+            Some("57P01") | Some("57P02") | Some("57P03") | Some("08006") | Some("08001") => {
+                StoreError::Unreachable {
+                    backend: BACKEND,
+                    target: target.to_string(),
+                    detail: db.message().to_string(),
+                }
+            }
+            code => StoreError::Backend {
+                backend: BACKEND,
+                detail: format!("SQL error {}: {}", code.unwrap_or("?"), db.message()),
+            },
+        },
+        sqlx::Error::Configuration(_) => StoreError::InvalidInput(
+            "ML_PGVECTOR_DSN: invalid connection string (value not shown)".to_string(),
+        ),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::bad_response(BACKEND, e),
+        other => StoreError::backend(BACKEND, other),
+    }
+}
+
+impl PgVectorStore {
+    /// Opens a pool; fails fast with `Unreachable`/`Auth` when the server is not usable.
+    pub async fn connect(cfg: PgConfig) -> Result<Self, StoreError> {
+        cfg.validate()
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        let target = cfg.display_target();
+        let opts = PgConnectOptions::from_str(cfg.dsn.expose()).map_err(|_| {
+            StoreError::InvalidInput(
+                "ML_PGVECTOR_DSN: invalid connection string (value not shown)".to_string(),
+            )
+        })?;
+        let ef_search = cfg.ef_search.to_string();
+        let probes = cfg.probes.to_string();
+        let timeout_ms = cfg.statement_timeout.as_millis().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.pool_size)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                let (ef, pr, to) = (ef_search.clone(), probes.clone(), timeout_ms.clone());
+                Box::pin(async move {
+                    // Session-level settings applied to every pooled connection identically.
+                    // iterative_scan (pgvector ≥ 0.8) keeps filtered HNSW searches from
+                    // returning fewer than k rows; ignored quietly on older versions.
+                    sqlx::query(
+                        "SELECT set_config('hnsw.ef_search', $1, false), \
+                                set_config('ivfflat.probes', $2, false), \
+                                set_config('statement_timeout', $3, false)",
+                    )
+                    .bind(ef)
+                    .bind(pr)
+                    .bind(to)
+                    .execute(&mut *conn)
+                    .await?;
+                    let _ = sqlx::query(
+                        "SELECT set_config('hnsw.iterative_scan', 'strict_order', false)",
+                    )
+                    .execute(&mut *conn)
+                    .await;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| map_err(&target, e))?;
+        let t = &cfg.table;
+        let upsert_sql: Arc<str> = format!(
+            "INSERT INTO {t} (tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::vector[], $5::text[]::jsonb[], $6::text[], $7::timestamptz[], $8::timestamptz[]) \
+             ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET \
+             embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, model_version = EXCLUDED.model_version, \
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at"
+        )
+        .into();
+        Ok(Self {
+            cfg,
+            pool,
+            select_cols: "tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at",
+            upsert_sql,
+        })
+    }
+
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn err(&self, e: sqlx::Error) -> StoreError {
+        map_err(&self.cfg.display_target(), e)
+    }
+
+    fn index_name(&self) -> String {
+        format!("{}_embedding_idx", self.cfg.table)
+    }
+
+    /// Creates the extension, table and vector index when missing. A table whose
+    /// vector column has another dimension is a conflict, never silently reused.
+    pub async fn bootstrap(&self) -> Result<BootstrapOutcome, StoreError> {
+        let mut out = BootstrapOutcome::default();
+        let t = &self.cfg.table;
+        let dim = self.cfg.dimension;
+
+        let has_ext: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if has_ext {
+            out.unchanged.push("extension vector".into());
+        } else {
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            out.created.push("extension vector".into());
+        }
+
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attname = 'embedding' AND NOT a.attisdropped",
+        )
+        .bind(t)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let want = format!("vector({dim})");
+        match existing {
+            Some(found) if found == want => out.unchanged.push(format!("table {t} ({want})")),
+            Some(found) => {
+                return Err(StoreError::Conflict(format!(
+                    "pgvector table {t} has column embedding {found} but --vector-dimension is {dim}; \
+                     drop the table or choose another table name"
+                )));
+            }
+            None => {
+                // COLLATE "C" makes the primary key's order bytewise, the same order
+                // OpenSearch keyword sorting and Rust's String Ord use, so scans of both
+                // stores can be merged record by record.
+                let ddl = format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\
+                       tenant_id text COLLATE \"C\" NOT NULL, \
+                       entity_type text COLLATE \"C\" NOT NULL, \
+                       entity_id text COLLATE \"C\" NOT NULL, \
+                       embedding vector({dim}) NOT NULL, \
+                       metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb, \
+                       model_version text NOT NULL, \
+                       created_at timestamptz NOT NULL DEFAULT now(), \
+                       updated_at timestamptz NOT NULL DEFAULT now(), \
+                       PRIMARY KEY (tenant_id, entity_type, entity_id))"
+                );
+                sqlx::query(AssertSqlSafe(ddl))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                out.created.push(format!("table {t} ({want})"));
+            }
+        }
+
+        let idx = self.index_name();
+        let existing_def: Option<String> =
+            sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1 AND schemaname = current_schema()")
+                .bind(&idx)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        let (method, with) = match self.cfg.index {
+            PgIndex::Hnsw { m, ef_construction } => (
+                "hnsw",
+                format!("m = {m}, ef_construction = {ef_construction}"),
+            ),
+            PgIndex::IvfFlat { lists } => ("ivfflat", format!("lists = {lists}")),
+        };
+        let opclass = self.cfg.metric.pg_opclass();
+        match existing_def {
+            Some(def) if def.contains(&format!("USING {method}")) && def.contains(opclass) => {
+                out.unchanged
+                    .push(format!("index {idx} ({method}, {opclass})"));
+            }
+            Some(def) => {
+                return Err(StoreError::Conflict(format!(
+                    "pgvector index {idx} exists with a different definition ({def}); \
+                     wanted {method} with {opclass}: drop it to rebuild"
+                )));
+            }
+            None => {
+                let ddl = format!(
+                    "CREATE INDEX IF NOT EXISTS {idx} ON {t} USING {method} (embedding {opclass}) WITH ({with})"
+                );
+                sqlx::query(AssertSqlSafe(ddl))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                out.created
+                    .push(format!("index {idx} ({method}, {opclass}, {with})"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the table (and its index). For tests and `bootstrap --recreate`.
+    pub async fn drop_all(&self) -> Result<(), StoreError> {
+        let ddl = format!("DROP TABLE IF EXISTS {}", self.cfg.table);
+        sqlx::query(AssertSqlSafe(ddl))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn search_sql(&self, filter: &Filter) -> String {
+        let op = self.cfg.metric.pg_operator();
+        let mut conds = Vec::new();
+        let mut n = 2;
+        for (col, set) in [
+            ("tenant_id", filter.tenant_id.is_some()),
+            ("entity_type", filter.entity_type.is_some()),
+            ("model_version", filter.model_version.is_some()),
+        ] {
+            if set {
+                conds.push(format!("{col} = ${n}"));
+                n += 1;
+            }
+        }
+        let where_ = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        format!(
+            "SELECT tenant_id, entity_type, entity_id, (embedding {op} $1)::float8 AS distance FROM {} {where_} \
+             ORDER BY embedding {op} $1 LIMIT ${n}",
+            self.cfg.table
+        )
+    }
+
+    async fn run_search<'c, E>(
+        &self,
+        exec: E,
+        request: &SearchRequest,
+    ) -> Result<Vec<Hit>, StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+    {
+        let sql = self.search_sql(&request.filter);
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(Vector::from(request.vector.clone()));
+        for v in [
+            &request.filter.tenant_id,
+            &request.filter.entity_type,
+            &request.filter.model_version,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            q = q.bind(v.clone());
+        }
+        let rows = q
+            .bind(request.k as i64)
+            .fetch_all(exec)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|row| {
+                Ok(Hit {
+                    id: RecordId {
+                        tenant_id: row.try_get(0).map_err(|e| self.err(e))?,
+                        entity_type: row.try_get(1).map_err(|e| self.err(e))?,
+                        entity_id: row.try_get(2).map_err(|e| self.err(e))?,
+                    },
+                    distance: row.try_get::<f64, _>(3).map_err(|e| self.err(e))? as f32,
+                })
+            })
+            .collect()
+    }
+
+    /// Exact k-NN by sequential scan (index scans disabled for this transaction only).
+    pub async fn search_exact(&self, request: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        validate_search(request, self.cfg.dimension)?;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query("SET LOCAL enable_indexscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let hits = self.run_search(&mut *tx, request).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(hits)
+    }
+
+    fn row_to_record(&self, row: &PgRow) -> Result<Record, StoreError> {
+        let e = |e| self.err(e);
+        let vector: Vector = row.try_get(3).map_err(e)?;
+        let metadata: serde_json::Value = row.try_get(4).map_err(e)?;
+        let metadata = match metadata {
+            serde_json::Value::Object(m) => m,
+            other => {
+                return Err(StoreError::bad_response(
+                    BACKEND,
+                    format!("metadata is not an object: {other}"),
+                ));
+            }
+        };
+        Ok(Record {
+            id: RecordId {
+                tenant_id: row.try_get(0).map_err(e)?,
+                entity_type: row.try_get(1).map_err(e)?,
+                entity_id: row.try_get(2).map_err(e)?,
+            },
+            vector: vector.to_vec(),
+            metadata,
+            model_version: row.try_get(5).map_err(e)?,
+            created_at: row.try_get(6).map_err(e)?,
+            updated_at: row.try_get(7).map_err(e)?,
+        })
+    }
+}
+
+/// Keeps the last record per identity so one INSERT never touches a row twice.
+fn dedup_last(records: &[Record]) -> Vec<&Record> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&Record> = records
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(&r.id))
+        .collect();
+    out.reverse();
+    out
+}
+
+#[async_trait]
+impl VectorStore for PgVectorStore {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Pgvector
+    }
+
+    fn dimension(&self) -> usize {
+        self.cfg.dimension
+    }
+
+    fn metric(&self) -> Metric {
+        self.cfg.metric
+    }
+
+    async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        for r in records {
+            validate_vector(&r.vector, self.cfg.dimension)?;
+        }
+        let records = dedup_last(records);
+        // One transaction for the whole batch: all or nothing is acknowledged.
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for chunk in records.chunks(UPSERT_CHUNK) {
+            let mut t = Vec::with_capacity(chunk.len());
+            let mut et = Vec::with_capacity(chunk.len());
+            let mut eid = Vec::with_capacity(chunk.len());
+            let mut vecs = Vec::with_capacity(chunk.len());
+            let mut meta = Vec::with_capacity(chunk.len());
+            let mut mv = Vec::with_capacity(chunk.len());
+            let mut ca = Vec::with_capacity(chunk.len());
+            let mut ua = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                t.push(r.id.tenant_id.clone());
+                et.push(r.id.entity_type.clone());
+                eid.push(r.id.entity_id.clone());
+                vecs.push(Vector::from(r.vector.clone()));
+                meta.push(serde_json::to_string(&r.metadata).unwrap_or_else(|_| "{}".into()));
+                mv.push(r.model_version.clone());
+                ca.push(r.created_at);
+                ua.push(r.updated_at);
+            }
+            sqlx::query(AssertSqlSafe(self.upsert_sql.clone()))
+                .bind(t)
+                .bind(et)
+                .bind(eid)
+                .bind(vecs)
+                .bind(meta)
+                .bind(mv)
+                .bind(ca)
+                .bind(ua)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
+            self.cfg.table
+        );
+        let res = sqlx::query(AssertSqlSafe(sql))
+            .bind(&id.tenant_id)
+            .bind(&id.entity_type)
+            .bind(&id.entity_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        validate_search(request, self.cfg.dimension)?;
+        self.run_search(&self.pool, request).await
+    }
+
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
+            self.select_cols, self.cfg.table
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&id.tenant_id)
+            .bind(&id.entity_type)
+            .bind(&id.entity_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.as_ref().map(|r| self.row_to_record(r)).transpose()
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {}", self.cfg.table);
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n as u64)
+    }
+
+    async fn scan_page(
+        &self,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let (cols, t) = (self.select_cols, &self.cfg.table);
+        let order = "ORDER BY tenant_id, entity_type, entity_id";
+        let rows = match after {
+            None => {
+                let sql = format!("SELECT {cols} FROM {t} {order} LIMIT $1");
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Some(a) => {
+                let sql = format!(
+                    "SELECT {cols} FROM {t} WHERE (tenant_id, entity_type, entity_id) > ($1, $2, $3) {order} LIMIT $4"
+                );
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&a.tenant_id)
+                    .bind(&a.entity_type)
+                    .bind(&a.entity_id)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(|e| self.err(e))?;
+        rows.iter().map(|r| self.row_to_record(r)).collect()
+    }
+
+    async fn health(&self) -> Result<Health, StoreError> {
+        let row = sqlx::query(
+            "SELECT current_setting('server_version'), \
+             (SELECT extversion FROM pg_extension WHERE extname = 'vector')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let pg: String = row.try_get(0).map_err(|e| self.err(e))?;
+        let vector: Option<String> = row.try_get(1).map_err(|e| self.err(e))?;
+        Ok(Health {
+            ok: vector.is_some(),
+            version: format!(
+                "PostgreSQL {pg}, pgvector {}",
+                vector.as_deref().unwrap_or("not installed")
+            ),
+            detail: self.cfg.display_target(),
+        })
+    }
+
+    async fn resources(&self) -> Result<ResourceUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT pg_relation_size(to_regclass($1))::int8, pg_relation_size(to_regclass($2))::int8, \
+             pg_total_relation_size(to_regclass($1))::int8",
+        )
+        .bind(&self.cfg.table)
+        .bind(self.index_name())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let table: Option<i64> = row.try_get(0).map_err(|e| self.err(e))?;
+        let index: Option<i64> = row.try_get(1).map_err(|e| self.err(e))?;
+        let total: Option<i64> = row.try_get(2).map_err(|e| self.err(e))?;
+        Ok(ResourceUsage {
+            data_bytes: table.map(|b| b as u64),
+            index_bytes: index.map(|b| b as u64),
+            // pgvector answers from shared_buffers/page cache and needs the whole HNSW
+            // graph resident to be fast, so its working-set memory is the index size.
+            memory_bytes: index.map(|b| b as u64),
+            notes: vec![
+                format!(
+                    "pgvector: data_bytes = pg_relation_size({t}), index_bytes = pg_relation_size({i}), \
+                     total with TOAST and btree = {} bytes",
+                    total.unwrap_or(0),
+                    t = self.cfg.table,
+                    i = self.index_name()
+                ),
+                "pgvector: memory_bytes = index size (HNSW must be resident in shared_buffers/page cache to be fast); an estimate, not a reading".to_string(),
+            ],
+        })
+    }
+
+    fn index_params(&self) -> IndexParams {
+        let (engine, m, efc, lists) = match self.cfg.index {
+            PgIndex::Hnsw { m, ef_construction } => {
+                ("pgvector hnsw", Some(m), Some(ef_construction), None)
+            }
+            PgIndex::IvfFlat { lists } => ("pgvector ivfflat", None, None, Some(lists)),
+        };
+        IndexParams {
+            engine: engine.to_string(),
+            space: self.cfg.metric.pg_opclass().to_string(),
+            m,
+            ef_construction: efc,
+            ef_search: matches!(self.cfg.index, PgIndex::Hnsw { .. }).then_some(self.cfg.ef_search),
+            lists,
+            shards: None,
+            segments: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_the_last_write_per_identity() {
+        let a1 = Record::new(RecordId::new("t", "e", "a"), vec![1.0], "v1");
+        let b = Record::new(RecordId::new("t", "e", "b"), vec![2.0], "v1");
+        let a2 = Record::new(RecordId::new("t", "e", "a"), vec![3.0], "v2");
+        let binding = [a1, b, a2];
+        let out = dedup_last(&binding);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].id.entity_id, "b");
+        assert_eq!(out[1].vector, vec![3.0]);
+    }
+}

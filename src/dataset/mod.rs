@@ -60,6 +60,8 @@ pub struct Query {
 #[derive(Debug)]
 pub(crate) enum Problem {
     Train(String),
+    /// Two train rows share a `(tenant, entity_type, entity_id)`.
+    Identity(String),
     Queries(String),
     Neighbors(String),
     TenantNeighbors(String),
@@ -69,6 +71,7 @@ impl Problem {
     fn message(self) -> String {
         match self {
             Problem::Train(m)
+            | Problem::Identity(m)
             | Problem::Queries(m)
             | Problem::Neighbors(m)
             | Problem::TenantNeighbors(m) => m,
@@ -189,7 +192,7 @@ impl Dataset {
                 )));
             }
             if let Some(first) = identities.insert(&r.id, row) {
-                return Err(Problem::Train(format!(
+                return Err(Problem::Identity(format!(
                     "rows {first} (id {}) and {row} (id {}) have the same identity {}",
                     train_ids[first], train_ids[row], r.id
                 )));

@@ -165,14 +165,9 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
     let name = super::folder_name(dir);
     Dataset::assemble(name, dimension, Metric::Cosine, train, train_ids, queries).map_err(|p| {
         let (file, message): (PathBuf, String) = match p {
-            Problem::Train(m) => {
-                let file = if meta.is_some() && m.contains("identity") {
-                    META
-                } else {
-                    TRAIN
-                };
-                (dir.join(file), m)
-            }
+            Problem::Train(m) => (train_path.clone(), m),
+            Problem::Identity(m) if meta.is_some() => (meta_path.clone(), m),
+            Problem::Identity(m) => (train_path.clone(), m),
             Problem::Queries(m) => (test_path.clone(), m),
             Problem::Neighbors(m) => (neighbors_path.clone(), m),
             Problem::TenantNeighbors(m) => (tenant_path.clone(), m),
@@ -232,14 +227,29 @@ fn read_meta(path: &Path) -> Result<HashMap<i64, Meta>, ConfigError> {
 fn read_frame(path: &Path, wanted: &[&str]) -> Result<DataFrame, ConfigError> {
     let err = |e: PolarsError| ConfigError::file(path, format!("cannot read parquet: {e}"));
     let file = File::open(path).map_err(|e| ConfigError::file(path, e))?;
-    let mut reader = ParquetReader::new(file);
-    let schema = reader.schema().map_err(err)?;
-    let columns: Vec<String> = wanted
-        .iter()
-        .filter(|c| schema.contains(c))
-        .map(|c| c.to_string())
-        .collect();
-    reader.with_columns(Some(columns)).finish().map_err(err)
+    // A corrupt file can trip an assertion inside the decoder: report it as this file's
+    // error instead of taking the process down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut reader = ParquetReader::new(file);
+        let schema = reader.schema().map_err(err)?;
+        let columns: Vec<String> = wanted
+            .iter()
+            .filter(|c| schema.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        reader.with_columns(Some(columns)).finish().map_err(err)
+    }))
+    .unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("decoder panicked");
+        Err(ConfigError::file(
+            path,
+            format!("corrupt parquet file: {detail}"),
+        ))
+    })
 }
 
 fn column<'a>(df: &'a DataFrame, name: &str, path: &Path) -> Result<&'a Column, ConfigError> {
@@ -502,6 +512,29 @@ mod tests {
             err.contains("neighbors.parquet") && err.contains("neighbor id 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn damaged_parquet_is_an_error_not_a_panic() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/debian-minilm-5k");
+        let bytes = std::fs::read(shipped.join(TEST)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(shipped.join(TRAIN), dir.path().join(TRAIN)).unwrap();
+        let test = dir.path().join(TEST);
+        // Truncated (footer lost), then garbage in the middle of the data pages.
+        std::fs::write(&test, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Dataset::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("test.parquet"), "{err}");
+        for start in [1_000, bytes.len() / 3, bytes.len() / 2] {
+            let mut damaged = bytes.clone();
+            damaged[start..start + 4096]
+                .iter_mut()
+                .for_each(|b| *b = 0xA5);
+            std::fs::write(&test, &damaged).unwrap();
+            if let Err(e) = Dataset::load(dir.path()) {
+                assert!(e.to_string().contains("test.parquet"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -236,7 +236,7 @@ pub(crate) fn load_texmex(base: &Path, name: String) -> Result<Dataset, ConfigEr
 
     Dataset::assemble(name, dimension, Metric::L2, train, train_ids, queries).map_err(|p| {
         let file = match &p {
-            Problem::Train(_) | Problem::TenantNeighbors(_) => base,
+            Problem::Train(_) | Problem::Identity(_) | Problem::TenantNeighbors(_) => base,
             Problem::Queries(_) => query_path.as_deref().unwrap_or(base),
             Problem::Neighbors(_) => truth_path.as_deref().unwrap_or(base),
         };

@@ -250,12 +250,12 @@ impl OpenSearchConfig {
     }
 }
 
+/// Hosts without credentials, plus the (username, password) found in any of them.
+pub type ParsedHosts = (Vec<Url>, Option<(String, Secret)>);
+
 /// Parses `ML_OPENSEARCH_HOSTS`-style lists. Credentials embedded in a URL are taken
 /// out and returned separately so they never reach a log line.
-pub fn parse_hosts(
-    flag: &str,
-    list: &str,
-) -> Result<(Vec<Url>, Option<(String, Secret)>), ConfigError> {
+pub fn parse_hosts(flag: &str, list: &str) -> Result<ParsedHosts, ConfigError> {
     let mut hosts = Vec::new();
     let mut creds = None;
     for (i, raw) in list

@@ -1,6 +1,7 @@
 //! shadowbench: measure and gate a migration of vector search from PostgreSQL+pgvector
 //! to OpenSearch k-NN. See README.md for the pipeline.
 
+pub mod adapter;
 pub mod bootstrap;
 pub mod config;
 pub mod connect;

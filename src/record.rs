@@ -194,7 +194,7 @@ mod tests {
     fn content_hash_ignores_timestamps_but_not_vector_bits() {
         let mut a = Record::new(RecordId::new("t", "e", "1"), vec![0.1, 0.2], "m1");
         let mut b = a.clone();
-        b.updated_at = b.updated_at + chrono::Duration::seconds(5);
+        b.updated_at += chrono::Duration::seconds(5);
         assert_eq!(a.content_hash(), b.content_hash());
         b.vector[1] = f32::from_bits(0.2f32.to_bits() + 1);
         assert_ne!(a.content_hash(), b.content_hash());

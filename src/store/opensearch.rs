@@ -207,63 +207,90 @@ impl OpenSearchStore {
     pub async fn bootstrap(&self) -> Result<BootstrapOutcome, StoreError> {
         let mut out = BootstrapOutcome::default();
 
-        // (a) index template
+        // Check everything that exists before creating anything, so that a conflict
+        // leaves the cluster untouched.
+        let indices = self.existing_indices(&self.search_pattern()).await?;
+        for (name, def) in &indices {
+            check_existing(
+                &self.cfg,
+                &format!("index {name}"),
+                def.get("mappings").unwrap_or(&Value::Null),
+                def.get("settings").unwrap_or(&Value::Null),
+            )?;
+        }
         let tname = self.template_name();
-        let path = format!("/_index_template/{tname}");
-        let reply = self.call(Method::Get, &path, &[], None).await?;
-        let label = format!("index template {tname}");
-        if reply.status == 404 {
-            let body = template_body(&self.cfg);
-            let put = self
-                .call(Method::Put, &path, &[], Some(to_vec(&body)))
-                .await?;
-            self.expect_ok(Method::Put, &path, put)?;
-            out.created.push(label);
-        } else {
-            let v = self.expect_ok(Method::Get, &path, reply)?;
-            let mappings = v
-                .pointer("/index_templates/0/index_template/template/mappings")
-                .cloned()
-                .unwrap_or(Value::Null);
-            let settings = v
-                .pointer("/index_templates/0/index_template/template/settings")
-                .cloned()
-                .unwrap_or(Value::Null);
-            check_existing(&self.cfg, &label, &mappings, &settings)?;
-            out.unchanged.push(label);
+        let tlabel = format!("index template {tname}");
+        let tpath = format!("/_index_template/{tname}");
+        let reply = self.call(Method::Get, &tpath, &[], None).await?;
+        let template_exists = reply.status != 404;
+        if template_exists {
+            let v = self.expect_ok(Method::Get, &tpath, reply)?;
+            let def = v
+                .pointer("/index_templates/0/index_template/template")
+                .unwrap_or(&Value::Null);
+            check_existing(
+                &self.cfg,
+                &tlabel,
+                def.get("mappings").unwrap_or(&Value::Null),
+                def.get("settings").unwrap_or(&Value::Null),
+            )?;
         }
 
-        // (b) indices
-        match self.cfg.tenant_layout {
-            TenantLayout::Shared => {
-                let index = self.cfg.index.clone();
-                if self.ensure_index(&index).await? {
-                    out.created.push(format!("index {index}"));
-                } else {
-                    out.unchanged.push(format!("index {index}"));
-                }
-            }
-            TenantLayout::PerTenant => {
-                // Tenant indices are created on first write; check the ones that exist.
-                let pattern = self.search_pattern();
-                let path = format!("/{pattern}");
-                let reply = self.call(Method::Get, &path, &[], None).await?;
-                let v = self.expect_ok(Method::Get, &path, reply)?;
-                if let Some(indices) = v.as_object() {
-                    for (name, def) in indices {
-                        let label = format!("index {name}");
-                        check_existing(
-                            &self.cfg,
-                            &label,
-                            def.get("mappings").unwrap_or(&Value::Null),
-                            def.get("settings").unwrap_or(&Value::Null),
-                        )?;
-                        self.known().insert(name.clone());
-                        out.unchanged.push(label);
-                    }
-                }
+        // (a) the index template
+        if template_exists {
+            out.unchanged.push(tlabel);
+        } else {
+            let body = template_body(&self.cfg);
+            let put = self
+                .call(Method::Put, &tpath, &[], Some(to_vec(&body)))
+                .await?;
+            self.expect_ok(Method::Put, &tpath, put)?;
+            tracing::info!(template = %tname, "created OpenSearch index template");
+            out.created.push(tlabel);
+        }
+
+        // (b) indices: the shared index now; tenant indices on their first write.
+        for (name, _) in &indices {
+            self.known().insert(name.clone());
+            out.unchanged.push(format!("index {name}"));
+        }
+        if self.cfg.tenant_layout == TenantLayout::Shared && indices.is_empty() {
+            let index = self.cfg.index.clone();
+            if self.ensure_index(&index).await? {
+                out.created.push(format!("index {index}"));
+            } else {
+                out.unchanged.push(format!("index {index}"));
             }
         }
+        Ok(out)
+    }
+
+    /// Existing indices matching `expr` that belong to this index family, with their
+    /// definitions (`GET /{expr}`), sorted by name. An index whose mapping `_meta.index`
+    /// names another shadowbench index (e.g. `{index}_v2_...` of an index `{index}_v2`)
+    /// is not ours and is left out.
+    async fn existing_indices(&self, expr: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let path = format!("/{expr}");
+        let reply = self.call(Method::Get, &path, &[], None).await?;
+        if reply.status == 404 {
+            return Ok(Vec::new());
+        }
+        let v = self.expect_ok(Method::Get, &path, reply)?;
+        let index = &self.cfg.index;
+        let prefix = format!("{index}_");
+        let mut out: Vec<(String, Value)> = v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(name, def)| {
+                        (*name == index || name.starts_with(&prefix))
+                            && belongs_to(def.get("mappings").unwrap_or(&Value::Null), index)
+                    })
+                    .map(|(name, def)| (name.clone(), def.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -301,13 +328,13 @@ impl OpenSearchStore {
         Ok(true)
     }
 
-    /// Per-tenant layout: creates each tenant index the first time this process writes
-    /// to it. The definition is the template's, sent explicitly so the index is right even
-    /// if the cluster disables `action.auto_create_index` or the template was removed.
-    async fn ensure_tenant_indices(&self, records: &[Record]) -> Result<(), StoreError> {
-        if self.cfg.tenant_layout != TenantLayout::PerTenant {
-            return Ok(());
-        }
+    /// Makes sure every index `records` go to exists with the right definition, once per
+    /// index per process: per tenant, this is where tenant indices are created on their
+    /// first write. The definition is the template's, sent explicitly, so the index is
+    /// right even if the cluster disables `action.auto_create_index` or the template was
+    /// removed; and a write never lands in an index auto-created with dynamic mappings
+    /// (where `vector` would become a plain float array).
+    async fn ensure_indices_for(&self, records: &[Record]) -> Result<(), StoreError> {
         let mut missing: Vec<String> = Vec::new();
         {
             let known = self.known();
@@ -337,33 +364,12 @@ impl OpenSearchStore {
         let index = &self.cfg.index;
         // Resolve names first: deleting by wildcard is refused when
         // `action.destructive_requires_name` is set.
-        let path = format!("/_cat/indices/{index}*");
-        let reply = self
-            .call(
-                Method::Get,
-                &path,
-                &[
-                    ("format", "json"),
-                    ("h", "index"),
-                    ("expand_wildcards", "all"),
-                ],
-                None,
-            )
-            .await?;
-        let names: Vec<String> = if reply.status == 404 {
-            Vec::new()
-        } else {
-            let v = self.expect_ok(Method::Get, &path, reply)?;
-            v.as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .filter_map(|r| r.get("index").and_then(Value::as_str))
-                        .filter(|n| *n == index || n.starts_with(&format!("{index}_")))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let names: Vec<String> = self
+            .existing_indices(&format!("{index}*"))
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         for chunk in names.chunks(50) {
             let path = format!("/{}", chunk.join(","));
             let reply = self
@@ -374,9 +380,7 @@ impl OpenSearchStore {
                     None,
                 )
                 .await?;
-            if reply.status != 404 {
-                self.expect_ok(Method::Delete, &path, reply)?;
-            }
+            self.expect_ok(Method::Delete, &path, reply)?;
             dropped.extend(chunk.iter().map(|n| format!("index {n}")));
         }
         let tname = self.template_name();
@@ -571,17 +575,11 @@ impl VectorStore for OpenSearchStore {
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
         for r in records {
             validate_vector(&r.vector, self.cfg.dimension)?;
-            if r.id.tenant_id.is_empty() {
-                return Err(StoreError::InvalidInput(format!(
-                    "record {} has an empty tenant_id",
-                    r.id
-                )));
-            }
         }
         if records.is_empty() {
             return Ok(());
         }
-        self.ensure_tenant_indices(records).await?;
+        self.ensure_indices_for(records).await?;
 
         let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
         // (index, doc_id) of each action in `body`, to name a failing item.
@@ -755,45 +753,39 @@ impl VectorStore for OpenSearchStore {
                  of the index, so the two figures are the same"
             ));
             // k-NN plugin stats track native (faiss/nmslib) graphs only.
+            // k-NN plugin stats track the native (faiss/nmslib) graph cache only.
             let native = self.knn_graph_memory().await;
-            match native {
-                Ok(Some(kb)) if kb > 0 => {
+            let native_desc = match &native {
+                Ok(Some(kb)) => format!("graph_memory_usage {kb} KB"),
+                Ok(None) => "no graph_memory_usage".to_string(),
+                Err(e) => format!("an error ({e})"),
+            };
+            match (native, stats.vector_file_bytes) {
+                (Ok(Some(kb)), _) if kb > 0 => {
                     usage.memory_bytes = Some(kb * 1024);
                     usage.notes.push(format!(
                         "memory_bytes: sum of nodes.*.graph_memory_usage ({kb} KB) from \
                          _plugins/_knn/stats (native engine graph cache)"
                     ));
                 }
-                other => {
-                    if let Err(e) = &other {
-                        usage
-                            .notes
-                            .push(format!("_plugins/_knn/stats unavailable: {e}"));
-                    }
-                    match stats.vector_file_bytes {
-                        Some(b) => {
-                            usage.memory_bytes = Some(b);
-                            usage.notes.push(format!(
-                                "memory_bytes: {b} bytes = size of the Lucene vector files \
-                                 ({}) of all shard copies, from _stats/segments \
-                                 include_segment_file_sizes. Lucene HNSW graphs are \
-                                 mmapped files in the OS page cache, not the k-NN \
-                                 plugin's graph cache, so _plugins/_knn/stats \
-                                 graph_memory_usage is 0 for engine {}; this is the \
-                                 page-cache footprint needed for searches to stay \
-                                 in memory",
-                                stats.vector_file_exts.join(", "),
-                                self.cfg.engine
-                            ));
-                        }
-                        None => usage.notes.push(format!(
-                            "memory_bytes: not available; _plugins/_knn/stats reports no \
-                             graph memory for engine {} (Lucene graphs are mmapped files \
-                             outside the k-NN graph cache) and no vector files were found",
-                            self.cfg.engine
-                        )),
-                    }
+                (_, Some(b)) => {
+                    usage.memory_bytes = Some(b);
+                    usage.notes.push(format!(
+                        "memory_bytes: {b} bytes = size of the Lucene vector files ({}) of \
+                         all shard copies, from _stats/segments?include_segment_file_sizes; \
+                         _plugins/_knn/stats reported {native_desc} because Lucene HNSW \
+                         graphs are mmapped index files served from the OS page cache, not \
+                         the k-NN plugin's native graph cache. This is the page-cache \
+                         footprint searches need to stay in memory (engine {})",
+                        stats.vector_file_exts.join(", "),
+                        self.cfg.engine
+                    ));
                 }
+                (_, None) => usage.notes.push(format!(
+                    "memory_bytes: not available; _plugins/_knn/stats reported {native_desc} \
+                     and _stats listed no Lucene vector files (engine {})",
+                    self.cfg.engine
+                )),
             }
         }
         Ok(usage)
@@ -890,6 +882,7 @@ fn vector_mapping(cfg: &OpenSearchConfig) -> Value {
 /// mapping explosion (nothing filters on metadata).
 pub fn mappings(cfg: &OpenSearchConfig) -> Value {
     json!({
+        "_meta": {"managed_by": "shadowbench", "index": cfg.index},
         "properties": {
             "tenant_id": {"type": "keyword"},
             "entity_type": {"type": "keyword"},
@@ -923,6 +916,9 @@ pub fn template_body(cfg: &OpenSearchConfig) -> Value {
             "settings": settings(cfg),
             "mappings": mappings(cfg)
         },
+        // Composable templates with overlapping patterns must differ in priority: the
+        // longer (more specific) index name wins, so `x` and `x_v2` can coexist.
+        "priority": 100 + cfg.index.len(),
         "_meta": {"managed_by": "shadowbench"}
     })
 }
@@ -976,6 +972,14 @@ impl KnnMapping {
             m: param("m"),
             ef_construction: param("ef_construction"),
         })
+    }
+}
+
+/// False when the mapping's `_meta` says the index belongs to another shadowbench index.
+fn belongs_to(mappings: &Value, index: &str) -> bool {
+    match mappings.pointer("/_meta/index").and_then(Value::as_str) {
+        Some(owner) => owner == index,
+        None => true,
     }
 }
 
@@ -1633,6 +1637,17 @@ mod tests {
     }
 
     #[test]
+    fn ownership_and_template_priority() {
+        let c = cfg();
+        assert!(belongs_to(&mappings(&c), "ml_embeddings"));
+        assert!(!belongs_to(&mappings(&c), "ml_embeddings_v2"));
+        assert!(belongs_to(&json!({"properties": {}}), "anything"));
+        let mut v2 = c.clone();
+        v2.index = "ml_embeddings_v2".into();
+        assert!(template_body(&v2)["priority"].as_u64() > template_body(&c)["priority"].as_u64());
+    }
+
+    #[test]
     fn bulk_body_is_ndjson_with_index_actions() {
         let mut r = Record::new(RecordId::new("t", "doc", "1"), vec![0.1, -2.5, 3e-7], "m1");
         r.metadata.insert("lang".into(), json!("en"));
@@ -1650,6 +1665,23 @@ mod tests {
         let back = parse_source(&source).unwrap();
         assert_eq!(back, r);
         assert!(lines[1].contains("[0.1,-2.5,3e-7]"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn f32_vectors_round_trip_bit_exactly_through_json() {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let mut xs: Vec<f32> = (0..200_000)
+            .map(|_| f32::from_bits(rng.r#gen::<u32>()))
+            .filter(|x| x.is_finite())
+            .collect();
+        xs.extend((0..200_000).map(|_| rng.gen_range(-1.0f32..1.0)));
+        xs.extend([f32::MIN_POSITIVE, f32::MAX, f32::MIN, 1e-45, -0.0, 0.0]);
+        let text = serde_json::to_vec(&xs).unwrap();
+        let back: Vec<f32> = serde_json::from_slice(&text).unwrap();
+        for (a, b) in xs.iter().zip(&back) {
+            assert_eq!(a.to_bits(), b.to_bits(), "{a:e} came back as {b:e}");
+        }
     }
 
     #[test]
@@ -1817,8 +1849,9 @@ mod tests {
                 .unwrap();
             println!("hits: {hits:?}");
             assert_eq!(hits.len(), 2);
-            assert_eq!(hits[0].id.entity_id, "2");
-            assert_eq!(hits[1].id.entity_id, "1");
+            // cos distances: "1" 0.00138, "2" 0.00169, "3" 0.9487.
+            assert_eq!(hits[0].id.entity_id, "1");
+            assert_eq!(hits[1].id.entity_id, "2");
             for h in &hits {
                 let r = records.iter().find(|r| r.id == h.id).unwrap();
                 let exact = Metric::Cosine.distance(&q, &r.vector);
@@ -2035,6 +2068,42 @@ mod tests {
             let dropped = store.drop_all().await.unwrap();
             println!("dropped: {dropped:?}");
             assert_eq!(dropped.len(), 3);
+        }
+
+        #[tokio::test]
+        #[ignore = "needs a live OpenSearch with k-NN"]
+        async fn overlapping_index_families_coexist() {
+            let a = OpenSearchStore::connect(live_cfg("sbtest_os_ov", TenantLayout::PerTenant))
+                .await
+                .unwrap();
+            let mut cfg_b = live_cfg("sbtest_os_ov_v2", TenantLayout::PerTenant);
+            cfg_b.dimension = 4;
+            let b = OpenSearchStore::connect(cfg_b).await.unwrap();
+            b.drop_all().await.unwrap();
+            a.drop_all().await.unwrap();
+            a.bootstrap().await.unwrap();
+            b.bootstrap().await.unwrap();
+            b.upsert(&Record::new(
+                RecordId::new("t", "e", "1"),
+                vec![1.0, 0.0, 0.0, 0.0],
+                "m",
+            ))
+            .await
+            .unwrap();
+            a.upsert(&rec("t", "e", "1", [1.0, 0.0, 0.0]))
+                .await
+                .unwrap();
+            // `sbtest_os_ov_*` also matches b's index, but a's bootstrap and drop skip it.
+            let again = a.bootstrap().await.unwrap();
+            assert_eq!(
+                again.unchanged,
+                [
+                    "index template sbtest_os_ov_template",
+                    "index sbtest_os_ov_t"
+                ]
+            );
+            assert_eq!(a.drop_all().await.unwrap().len(), 2);
+            assert_eq!(b.drop_all().await.unwrap().len(), 2);
         }
 
         #[tokio::test]

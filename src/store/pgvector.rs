@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use pgvector::Vector;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -354,6 +354,75 @@ impl PgVectorStore {
         Ok(hits)
     }
 
+    /// Upserts inside the caller's transaction (used by the adapter's transactional outbox).
+    pub async fn upsert_in(
+        &self,
+        conn: &mut PgConnection,
+        records: &[Record],
+    ) -> Result<(), StoreError> {
+        for r in records {
+            validate_vector(&r.vector, self.cfg.dimension)?;
+        }
+        let records = dedup_last(records);
+        for chunk in records.chunks(UPSERT_CHUNK) {
+            let mut t = Vec::with_capacity(chunk.len());
+            let mut et = Vec::with_capacity(chunk.len());
+            let mut eid = Vec::with_capacity(chunk.len());
+            let mut vecs = Vec::with_capacity(chunk.len());
+            let mut meta = Vec::with_capacity(chunk.len());
+            let mut mv = Vec::with_capacity(chunk.len());
+            let mut ca = Vec::with_capacity(chunk.len());
+            let mut ua = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                t.push(r.id.tenant_id.clone());
+                et.push(r.id.entity_type.clone());
+                eid.push(r.id.entity_id.clone());
+                vecs.push(Vector::from(r.vector.clone()));
+                meta.push(serde_json::to_string(&r.metadata).unwrap_or_else(|_| "{}".into()));
+                mv.push(r.model_version.clone());
+                ca.push(r.created_at);
+                ua.push(r.updated_at);
+            }
+            sqlx::query(AssertSqlSafe(self.upsert_sql.clone()))
+                .bind(t)
+                .bind(et)
+                .bind(eid)
+                .bind(vecs)
+                .bind(meta)
+                .bind(mv)
+                .bind(ca)
+                .bind(ua)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes inside the caller's transaction; returns whether the row existed.
+    pub async fn delete_in(
+        &self,
+        conn: &mut PgConnection,
+        id: &RecordId,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
+            self.cfg.table
+        );
+        let res = sqlx::query(AssertSqlSafe(sql))
+            .bind(&id.tenant_id)
+            .bind(&id.entity_type)
+            .bind(&id.entity_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(crate) fn map_sqlx(&self, e: sqlx::Error) -> StoreError {
+        self.err(e)
+    }
+
     fn row_to_record(&self, row: &PgRow) -> Result<Record, StoreError> {
         let e = |e| self.err(e);
         let vector: Vector = row.try_get(3).map_err(e)?;
@@ -409,61 +478,16 @@ impl VectorStore for PgVectorStore {
     }
 
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        for r in records {
-            validate_vector(&r.vector, self.cfg.dimension)?;
-        }
-        let records = dedup_last(records);
         // One transaction for the whole batch: all or nothing is acknowledged.
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        for chunk in records.chunks(UPSERT_CHUNK) {
-            let mut t = Vec::with_capacity(chunk.len());
-            let mut et = Vec::with_capacity(chunk.len());
-            let mut eid = Vec::with_capacity(chunk.len());
-            let mut vecs = Vec::with_capacity(chunk.len());
-            let mut meta = Vec::with_capacity(chunk.len());
-            let mut mv = Vec::with_capacity(chunk.len());
-            let mut ca = Vec::with_capacity(chunk.len());
-            let mut ua = Vec::with_capacity(chunk.len());
-            for r in chunk {
-                t.push(r.id.tenant_id.clone());
-                et.push(r.id.entity_type.clone());
-                eid.push(r.id.entity_id.clone());
-                vecs.push(Vector::from(r.vector.clone()));
-                meta.push(serde_json::to_string(&r.metadata).unwrap_or_else(|_| "{}".into()));
-                mv.push(r.model_version.clone());
-                ca.push(r.created_at);
-                ua.push(r.updated_at);
-            }
-            sqlx::query(AssertSqlSafe(self.upsert_sql.clone()))
-                .bind(t)
-                .bind(et)
-                .bind(eid)
-                .bind(vecs)
-                .bind(meta)
-                .bind(mv)
-                .bind(ca)
-                .bind(ua)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        self.upsert_in(&mut tx, records).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
-        let sql = format!(
-            "DELETE FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
-            self.cfg.table
-        );
-        let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(&id.tenant_id)
-            .bind(&id.entity_type)
-            .bind(&id.entity_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(res.rows_affected() > 0)
+        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        self.delete_in(&mut conn, id).await
     }
 
     async fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StoreError> {

@@ -1,0 +1,687 @@
+//! `VectorStoreAdapter`: composes the pgvector and OpenSearch stores according to the
+//! migration mode. Writes go to pgvector first, together with a transactional outbox
+//! entry, then to OpenSearch; reads are routed, mirrored or split per mode, with
+//! fallback to pgvector behind a circuit breaker.
+
+pub mod breaker;
+pub mod mode;
+pub mod outbox;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit};
+pub use mode::MigrationMode;
+pub use outbox::Outbox;
+
+use crate::distance::Metric;
+use crate::error::{ErrorClass, StoreError};
+use crate::record::{Hit, Record, RecordId, SearchRequest};
+use crate::store::pgvector::PgVectorStore;
+use crate::store::{BackendKind, Health, IndexParams, ResourceUsage, VectorStore};
+
+/// One side of a compared read.
+#[derive(Debug, Clone)]
+pub struct ReadSample {
+    pub backend: BackendKind,
+    pub latency: Duration,
+    pub result: Result<Vec<Hit>, ErrorClass>,
+}
+
+/// A read served by one store and mirrored to the other, handed to the measurer.
+#[derive(Debug, Clone)]
+pub struct ComparedRead {
+    pub request: Arc<SearchRequest>,
+    pub primary: ReadSample,
+    pub candidate: ReadSample,
+}
+
+/// Receives every completed shadow comparison (the load generator, the service's metrics).
+pub trait ComparisonSink: Send + Sync {
+    fn record(&self, pair: ComparedRead);
+}
+
+/// What a split read is keyed on, so routing is sticky.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKey {
+    /// The tenant filter when present, else the query vector.
+    #[default]
+    Tenant,
+    /// The query vector (and filter).
+    Query,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterConfig {
+    /// Deadline for an OpenSearch read before falling back to pgvector.
+    pub opensearch_read_timeout: Duration,
+    pub breaker: BreakerConfig,
+    /// Mirrored reads in flight at once; more are dropped (and counted).
+    pub mirror_capacity: usize,
+    pub split_key: SplitKey,
+    /// Outbox entries handled per drain round.
+    pub drain_batch: usize,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            opensearch_read_timeout: Duration::from_secs(2),
+            breaker: BreakerConfig::default(),
+            mirror_capacity: 64,
+            split_key: SplitKey::Tenant,
+            drain_batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    reads_pgvector: AtomicU64,
+    reads_opensearch: AtomicU64,
+    fallbacks: AtomicU64,
+    fallbacks_breaker_open: AtomicU64,
+    mirrors_completed: AtomicU64,
+    mirror_errors: AtomicU64,
+    mirror_dropped: AtomicU64,
+    mirror_skipped_breaker_open: AtomicU64,
+    writes_acknowledged: AtomicU64,
+    secondary_write_failures: AtomicU64,
+    outbox_drained: AtomicU64,
+}
+
+/// Counters since the adapter was created.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AdapterStats {
+    pub reads_pgvector: u64,
+    pub reads_opensearch: u64,
+    /// Reads meant for OpenSearch that pgvector answered (error, timeout or open breaker).
+    pub fallbacks: u64,
+    pub fallbacks_breaker_open: u64,
+    pub mirrors_completed: u64,
+    pub mirror_errors: u64,
+    /// Mirrored reads not sent because the mirror queue was full.
+    pub mirror_dropped: u64,
+    pub mirror_skipped_breaker_open: u64,
+    /// Records whose write was acknowledged to the caller.
+    pub writes_acknowledged: u64,
+    /// Records whose OpenSearch write failed and were left in the outbox.
+    pub secondary_write_failures: u64,
+    pub outbox_drained: u64,
+}
+
+/// Result of one drain pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DrainReport {
+    pub delivered: u64,
+    pub remaining: u64,
+    pub last_error: Option<String>,
+}
+
+const STRIPES: usize = 256;
+
+pub struct VectorStoreAdapter {
+    pg: Arc<PgVectorStore>,
+    os: Option<Arc<dyn VectorStore>>,
+    mode: RwLock<MigrationMode>,
+    cfg: AdapterConfig,
+    breaker: Arc<Breaker>,
+    outbox: Outbox,
+    /// Per-identity striped locks: a live write and an outbox replay of the same
+    /// identity never interleave, so OpenSearch cannot end up with an older version.
+    stripes: Vec<Arc<Mutex<()>>>,
+    mirror_slots: Arc<Semaphore>,
+    sink: RwLock<Option<Arc<dyn ComparisonSink>>>,
+    counters: Arc<Counters>,
+}
+
+impl VectorStoreAdapter {
+    /// Builds the adapter and makes sure the outbox table exists. A mode that writes
+    /// OpenSearch requires an OpenSearch store.
+    pub async fn new(
+        pg: Arc<PgVectorStore>,
+        os: Option<Arc<dyn VectorStore>>,
+        mode: MigrationMode,
+        cfg: AdapterConfig,
+    ) -> Result<Self, StoreError> {
+        if mode.needs_opensearch() && os.is_none() {
+            return Err(StoreError::InvalidInput(format!(
+                "migration mode {mode} needs OpenSearch: set --hosts / ML_OPENSEARCH_HOSTS"
+            )));
+        }
+        let outbox = Outbox::new(pg.clone());
+        outbox.ensure().await?;
+        Ok(Self {
+            breaker: Arc::new(Breaker::new(cfg.breaker)),
+            mirror_slots: Arc::new(Semaphore::new(cfg.mirror_capacity.max(1))),
+            stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            pg,
+            os,
+            mode: RwLock::new(mode),
+            cfg,
+            outbox,
+            sink: RwLock::new(None),
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    pub fn mode(&self) -> MigrationMode {
+        *self.mode.read().expect("mode lock")
+    }
+
+    /// Switches mode at runtime. In-flight operations finish under the mode they
+    /// started with; writes are never dropped by a switch because every mode writes
+    /// pgvector first and outbox entries are drained in every mode.
+    pub fn set_mode(&self, mode: MigrationMode) -> Result<(), StoreError> {
+        if mode.needs_opensearch() && self.os.is_none() {
+            return Err(StoreError::InvalidInput(format!(
+                "migration mode {mode} needs OpenSearch, which is not configured"
+            )));
+        }
+        *self.mode.write().expect("mode lock") = mode;
+        Ok(())
+    }
+
+    pub fn set_comparison_sink(&self, sink: Arc<dyn ComparisonSink>) {
+        *self.sink.write().expect("sink lock") = Some(sink);
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    pub fn pgvector(&self) -> &Arc<PgVectorStore> {
+        &self.pg
+    }
+
+    pub fn opensearch(&self) -> Option<&Arc<dyn VectorStore>> {
+        self.os.as_ref()
+    }
+
+    pub fn stats(&self) -> AdapterStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AdapterStats {
+            reads_pgvector: g(&c.reads_pgvector),
+            reads_opensearch: g(&c.reads_opensearch),
+            fallbacks: g(&c.fallbacks),
+            fallbacks_breaker_open: g(&c.fallbacks_breaker_open),
+            mirrors_completed: g(&c.mirrors_completed),
+            mirror_errors: g(&c.mirror_errors),
+            mirror_dropped: g(&c.mirror_dropped),
+            mirror_skipped_breaker_open: g(&c.mirror_skipped_breaker_open),
+            writes_acknowledged: g(&c.writes_acknowledged),
+            secondary_write_failures: g(&c.secondary_write_failures),
+            outbox_drained: g(&c.outbox_drained),
+        }
+    }
+
+    fn stripe_of(id: &RecordId) -> usize {
+        let bytes = id
+            .tenant_id
+            .bytes()
+            .chain([0])
+            .chain(id.entity_type.bytes())
+            .chain([0])
+            .chain(id.entity_id.bytes());
+        (mode::stable_hash(bytes) % STRIPES as u64) as usize
+    }
+
+    /// Locks the stripes of these identities in ascending order (no deadlock).
+    async fn lock_ids<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a RecordId>,
+    ) -> Vec<OwnedMutexGuard<()>> {
+        let stripes: BTreeSet<usize> = ids.map(Self::stripe_of).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.stripes[s].clone().lock_owned().await);
+        }
+        guards
+    }
+
+    /// Runs an OpenSearch call behind the breaker and deadline.
+    async fn guarded<T, F>(&self, timeout: Duration, f: F) -> Result<T, GuardedError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        if self.breaker.acquire() == Permit::Rejected {
+            return Err(GuardedError::BreakerOpen);
+        }
+        match tokio::time::timeout(timeout, f).await {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) if e.class() == ErrorClass::Rejected => {
+                // The caller's input was bad; not the backend's health.
+                self.breaker.success();
+                Err(GuardedError::Store(e))
+            }
+            Ok(Err(e)) => {
+                self.breaker.failure();
+                Err(GuardedError::Store(e))
+            }
+            Err(_) => {
+                self.breaker.failure();
+                Err(GuardedError::Store(StoreError::Timeout {
+                    backend: "opensearch",
+                    detail: format!("no answer within {} ms", timeout.as_millis()),
+                }))
+            }
+        }
+    }
+
+    /// Serves a read from OpenSearch, falling back to pgvector on failure.
+    async fn search_opensearch_first(
+        &self,
+        os: &Arc<dyn VectorStore>,
+        req: &SearchRequest,
+    ) -> Result<Vec<Hit>, StoreError> {
+        match self
+            .guarded(self.cfg.opensearch_read_timeout, os.search(req))
+            .await
+        {
+            Ok(hits) => {
+                self.counters
+                    .reads_opensearch
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(hits)
+            }
+            Err(GuardedError::Store(e)) if e.class() == ErrorClass::Rejected => Err(e),
+            Err(why) => {
+                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                if matches!(why, GuardedError::BreakerOpen) {
+                    self.counters
+                        .fallbacks_breaker_open
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tracing::debug!("opensearch read failed, answering from pgvector: {why}");
+                }
+                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
+                self.pg.search(req).await
+            }
+        }
+    }
+
+    /// Sends a copy of a pgvector-served read to OpenSearch without delaying the caller.
+    fn mirror(&self, req: &SearchRequest, primary: ReadSample) {
+        let Some(os) = self.os.clone() else { return };
+        let Ok(slot) = self.mirror_slots.clone().try_acquire_owned() else {
+            self.counters.mirror_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if self.breaker.acquire() == Permit::Rejected {
+            self.counters
+                .mirror_skipped_breaker_open
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let req = Arc::new(req.clone());
+        let sink = self.sink.read().expect("sink lock").clone();
+        let counters = self.counters.clone();
+        let timeout = self.cfg.opensearch_read_timeout;
+        let breaker_report = self.breaker.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let started = Instant::now();
+            let res = tokio::time::timeout(timeout, os.search(&req)).await;
+            let latency = started.elapsed();
+            let result = match res {
+                Ok(Ok(hits)) => {
+                    breaker_report.success();
+                    counters.mirrors_completed.fetch_add(1, Ordering::Relaxed);
+                    Ok(hits)
+                }
+                Ok(Err(e)) => {
+                    if e.class() != ErrorClass::Rejected {
+                        breaker_report.failure();
+                    }
+                    counters.mirror_errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e.class())
+                }
+                Err(_) => {
+                    breaker_report.failure();
+                    counters.mirror_errors.fetch_add(1, Ordering::Relaxed);
+                    Err(ErrorClass::Timeout)
+                }
+            };
+            if let Some(sink) = sink {
+                sink.record(ComparedRead {
+                    request: req,
+                    primary,
+                    candidate: ReadSample {
+                        backend: BackendKind::Opensearch,
+                        latency,
+                        result,
+                    },
+                });
+            }
+        });
+    }
+
+    /// Writes to pgvector together with outbox entries (one transaction), then tries
+    /// OpenSearch; a failed OpenSearch write stays in the outbox for the drainer.
+    /// Returns, for a delete, whether the row existed in pgvector.
+    async fn write_both<Fut>(
+        &self,
+        primary: PrimaryWrite<'_>,
+        secondary: Fut,
+    ) -> Result<bool, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let ids: Vec<&RecordId> = match primary {
+            PrimaryWrite::Upsert(records) => records.iter().map(|r| &r.id).collect(),
+            PrimaryWrite::Delete(id) => vec![id],
+        };
+        let n = ids.len() as u64;
+        let _guards = self.lock_ids(ids.iter().copied()).await;
+        let mut tx = self
+            .pg
+            .pool()
+            .begin()
+            .await
+            .map_err(|e| self.pg.map_sqlx(e))?;
+        let existed = match primary {
+            PrimaryWrite::Upsert(records) => {
+                self.pg.upsert_in(&mut tx, records).await?;
+                true
+            }
+            PrimaryWrite::Delete(id) => self.pg.delete_in(&mut tx, id).await?,
+        };
+        let seqs = self.outbox.enqueue_in(&mut tx, &ids).await?;
+        tx.commit().await.map_err(|e| self.pg.map_sqlx(e))?;
+        // Durable from here on: acknowledged whatever OpenSearch does.
+        self.counters
+            .writes_acknowledged
+            .fetch_add(n, Ordering::Relaxed);
+        match self
+            .guarded(
+                self.cfg
+                    .opensearch_read_timeout
+                    .max(Duration::from_secs(10)),
+                secondary,
+            )
+            .await
+        {
+            Ok(()) => {
+                if let Err(e) = self.outbox.remove(&seqs).await {
+                    // Harmless: the drainer will replay the current row once more.
+                    tracing::warn!("could not clear delivered outbox entries: {e}");
+                }
+            }
+            Err(why) => {
+                self.counters
+                    .secondary_write_failures
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::debug!("opensearch write deferred to the outbox: {why}");
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Replays outbox entries to OpenSearch from pgvector's current rows until the
+    /// outbox is empty, the breaker is open, or an error occurs.
+    pub async fn drain_outbox(&self) -> Result<DrainReport, StoreError> {
+        let Some(os) = self.os.clone() else {
+            return Ok(DrainReport {
+                remaining: self.outbox.depth().await?,
+                ..DrainReport::default()
+            });
+        };
+        let mut report = DrainReport::default();
+        loop {
+            let entries = self.outbox.fetch(self.cfg.drain_batch).await?;
+            if entries.is_empty() {
+                break;
+            }
+            let mut seqs_by_id: HashMap<RecordId, Vec<i64>> = HashMap::new();
+            for e in &entries {
+                seqs_by_id.entry(e.id.clone()).or_default().push(e.seq);
+            }
+            let ids: Vec<RecordId> = seqs_by_id.keys().cloned().collect();
+            let _guards = self.lock_ids(ids.iter()).await;
+            let outcome = self.replay(&os, &ids).await;
+            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
+            match outcome {
+                Ok(()) => {
+                    self.outbox.remove(&seqs).await?;
+                    report.delivered += seqs.len() as u64;
+                    self.counters
+                        .outbox_drained
+                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                }
+                Err(why) => {
+                    let msg = why.to_string();
+                    let _ = self.outbox.mark_failed(&seqs, &msg).await;
+                    report.last_error = Some(msg);
+                    break;
+                }
+            }
+        }
+        report.remaining = self.outbox.depth().await?;
+        Ok(report)
+    }
+
+    async fn replay(
+        &self,
+        os: &Arc<dyn VectorStore>,
+        ids: &[RecordId],
+    ) -> Result<(), GuardedError> {
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for id in ids {
+            match self.pg.get(id).await.map_err(GuardedError::Store)? {
+                Some(r) => upserts.push(r),
+                None => deletes.push(id.clone()),
+            }
+        }
+        let timeout = self
+            .cfg
+            .opensearch_read_timeout
+            .max(Duration::from_secs(30));
+        if !upserts.is_empty() {
+            self.guarded(timeout, os.upsert_batch(&upserts)).await?;
+        }
+        for id in &deletes {
+            self.guarded(timeout, async { os.delete(id).await.map(|_| ()) })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drains the outbox in the background every `every` until the handle is dropped.
+    pub fn spawn_drainer(self: &Arc<Self>, every: Duration) -> DrainerHandle {
+        let me = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(adapter) = me.upgrade() else { break };
+                if let Err(e) = adapter.drain_outbox().await {
+                    tracing::debug!("outbox drain failed: {e}");
+                }
+            }
+        });
+        DrainerHandle(task)
+    }
+}
+
+/// Stops the background drainer when dropped.
+pub struct DrainerHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for DrainerHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum PrimaryWrite<'a> {
+    Upsert(&'a [Record]),
+    Delete(&'a RecordId),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum GuardedError {
+    #[error("circuit breaker open")]
+    BreakerOpen,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+fn route_key(req: &SearchRequest, key: SplitKey) -> u64 {
+    match (&req.filter.tenant_id, key) {
+        (Some(t), SplitKey::Tenant) => mode::stable_hash(t.bytes()),
+        _ => mode::stable_hash(req.vector.iter().flat_map(|x| x.to_bits().to_le_bytes())),
+    }
+}
+
+#[async_trait]
+impl VectorStore for VectorStoreAdapter {
+    /// The backend currently serving reads.
+    fn kind(&self) -> BackendKind {
+        match self.mode() {
+            MigrationMode::Opensearch => BackendKind::Opensearch,
+            _ => BackendKind::Pgvector,
+        }
+    }
+
+    fn dimension(&self) -> usize {
+        self.pg.dimension()
+    }
+
+    fn metric(&self) -> Metric {
+        self.pg.metric()
+    }
+
+    async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mode = self.mode();
+        let os = match (&self.os, mode.writes_opensearch()) {
+            (Some(os), true) => os.clone(),
+            _ => {
+                self.pg.upsert_batch(records).await?;
+                self.counters
+                    .writes_acknowledged
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        for r in records {
+            crate::record::validate_vector(&r.vector, self.dimension())?;
+        }
+        self.write_both(PrimaryWrite::Upsert(records), os.upsert_batch(records))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
+        let mode = self.mode();
+        let os = match (&self.os, mode.writes_opensearch()) {
+            (Some(os), true) => os.clone(),
+            _ => return self.pg.delete(id).await,
+        };
+        self.write_both(PrimaryWrite::Delete(id), async {
+            os.delete(id).await.map(|_| ())
+        })
+        .await
+    }
+
+    async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+        let mode = self.mode();
+        match (mode, &self.os) {
+            (MigrationMode::Opensearch, Some(os)) => self.search_opensearch_first(os, req).await,
+            (MigrationMode::ReadSplit { percent }, Some(os))
+                if mode::routes_to_opensearch(route_key(req, self.cfg.split_key), percent) =>
+            {
+                self.search_opensearch_first(os, req).await
+            }
+            (MigrationMode::ShadowRead, Some(_)) => {
+                let started = Instant::now();
+                let res = self.pg.search(req).await;
+                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
+                let sample = ReadSample {
+                    backend: BackendKind::Pgvector,
+                    latency: started.elapsed(),
+                    result: res.as_ref().map(Clone::clone).map_err(StoreError::class),
+                };
+                self.mirror(req, sample);
+                res
+            }
+            _ => {
+                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
+                self.pg.search(req).await
+            }
+        }
+    }
+
+    async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        if let (MigrationMode::Opensearch, Some(os)) = (self.mode(), &self.os)
+            && let Ok(r) = self
+                .guarded(self.cfg.opensearch_read_timeout, os.get(id))
+                .await
+        {
+            return Ok(r);
+        }
+        self.pg.get(id).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.pg.count().await
+    }
+
+    async fn scan_page(
+        &self,
+        after: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.pg.scan_page(after, limit).await
+    }
+
+    async fn health(&self) -> Result<Health, StoreError> {
+        let pg = self.pg.health().await?;
+        let os = match &self.os {
+            Some(os) => Some(os.health().await),
+            None => None,
+        };
+        let os_txt = match &os {
+            None => "opensearch not configured".to_string(),
+            Some(Ok(h)) => format!("{} ({})", h.version, if h.ok { "up" } else { "degraded" }),
+            Some(Err(e)) => format!("opensearch down: {e}"),
+        };
+        Ok(Health {
+            ok: pg.ok,
+            version: format!("{}; {}", pg.version, os_txt),
+            detail: format!("mode {}, breaker {:?}", self.mode(), self.breaker.state()),
+        })
+    }
+
+    async fn resources(&self) -> Result<ResourceUsage, StoreError> {
+        self.pg.resources().await
+    }
+
+    fn index_params(&self) -> IndexParams {
+        self.pg.index_params()
+    }
+
+    async fn refresh(&self) -> Result<(), StoreError> {
+        if let Some(os) = &self.os
+            && self.mode().writes_opensearch()
+        {
+            os.refresh().await?;
+        }
+        Ok(())
+    }
+}

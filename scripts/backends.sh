@@ -11,6 +11,9 @@
 #           .backends/ except the download cache.
 #   status  print versions and up/down state; exits non-zero if either backend is down.
 #   env     print `export ...` lines for the app:  eval "$(scripts/backends.sh env)"
+#   stop-opensearch | freeze-opensearch | thaw-opensearch
+#           outage drills used by the integration tests (stop = kill; freeze = SIGSTOP, so
+#           requests hang until they time out; thaw = SIGCONT). `up` starts a stopped one again.
 #
 # Environment overrides:
 #   SB_PG_PORT (55432)  SB_OS_PORT (9200)  SB_OS_TRANSPORT_PORT (SB_OS_PORT+100 = 9300)  SB_OS_HEAP (1g)
@@ -801,6 +804,11 @@ main() {
       case ${1:-} in ''|--purge) ;; *) die "unknown option for down: $1" ;; esac
       need_root down "$@"; cmd_down "${1:-}" ;;
     purge) need_root purge "$@"; cmd_down --purge ;;
+    # Outage drills for the integration tests: stop only OpenSearch, or freeze/thaw it
+    # (SIGSTOP/SIGCONT: the process stays, requests hang until they time out).
+    stop-opensearch) need_root stop-opensearch "$@"; take_lock; stop_opensearch ;;
+    freeze-opensearch) kill -STOP "$(os_pid)" && log "OpenSearch frozen" ;;
+    thaw-opensearch) kill -CONT "$(os_pid)" && log "OpenSearch thawed" ;;
     status) cmd_status ;;
     env) print_env | sed 's/^/export /' ;;
     -h|--help|help) usage ;;

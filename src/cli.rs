@@ -32,6 +32,36 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Print health, versions, record counts and index sizes of both stores.
     Status,
+    /// Backfill pgvector into OpenSearch through `_bulk`; resumable from a checkpoint.
+    Sync(SyncArgs),
+    /// Compare both stores record by record (content hash); exit 0 only at 100% consistency.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Records per bulk request.
+    #[arg(long, default_value_t = 500)]
+    pub batch_size: usize,
+    /// Bulk requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Ignore an interrupted run's checkpoint and copy everything again.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Fix OpenSearch from pgvector (upsert missing/mismatched, delete extra), then validate again.
+    #[arg(long)]
+    pub repair: bool,
+    /// How many ids of each kind of difference to print.
+    #[arg(long, default_value_t = 20)]
+    pub show: usize,
+    /// Write the validation report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +78,10 @@ pub struct IngestArgs {
     /// Batches in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Write through the migration adapter in this mode (pgvector, dual_write, shadow_read,
+    /// read_split(P), opensearch) instead of straight into --backend.
+    #[arg(long, env = "ML_MIGRATION_MODE")]
+    pub mode: Option<String>,
 }
 
 /// Connection and index settings shared by every subcommand.

@@ -1,10 +1,15 @@
 //! One function per subcommand: build typed config from the CLI, call the library,
 //! print a human summary. Returns the process exit code.
 
-use shadowbench::error::{ConfigError, Error};
-use shadowbench::{bootstrap, dataset, ingest};
+use std::sync::Arc;
 
-use crate::cli::{Cli, Command, IngestArgs};
+use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use shadowbench::connect::{BackendSelection, Backends};
+use shadowbench::error::{ConfigError, Error};
+use shadowbench::store::VectorStore;
+use shadowbench::{bootstrap, dataset, ingest, sync, validate};
+
+use crate::cli::{Cli, Command, IngestArgs, SyncArgs, ValidateArgs};
 
 pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let backends = cli.conn.backends()?;
@@ -19,12 +24,80 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         }
         Command::Ingest(args) => ingest_cmd(&backends, which, args).await,
         Command::Status => status(&backends, which).await,
+        Command::Sync(args) => sync_cmd(&backends, args).await,
+        Command::Validate(args) => validate_cmd(&backends, args).await,
+    }
+}
+
+/// Opens the adapter for a mode; starts with the outbox as the previous run left it.
+pub async fn adapter(backends: &Backends, mode: MigrationMode) -> Result<Arc<VectorStoreAdapter>, Error> {
+    let pg = backends.pgvector().await?;
+    let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || backends.os.is_some() {
+        Some(backends.opensearch().await?)
+    } else {
+        None
+    };
+    Ok(Arc::new(VectorStoreAdapter::new(pg, os, mode, AdapterConfig::default()).await?))
+}
+
+async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
+    let pg = backends.pgvector().await?;
+    let os = backends.opensearch().await?;
+    let opts = sync::SyncOptions {
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        restart: args.restart,
+        progress: true,
+    };
+    let index = backends.os_config()?.index.clone();
+    let s = sync::sync(pg, os, &index, &opts).await?;
+    if let Some(after) = &s.resumed_after {
+        println!("resumed after {after} ({} records were copied before the interruption)", s.previously_copied);
+    }
+    println!(
+        "synced {} records into opensearch index {index} in {:.1}s ({:.0} records/s)",
+        s.copied, s.seconds, s.records_per_second
+    );
+    Ok(0)
+}
+
+async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Error> {
+    let pg: Arc<dyn VectorStore> = backends.pgvector().await?;
+    let os: Arc<dyn VectorStore> = backends.opensearch().await?;
+    let opts = validate::ValidateOptions {
+        show: args.show,
+        progress: true,
+        ..validate::ValidateOptions::default()
+    };
+    let report = if args.repair {
+        let (before, fixed, after) = validate::repair(pg, os, &opts).await?;
+        for line in before.lines() {
+            println!("before repair: {line}");
+        }
+        println!("repair: upserted {} and deleted {} records in opensearch", fixed.upserted, fixed.deleted);
+        after
+    } else {
+        validate::validate(pg, os, &opts).await?
+    };
+    for line in report.lines() {
+        println!("{line}");
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
+    }
+    if report.consistent() {
+        println!("CONSISTENT: 100%");
+        Ok(0)
+    } else {
+        println!("INCONSISTENT");
+        Ok(1)
     }
 }
 
 async fn ingest_cmd(
-    backends: &shadowbench::connect::Backends,
-    which: shadowbench::connect::BackendSelection,
+    backends: &Backends,
+    which: BackendSelection,
     args: IngestArgs,
 ) -> Result<u8, Error> {
     if args.batch_size == 0 {
@@ -52,7 +125,16 @@ async fn ingest_cmd(
         Some(n) => &ds.train[..n.min(ds.train.len())],
         None => &ds.train[..],
     };
-    let targets = backends.open(which).await?;
+    let mut drain = None;
+    let targets: Vec<Arc<dyn VectorStore>> = match &args.mode {
+        Some(m) => {
+            let mode = MigrationMode::parse("--mode / ML_MIGRATION_MODE", m)?;
+            let a = adapter(backends, mode).await?;
+            drain = Some(a.clone());
+            vec![a]
+        }
+        None => backends.open(which).await?,
+    };
     let opts = ingest::IngestOptions {
         batch_size: args.batch_size,
         concurrency: args.concurrency,
@@ -67,12 +149,28 @@ async fn ingest_cmd(
         s.seconds,
         s.records_per_second
     );
+    if let Some(a) = drain {
+        let d = a.drain_outbox().await?;
+        let stats = a.stats();
+        println!(
+            "mode {}: {} writes acknowledged, {} deferred to the outbox, {} replayed, outbox depth now {}",
+            a.mode(),
+            stats.writes_acknowledged,
+            stats.secondary_write_failures,
+            d.delivered,
+            d.remaining
+        );
+        if d.remaining > 0 {
+            println!("outbox not empty: run `shadowbench sync` or ingest again once OpenSearch is healthy");
+            return Ok(1);
+        }
+    }
     Ok(0)
 }
 
 async fn status(
-    backends: &shadowbench::connect::Backends,
-    which: shadowbench::connect::BackendSelection,
+    backends: &Backends,
+    which: BackendSelection,
 ) -> Result<u8, Error> {
     let stores = backends.open(which).await?;
     let mut code = 0;

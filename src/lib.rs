@@ -12,3 +12,5 @@ pub mod ingest;
 pub mod progress;
 pub mod record;
 pub mod store;
+pub mod sync;
+pub mod validate;

@@ -1,0 +1,219 @@
+//! `shadowbench validate [--repair]`: record-by-record comparison of pgvector (the source
+//! of truth) and OpenSearch. Both stores are streamed in identity order and merged;
+//! each pair is compared by a content hash of vector bits, metadata and model_version.
+
+use futures::StreamExt;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use crate::error::StoreError;
+use crate::record::{Record, RecordId};
+use crate::store::{VectorStore, scan};
+
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    /// Records per scan page.
+    pub page: usize,
+    /// How many ids of each kind of difference to list.
+    pub show: usize,
+    pub progress: bool,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        Self {
+            page: 1000,
+            show: 20,
+            progress: false,
+        }
+    }
+}
+
+/// A list of ids capped at `show`, with the true total beside it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdSample {
+    pub total: u64,
+    pub first: Vec<RecordId>,
+}
+
+impl IdSample {
+    fn push(&mut self, id: &RecordId, show: usize) {
+        self.total += 1;
+        if self.first.len() < show {
+            self.first.push(id.clone());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ValidationReport {
+    pub pgvector_records: u64,
+    pub opensearch_records: u64,
+    /// Identical identity and content hash.
+    pub matched: u64,
+    /// In pgvector, absent from OpenSearch.
+    pub missing: IdSample,
+    /// In OpenSearch, absent from pgvector.
+    pub extra: IdSample,
+    /// Present in both with different vector, metadata or model_version.
+    pub mismatched: IdSample,
+    /// matched / (matched + missing + extra + mismatched), as a percentage; 100 when both are empty.
+    pub consistency_pct: f64,
+}
+
+impl ValidationReport {
+    pub fn consistent(&self) -> bool {
+        self.missing.total == 0 && self.extra.total == 0 && self.mismatched.total == 0
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![
+            format!(
+                "pgvector {} records, opensearch {} records, matched {}, consistency {:.4}%",
+                self.pgvector_records, self.opensearch_records, self.matched, self.consistency_pct
+            ),
+        ];
+        for (what, s) in [
+            ("missing from opensearch", &self.missing),
+            ("extra in opensearch", &self.extra),
+            ("content mismatch", &self.mismatched),
+        ] {
+            if s.total > 0 {
+                let ids: Vec<String> = s.first.iter().map(ToString::to_string).collect();
+                let more = if s.total as usize > s.first.len() {
+                    format!(" (first {} shown)", s.first.len())
+                } else {
+                    String::new()
+                };
+                out.push(format!("{what}: {}{more}: {}", s.total, ids.join(", ")));
+            }
+        }
+        out
+    }
+}
+
+/// What repair did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairSummary {
+    pub upserted: u64,
+    pub deleted: u64,
+}
+
+enum Diff {
+    Missing(Record),
+    Extra(RecordId),
+    Mismatched(Record),
+}
+
+async fn merge<F>(
+    primary: Arc<dyn VectorStore>,
+    secondary: Arc<dyn VectorStore>,
+    opts: &ValidateOptions,
+    mut on_diff: F,
+) -> Result<ValidationReport, StoreError>
+where
+    F: AsyncFnMut(Diff) -> Result<(), StoreError>,
+{
+    secondary.refresh().await?;
+    let total = primary.count().await?;
+    let pb = crate::progress::bar(total, "validate", opts.progress);
+    let mut a = scan(primary, opts.page);
+    let mut b = scan(secondary, opts.page);
+    let mut report = ValidationReport::default();
+    let (mut x, mut y) = (a.next().await.transpose()?, b.next().await.transpose()?);
+    loop {
+        let order = match (&x, &y) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(p), Some(o)) => p.id.cmp(&o.id),
+        };
+        match order {
+            Ordering::Less => {
+                let p = x.take().expect("present");
+                report.pgvector_records += 1;
+                report.missing.push(&p.id, opts.show);
+                on_diff(Diff::Missing(p)).await?;
+                x = a.next().await.transpose()?;
+                pb.inc(1);
+            }
+            Ordering::Greater => {
+                let o = y.take().expect("present");
+                report.opensearch_records += 1;
+                report.extra.push(&o.id, opts.show);
+                on_diff(Diff::Extra(o.id)).await?;
+                y = b.next().await.transpose()?;
+            }
+            Ordering::Equal => {
+                let (p, o) = (x.take().expect("present"), y.take().expect("present"));
+                report.pgvector_records += 1;
+                report.opensearch_records += 1;
+                if p.content_hash() == o.content_hash() {
+                    report.matched += 1;
+                } else {
+                    report.mismatched.push(&p.id, opts.show);
+                    on_diff(Diff::Mismatched(p)).await?;
+                }
+                x = a.next().await.transpose()?;
+                y = b.next().await.transpose()?;
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let compared = report.matched + report.missing.total + report.extra.total + report.mismatched.total;
+    report.consistency_pct = if compared == 0 {
+        100.0
+    } else {
+        100.0 * report.matched as f64 / compared as f64
+    };
+    Ok(report)
+}
+
+/// Compares the two stores; never writes.
+pub async fn validate(
+    primary: Arc<dyn VectorStore>,
+    secondary: Arc<dyn VectorStore>,
+    opts: &ValidateOptions,
+) -> Result<ValidationReport, StoreError> {
+    merge(primary, secondary, opts, async |_| Ok(())).await
+}
+
+/// Fixes `secondary` from `primary` (upserts missing and mismatched records, deletes
+/// extras), then validates again and returns the fresh report.
+pub async fn repair(
+    primary: Arc<dyn VectorStore>,
+    secondary: Arc<dyn VectorStore>,
+    opts: &ValidateOptions,
+) -> Result<(ValidationReport, RepairSummary, ValidationReport), StoreError> {
+    const FLUSH: usize = 500;
+    let mut summary = RepairSummary::default();
+    let mut pending: Vec<Record> = Vec::new();
+    let target = secondary.clone();
+    let before = merge(primary.clone(), secondary.clone(), opts, async |d| {
+        match d {
+            Diff::Missing(r) | Diff::Mismatched(r) => {
+                pending.push(r);
+                if pending.len() >= FLUSH {
+                    target.upsert_batch(&pending).await?;
+                    summary.upserted += pending.len() as u64;
+                    pending.clear();
+                }
+            }
+            Diff::Extra(id) => {
+                target.delete(&id).await?;
+                summary.deleted += 1;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    if !pending.is_empty() {
+        secondary.upsert_batch(&pending).await?;
+        summary.upserted += pending.len() as u64;
+    }
+    secondary.refresh().await?;
+    let after = validate(primary, secondary, opts).await?;
+    Ok((before, summary, after))
+}

@@ -30,14 +30,19 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
 }
 
 /// Opens the adapter for a mode; starts with the outbox as the previous run left it.
-pub async fn adapter(backends: &Backends, mode: MigrationMode) -> Result<Arc<VectorStoreAdapter>, Error> {
+pub async fn adapter(
+    backends: &Backends,
+    mode: MigrationMode,
+) -> Result<Arc<VectorStoreAdapter>, Error> {
     let pg = backends.pgvector().await?;
     let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || backends.os.is_some() {
         Some(backends.opensearch().await?)
     } else {
         None
     };
-    Ok(Arc::new(VectorStoreAdapter::new(pg, os, mode, AdapterConfig::default()).await?))
+    Ok(Arc::new(
+        VectorStoreAdapter::new(pg, os, mode, AdapterConfig::default()).await?,
+    ))
 }
 
 async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
@@ -52,7 +57,10 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
     let index = backends.os_config()?.index.clone();
     let s = sync::sync(pg, os, &index, &opts).await?;
     if let Some(after) = &s.resumed_after {
-        println!("resumed after {after} ({} records were copied before the interruption)", s.previously_copied);
+        println!(
+            "resumed after {after} ({} records were copied before the interruption)",
+            s.previously_copied
+        );
     }
     println!(
         "synced {} records into opensearch index {index} in {:.1}s ({:.0} records/s)",
@@ -74,7 +82,10 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
         for line in before.lines() {
             println!("before repair: {line}");
         }
-        println!("repair: upserted {} and deleted {} records in opensearch", fixed.upserted, fixed.deleted);
+        println!(
+            "repair: upserted {} and deleted {} records in opensearch",
+            fixed.upserted, fixed.deleted
+        );
         after
     } else {
         validate::validate(pg, os, &opts).await?
@@ -161,17 +172,16 @@ async fn ingest_cmd(
             d.remaining
         );
         if d.remaining > 0 {
-            println!("outbox not empty: run `shadowbench sync` or ingest again once OpenSearch is healthy");
+            println!(
+                "outbox not empty: run `shadowbench sync` or ingest again once OpenSearch is healthy"
+            );
             return Ok(1);
         }
     }
     Ok(0)
 }
 
-async fn status(
-    backends: &Backends,
-    which: BackendSelection,
-) -> Result<u8, Error> {
+async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Error> {
     let stores = backends.open(which).await?;
     let mut code = 0;
     for s in stores {

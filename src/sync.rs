@@ -112,11 +112,13 @@ impl<'a> Checkpoint<'a> {
     }
 
     async fn clear(&self) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {CHECKPOINT_TABLE} WHERE name = $1")))
-            .bind(&self.name)
-            .execute(self.pg.pool())
-            .await
-            .map_err(|e| self.pg.map_sqlx(e))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {CHECKPOINT_TABLE} WHERE name = $1"
+        )))
+        .bind(&self.name)
+        .execute(self.pg.pool())
+        .await
+        .map_err(|e| self.pg.map_sqlx(e))?;
         Ok(())
     }
 }
@@ -127,7 +129,10 @@ pub fn checkpoint_name(table: &str, index: &str) -> String {
 }
 
 /// Reads the current checkpoint, if a sync was interrupted.
-pub async fn checkpoint(pg: &PgVectorStore, index: &str) -> Result<Option<(RecordId, u64)>, StoreError> {
+pub async fn checkpoint(
+    pg: &PgVectorStore,
+    index: &str,
+) -> Result<Option<(RecordId, u64)>, StoreError> {
     let cp = Checkpoint {
         pg,
         name: checkpoint_name(&pg.config().table, index),
@@ -163,20 +168,23 @@ pub async fn sync(
     let page = opts.batch_size.max(1);
 
     // Sequential keyset reads feeding concurrent, in-order-acknowledged bulk writes.
-    let reader = stream::unfold((pg.clone(), start_after.clone(), false), move |(pg, after, done)| async move {
-        if done {
-            return None;
-        }
-        match pg.scan_page(after.as_ref(), page).await {
-            Ok(records) if records.is_empty() => None,
-            Ok(records) => {
-                let last = records.last().map(|r| r.id.clone());
-                let done = records.len() < page;
-                Some((Ok(records), (pg, last, done)))
+    let reader = stream::unfold(
+        (pg.clone(), start_after.clone(), false),
+        move |(pg, after, done)| async move {
+            if done {
+                return None;
             }
-            Err(e) => Some((Err(e), (pg, after, true))),
-        }
-    });
+            match pg.scan_page(after.as_ref(), page).await {
+                Ok(records) if records.is_empty() => None,
+                Ok(records) => {
+                    let last = records.last().map(|r| r.id.clone());
+                    let done = records.len() < page;
+                    Some((Ok(records), (pg, last, done)))
+                }
+                Err(e) => Some((Err(e), (pg, after, true))),
+            }
+        },
+    );
     let mut writes = reader
         .map(|page: Result<Vec<Record>, StoreError>| {
             let os = os.clone();

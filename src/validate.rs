@@ -68,12 +68,10 @@ impl ValidationReport {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        let mut out = vec![
-            format!(
-                "pgvector {} records, opensearch {} records, matched {}, consistency {:.4}%",
-                self.pgvector_records, self.opensearch_records, self.matched, self.consistency_pct
-            ),
-        ];
+        let mut out = vec![format!(
+            "pgvector {} records, opensearch {} records, matched {}, consistency {:.4}%",
+            self.pgvector_records, self.opensearch_records, self.matched, self.consistency_pct
+        )];
         for (what, s) in [
             ("missing from opensearch", &self.missing),
             ("extra in opensearch", &self.extra),
@@ -162,7 +160,8 @@ where
         }
     }
     pb.finish_and_clear();
-    let compared = report.matched + report.missing.total + report.extra.total + report.mismatched.total;
+    let compared =
+        report.matched + report.missing.total + report.extra.total + report.mismatched.total;
     report.consistency_pct = if compared == 0 {
         100.0
     } else {

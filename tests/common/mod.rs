@@ -110,3 +110,62 @@ pub fn fixture(n: usize, dim: usize, tenants: &[&str], seed: u64) -> Vec<Record>
         })
         .collect()
 }
+
+/// Runs `scripts/backends.sh <args>` and panics with its output on failure.
+pub fn backends_script(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/backends.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run scripts/backends.sh");
+    assert!(
+        out.status.success(),
+        "scripts/backends.sh {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Serialises tests that stop or freeze the shared OpenSearch process.
+pub static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Freezes OpenSearch (SIGSTOP) until dropped (SIGCONT), so requests hang and time out.
+pub struct Frozen;
+
+impl Frozen {
+    pub fn new() -> Self {
+        backends_script(&["freeze-opensearch"]);
+        Frozen
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        backends_script(&["thaw-opensearch"]);
+    }
+}
+
+/// Kills OpenSearch until dropped; dropping runs `backends.sh up`, which restarts it and
+/// waits until it is healthy again.
+pub struct Stopped;
+
+impl Stopped {
+    pub fn new() -> Self {
+        backends_script(&["stop-opensearch"]);
+        Stopped
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        backends_script(&["up"]);
+    }
+}
+
+/// The shipped 5k real-embedding dataset.
+pub fn small_dataset() -> shadowbench::dataset::Dataset {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
+    shadowbench::dataset::Dataset::load(std::path::Path::new(path))
+        .expect("load datasets/debian-minilm-5k")
+}

@@ -1,0 +1,222 @@
+//! `sync` and `validate` through the real binary against the real servers: resuming a
+//! killed sync, detecting and repairing every kind of difference, and a dual_write
+//! ingest of the 20k dataset that validates at 100%.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use shadowbench::ingest::{IngestOptions, ingest};
+use shadowbench::store::VectorStore;
+use shadowbench::validate::{ValidateOptions, validate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
+
+/// The binary, configured for one table/index pair through the environment.
+fn cli(name: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("ML_PGVECTOR_DSN", common::pg_dsn())
+        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
+        .env("ML_OPENSEARCH_INDEX", name)
+        .env("ML_VECTOR_DIMENSION", "384")
+        .env_remove("ML_MIGRATION_MODE")
+        .env_remove("ML_VECTOR_BACKEND");
+    c
+}
+
+fn run(c: &mut Command) -> (i32, String) {
+    let out = c.output().expect("run shadowbench");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A pgvector table holding the 5k dataset and an empty OpenSearch index.
+async fn loaded_pgvector(
+    name: &str,
+) -> (
+    Arc<shadowbench::store::pgvector::PgVectorStore>,
+    Arc<shadowbench::store::opensearch::OpenSearchStore>,
+) {
+    let pg = common::pg_store_with(common::pg_config(name, 384)).await;
+    let os = common::os_store_with(common::os_config(name, 384)).await;
+    let ds = common::small_dataset();
+    let targets: Vec<Arc<dyn VectorStore>> = vec![pg.clone()];
+    ingest(&ds.train, &targets, &IngestOptions::default())
+        .await
+        .unwrap();
+    (pg, os)
+}
+
+#[tokio::test]
+async fn sync_resumes_after_a_kill_and_ends_identical() {
+    let name = common::unique_name("sync");
+    let (pg, os) = loaded_pgvector(&name).await;
+
+    let mut child = cli(&name)
+        .args(["sync", "--batch-size", "25", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let copied_before_kill = loop {
+        if let Some((_, copied)) = shadowbench::sync::checkpoint(&pg, &name).await.unwrap()
+            && copied >= 500
+        {
+            break copied;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sync made no checkpointed progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sync finished before it could be killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, at_kill) = shadowbench::sync::checkpoint(&pg, &name)
+        .await
+        .unwrap()
+        .expect("checkpoint kept after kill");
+    assert!(
+        at_kill >= copied_before_kill && at_kill < 5000,
+        "killed midway: {at_kill}"
+    );
+    os.refresh().await.unwrap();
+    assert!(os.count().await.unwrap() < 5000);
+
+    let (code, out) = run(cli(&name).args(["sync", "--batch-size", "500"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("resumed after"), "second run resumes: {out}");
+    let resumed_copy: u64 = out
+        .split("synced ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("copied count in output");
+    assert!(
+        resumed_copy <= 5000 - at_kill + 25,
+        "resume copied only the rest: {resumed_copy} after {at_kill}"
+    );
+    assert!(
+        shadowbench::sync::checkpoint(&pg, &name)
+            .await
+            .unwrap()
+            .is_none(),
+        "checkpoint cleared when done"
+    );
+
+    let (code, out) = run(cli(&name).arg("validate"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("matched 5000") && out.contains("CONSISTENT: 100%"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them() {
+    let name = common::unique_name("val");
+    let (pg, os) = loaded_pgvector(&name).await;
+    let (code, out) = run(cli(&name).arg("sync"));
+    assert_eq!(code, 0, "{out}");
+
+    let ds = common::small_dataset();
+    let deleted = ds.train[10].id.clone();
+    assert!(os.delete(&deleted).await.unwrap());
+    let mut extra = ds.train[11].clone();
+    extra.id.entity_id = "not-in-pgvector".into();
+    let mut modified = ds.train[12].clone();
+    modified.vector[100] += 0.001;
+    os.upsert_batch(&[extra.clone(), modified.clone()])
+        .await
+        .unwrap();
+    os.refresh().await.unwrap();
+    assert_eq!(
+        os.count().await.unwrap(),
+        pg.count().await.unwrap(),
+        "row counts alone would say all is well"
+    );
+
+    let (code, out) = run(cli(&name).arg("validate"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("missing from opensearch: 1: {deleted}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("extra in opensearch: 1: {}", extra.id)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("content mismatch: 1: {}", modified.id)),
+        "{out}"
+    );
+    assert!(out.contains("INCONSISTENT"), "{out}");
+
+    let (code, out) = run(cli(&name).args(["validate", "--repair"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("upserted 2 and deleted 1"), "{out}");
+    assert!(out.contains("CONSISTENT: 100%"), "{out}");
+    let fixed = os.get(&modified.id).await.unwrap().unwrap();
+    assert_eq!(fixed.content_hash(), ds.train[12].content_hash());
+}
+
+#[tokio::test]
+async fn dual_write_ingest_of_the_20k_dataset_validates_at_100_percent() {
+    let path = std::env::var("SHADOWBENCH_DATASET_20K").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/datasets/debian-minilm-20k"
+        )
+        .to_string()
+    });
+    let ds = shadowbench::dataset::Dataset::load(std::path::Path::new(&path)).unwrap_or_else(|e| {
+        panic!("the 20k dataset is required (set SHADOWBENCH_DATASET_20K): {e}")
+    });
+    assert_eq!(ds.train.len(), 20_000);
+    let name = common::unique_name("dw20k");
+    let pg = common::pg_store_with(common::pg_config(&name, 384)).await;
+    let os = common::os_store_with(common::os_config(&name, 384)).await;
+    let os_dyn: Arc<dyn VectorStore> = os.clone();
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            Some(os_dyn.clone()),
+            MigrationMode::DualWrite,
+            AdapterConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let targets: Vec<Arc<dyn VectorStore>> = vec![adapter.clone()];
+    let opts = IngestOptions {
+        batch_size: 500,
+        concurrency: 4,
+        progress: false,
+    };
+    let summary = ingest(&ds.train, &targets, &opts).await.unwrap();
+    eprintln!(
+        "dual_write ingest of 20k: {:.1}s ({:.0} records/s)",
+        summary.seconds, summary.records_per_second
+    );
+    let drained = adapter.drain_outbox().await.unwrap();
+    assert_eq!(drained.remaining, 0);
+    assert_eq!(adapter.stats().writes_acknowledged, 20_000);
+    let report = validate(pg.clone(), os_dyn, &ValidateOptions::default())
+        .await
+        .unwrap();
+    assert!(report.consistent(), "{:?}", report.lines());
+    assert_eq!(report.matched, 20_000);
+    assert_eq!(report.consistency_pct, 100.0);
+}

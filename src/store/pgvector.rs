@@ -95,6 +95,21 @@ impl PgVectorStore {
                 "ML_PGVECTOR_DSN: invalid connection string (value not shown)".to_string(),
             )
         })?;
+        // One direct connection first: the pool retries until its acquire timeout and then
+        // reports only "timed out", while a single attempt says refused / auth failed.
+        {
+            use sqlx::Connection;
+            let conn =
+                tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(&opts))
+                    .await
+                    .map_err(|_| StoreError::Unreachable {
+                        backend: BACKEND,
+                        target: target.clone(),
+                        detail: "no answer within 10 s".to_string(),
+                    })?
+                    .map_err(|e| map_err(&target, e))?;
+            let _ = conn.close().await;
+        }
         let ef_search = cfg.ef_search.to_string();
         let probes = cfg.probes.to_string();
         let timeout_ms = cfg.statement_timeout.as_millis().to_string();

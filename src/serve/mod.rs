@@ -1,0 +1,314 @@
+//! `shadowbench serve`: an HTTP service (axum) in front of the [`VectorStoreAdapter`],
+//! the way shadow traffic runs in production: it answers from the primary, mirrors to
+//! the candidate off the request path, exposes Prometheus metrics, switches migration
+//! mode at runtime and can capture its traffic for replay.
+//!
+//! - [`api`]: wire types and validation (4xx JSON errors naming the field);
+//! - [`routes`]: the handlers;
+//! - [`metrics`]: Prometheus exposition and the shadow-comparison sink;
+//! - [`capture`]: `--record` in the recorded-workload format;
+//! - [`drill`]: the rollback drill over HTTP.
+
+pub mod api;
+pub mod capture;
+pub mod drill;
+pub mod metrics;
+pub mod routes;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::adapter::{DrainerHandle, SplitKey, VectorStoreAdapter};
+use crate::config::Secret;
+use crate::error::{ConfigError, Error};
+use crate::store::VectorStore;
+
+pub use capture::{Capture, CaptureSummary};
+pub use metrics::Metrics;
+
+/// Default `--max-k`.
+pub const DEFAULT_MAX_K: usize = 1_000;
+/// Default `--max-body-bytes`: a 1000-record batch of 384-d vectors is about 4 MB of JSON.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Validated settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// When set, requests naming another tenant are rejected (422, field `tenant_id`).
+    pub tenants: Option<BTreeSet<String>>,
+    /// Largest k a search may ask for (at most [`crate::record::MAX_K`]).
+    pub max_k: usize,
+    pub max_body_bytes: usize,
+    /// Capture file (`--record`); `.gz` names are gzipped.
+    pub record: Option<PathBuf>,
+    /// Operations the capture buffer holds before dropping.
+    pub record_buffer: usize,
+    /// Bearer token for `PUT /v1/mode`; `None` disables mode switching (403).
+    pub admin_token: Option<Secret>,
+    /// Must match the adapter's `AdapterConfig::split_key` (for the `backend` label).
+    pub split_key: SplitKey,
+    /// How often the background drainer replays the outbox.
+    pub drain_every: Duration,
+    /// Deadline for backend probes in `/healthz`, `/metrics` and `/v1/mode`.
+    pub probe_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tenants: None,
+            max_k: DEFAULT_MAX_K,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            record: None,
+            record_buffer: capture::DEFAULT_BUFFER,
+            admin_token: None,
+            split_key: SplitKey::default(),
+            drain_every: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_k == 0 || self.max_k > crate::record::MAX_K {
+            return Err(ConfigError::invalid(
+                "--max-k",
+                format!("must be within 1..={}", crate::record::MAX_K),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "--max-body-bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.tenants.as_ref().is_some_and(|t| t.is_empty()) {
+            return Err(ConfigError::invalid("--tenants", "names no tenant"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--listen {addr}: cannot bind: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Capture(#[from] capture::CaptureError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+}
+
+impl From<ServeError> for Error {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::Bind { .. } | ServeError::Config(_) => {
+                Error::Config(ConfigError::invalid("serve", e.to_string()))
+            }
+            ServeError::Capture(c) => Error::Io(c.to_string()),
+            ServeError::Server(io) => Error::Io(format!("the HTTP server failed: {io}")),
+        }
+    }
+}
+
+/// What the service did, returned when it stops.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServeSummary {
+    pub capture: Option<CaptureSummary>,
+    pub shadow_comparisons: u64,
+    pub adapter: crate::adapter::AdapterStats,
+}
+
+/// A running service. Stop it with [`Running::shutdown`].
+pub struct Running {
+    addr: SocketAddr,
+    adapter: Arc<VectorStoreAdapter>,
+    metrics: Arc<Metrics>,
+    capture: Option<Arc<Capture>>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _drainer: DrainerHandle,
+}
+
+/// Binds, installs the metrics sink on the adapter, starts the outbox drainer and the
+/// capture writer, and serves until [`Running::shutdown`].
+pub async fn start(adapter: Arc<VectorStoreAdapter>, cfg: ServeConfig) -> Result<Running, ServeError> {
+    cfg.validate()?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    let metrics = Arc::new(Metrics::new());
+    adapter.set_comparison_sink(metrics.clone());
+    let capture = match &cfg.record {
+        Some(path) => Some(Arc::new(Capture::start(path, cfg.record_buffer)?)),
+        None => None,
+    };
+    let state = Arc::new(routes::AppState {
+        adapter: adapter.clone(),
+        metrics: metrics.clone(),
+        capture: capture.clone(),
+        limits: api::Limits {
+            dimension: adapter.dimension(),
+            max_k: cfg.max_k,
+            tenants: cfg.tenants.clone(),
+        },
+        admin_token: cfg.admin_token.clone(),
+        split_key: cfg.split_key,
+        probe_timeout: cfg.probe_timeout,
+    });
+    let app = routes::router(state, cfg.max_body_bytes);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let drainer = adapter.spawn_drainer(cfg.drain_every);
+    Ok(Running {
+        addr,
+        adapter,
+        metrics,
+        capture,
+        stop: Some(stop_tx),
+        server: Some(server),
+        _drainer: drainer,
+    })
+}
+
+impl Running {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn adapter(&self) -> &Arc<VectorStoreAdapter> {
+        &self.adapter
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, stops the drainer
+    /// and flushes the capture file.
+    pub async fn shutdown(mut self) -> Result<ServeSummary, ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = match self.server.take() {
+            Some(h) => h.await,
+            None => Ok(Ok(())),
+        };
+        self.finish(served).await
+    }
+
+    async fn finish(
+        &self,
+        served: Result<std::io::Result<()>, tokio::task::JoinError>,
+    ) -> Result<ServeSummary, ServeError> {
+        let capture = match &self.capture {
+            Some(c) => Some(c.close().await?),
+            None => None,
+        };
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ServeError::Server(e)),
+            Err(join) => return Err(ServeError::Server(std::io::Error::other(join))),
+        }
+        Ok(ServeSummary {
+            capture,
+            shadow_comparisons: self.metrics.shadow_comparisons(),
+            adapter: self.adapter.stats(),
+        })
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<ServeSummary, ServeError> {
+        let Some(server) = self.server.as_mut() else {
+            return self.shutdown().await;
+        };
+        tokio::select! {
+            _ = signal => self.shutdown().await,
+            // The server only ends by itself when it fails.
+            served = server => {
+                self.server = None;
+                self.finish(served).await
+            }
+        }
+    }
+}
+
+/// Completes on ctrl-c / SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_nonsense_limits_naming_the_flag() {
+        let ok = ServeConfig::default();
+        assert!(ok.validate().is_ok());
+        let e = ServeConfig {
+            max_k: 0,
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--max-k"), "{e}");
+        let e = ServeConfig {
+            tenants: Some(BTreeSet::new()),
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--tenants"), "{e}");
+    }
+}

@@ -1,0 +1,397 @@
+//! The HTTP routes over the adapter: search, writes, health, metrics and the runtime
+//! mode switch. Handlers validate, capture, call the adapter and record metrics; they
+//! hold no migration logic of their own.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::api::{
+    ApiError, ApiJson, HitOut, Limits, ModeBody, ModeResponse, RawBody, SearchBody,
+    SearchResponse, parse_embeddings, parse_mode,
+};
+use super::capture::Capture;
+use super::metrics::{Live, Metrics, Op, Role, Target};
+use crate::adapter::mode::{routes_to_opensearch, stable_hash};
+use crate::adapter::{MigrationMode, SplitKey, VectorStoreAdapter};
+use crate::config::Secret;
+use crate::error::ErrorClass;
+use crate::record::{RecordId, SearchRequest};
+use crate::store::VectorStore;
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub adapter: Arc<VectorStoreAdapter>,
+    pub metrics: Arc<Metrics>,
+    pub capture: Option<Arc<Capture>>,
+    pub limits: Limits,
+    pub admin_token: Option<Secret>,
+    pub split_key: SplitKey,
+    /// Deadline for backend calls made by `/healthz`, `/metrics` and `/v1/mode`, so a
+    /// frozen backend cannot hang them.
+    pub probe_timeout: Duration,
+}
+
+type Shared = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/search", post(search))
+        .route("/v1/embeddings", post(upsert))
+        .route(
+            "/v1/embeddings/{tenant_id}/{entity_type}/{entity_id}",
+            delete(remove),
+        )
+        .route("/v1/mode", get(get_mode).put(put_mode))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_http))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The store a read is routed to in `mode`, mirroring the adapter's deterministic
+/// split (`SplitKey` must be the adapter's).
+pub fn routed(mode: MigrationMode, req: &SearchRequest, split_key: SplitKey) -> Target {
+    match mode {
+        MigrationMode::Opensearch => Target::Opensearch,
+        MigrationMode::ReadSplit { percent } => {
+            let key = match (&req.filter.tenant_id, split_key) {
+                (Some(t), SplitKey::Tenant) => stable_hash(t.bytes()),
+                _ => stable_hash(req.vector.iter().flat_map(|x| x.to_bits().to_le_bytes())),
+            };
+            if routes_to_opensearch(key, percent) {
+                Target::Opensearch
+            } else {
+                Target::Pgvector
+            }
+        }
+        MigrationMode::Pgvector | MigrationMode::DualWrite | MigrationMode::ShadowRead => {
+            Target::Pgvector
+        }
+    }
+}
+
+fn write_target(mode: MigrationMode) -> Target {
+    if mode.writes_opensearch() {
+        Target::Dual
+    } else {
+        Target::Pgvector
+    }
+}
+
+async fn search(State(st): Shared, body: Result<ApiJson<SearchBody>, ApiError>) -> Response {
+    let mode = st.adapter.mode();
+    let req = match body.and_then(|ApiJson(b)| st.limits.search(b)) {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics
+                .count_error(Target::Pgvector, Op::Search, ErrorClass::Rejected, Role::Served);
+            return e.into_response();
+        }
+    };
+    let target = routed(mode, &req, st.split_key);
+    if let Some(c) = &st.capture {
+        c.search(&req);
+    }
+    let started = Instant::now();
+    let res = {
+        let _inflight = st.metrics.read_started(target);
+        st.adapter.search(&req).await
+    };
+    st.metrics.observe(
+        target,
+        Op::Search,
+        Role::Served,
+        started.elapsed(),
+        res.as_ref().err().map(|e| e.class()),
+    );
+    match res {
+        Ok(hits) => {
+            let body = SearchResponse {
+                hits: hits.into_iter().map(HitOut::from).collect(),
+                routed_to: target.as_str().to_string(),
+                mode: mode.to_string(),
+            };
+            Json(body).into_response()
+        }
+        Err(e) => ApiError::from_store(&e, "vector").into_response(),
+    }
+}
+
+async fn upsert(State(st): Shared, body: Result<RawBody, ApiError>) -> Response {
+    let target = write_target(st.adapter.mode());
+    let records = match body
+        .and_then(|RawBody(b)| parse_embeddings(&b))
+        .and_then(|bodies| st.limits.records(bodies))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics
+                .count_error(target, Op::Upsert, ErrorClass::Rejected, Role::Served);
+            return e.into_response();
+        }
+    };
+    if let Some(c) = &st.capture {
+        c.upserts(&records);
+    }
+    let started = Instant::now();
+    let res = st.adapter.upsert_batch(&records).await;
+    st.metrics.observe(
+        target,
+        Op::Upsert,
+        Role::Served,
+        started.elapsed(),
+        res.as_ref().err().map(|e| e.class()),
+    );
+    match res {
+        Ok(()) => Json(json!({ "upserted": records.len() })).into_response(),
+        Err(e) => ApiError::from_store(&e, "vector").into_response(),
+    }
+}
+
+async fn remove(
+    State(st): Shared,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Response {
+    let target = write_target(st.adapter.mode());
+    let id = match path {
+        Ok(Path((t, e, i))) => RecordId::new(t, e, i),
+        Err(r) => return ApiError::field(r.status(), "path", r.body_text()).into_response(),
+    };
+    if let Err(e) = st.limits.delete(&id) {
+        st.metrics
+            .count_error(target, Op::Delete, ErrorClass::Rejected, Role::Served);
+        return e.into_response();
+    }
+    if let Some(c) = &st.capture {
+        c.delete(&id);
+    }
+    let started = Instant::now();
+    let res = st.adapter.delete(&id).await;
+    st.metrics.observe(
+        target,
+        Op::Delete,
+        Role::Served,
+        started.elapsed(),
+        res.as_ref().err().map(|e| e.class()),
+    );
+    match res {
+        Ok(existed) => Json(json!({ "deleted": existed })).into_response(),
+        Err(e) => ApiError::from_store(&e, "path").into_response(),
+    }
+}
+
+async fn outbox_depth(st: &AppState) -> Option<u64> {
+    tokio::time::timeout(st.probe_timeout, st.adapter.outbox().depth())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+async fn mode_response(st: &AppState, previous: Option<MigrationMode>) -> ModeResponse {
+    let mode = st.adapter.mode();
+    let reads_from = match mode {
+        MigrationMode::Opensearch => "opensearch",
+        MigrationMode::ReadSplit { .. } => "split",
+        _ => "pgvector",
+    };
+    ModeResponse {
+        mode: mode.to_string(),
+        reads_from: reads_from.to_string(),
+        inflight_opensearch_reads: st.metrics.inflight_opensearch_reads(),
+        outbox_depth: outbox_depth(st).await,
+        previous: previous.map(|m| m.to_string()),
+    }
+}
+
+async fn get_mode(State(st): Shared) -> Response {
+    Json(mode_response(&st, None).await).into_response()
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.admin_token else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mode switching is disabled: start `shadowbench serve` with SHADOWBENCH_ADMIN_TOKEN \
+             set in its environment, then send `Authorization: Bearer <token>`",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if same_secret(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::field(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "wrong bearer token",
+        )),
+        None => Err(ApiError::field(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "missing `Authorization: Bearer <token>` header",
+        )),
+    }
+}
+
+async fn put_mode(
+    State(st): Shared,
+    headers: HeaderMap,
+    body: Result<ApiJson<ModeBody>, ApiError>,
+) -> Response {
+    if let Err(e) = authorize(&st, &headers) {
+        let mut r = e.into_response();
+        if r.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        return r;
+    }
+    let mode = match body.and_then(|ApiJson(b)| parse_mode(&b)) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let previous = st.adapter.mode();
+    if let Err(e) = st.adapter.set_mode(mode) {
+        return ApiError::invalid("mode", e.to_string()).into_response();
+    }
+    tracing::info!("migration mode switched from {previous} to {mode}");
+    Json(mode_response(&st, Some(previous)).await).into_response()
+}
+
+async fn healthz(State(st): Shared) -> Response {
+    let pg = st.adapter.pgvector().clone();
+    let os = st.adapter.opensearch().cloned();
+    let deadline = st.probe_timeout;
+    let (pg_h, os_h, depth) = tokio::join!(
+        tokio::time::timeout(deadline, pg.health()),
+        async {
+            match os {
+                Some(os) => Some(tokio::time::timeout(deadline, os.health()).await),
+                None => None,
+            }
+        },
+        outbox_depth(&st)
+    );
+    let describe = |r: Result<Result<crate::store::Health, crate::error::StoreError>, _>| match r {
+        Ok(Ok(h)) => json!({ "ok": h.ok, "version": h.version }),
+        Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
+        Err(_) => json!({ "ok": false, "error": format!("no answer within {} ms", deadline.as_millis()) }),
+    };
+    let pg_ok = matches!(&pg_h, Ok(Ok(h)) if h.ok);
+    let os_ok = matches!(&os_h, Some(Ok(Ok(h))) if h.ok);
+    let body = json!({
+        "status": if pg_ok && os_ok { "ok" } else if pg_ok { "degraded" } else { "down" },
+        "mode": st.adapter.mode().to_string(),
+        "breaker": st.adapter.breaker_state(),
+        "outbox_depth": depth,
+        "pgvector": describe(pg_h),
+        "opensearch": os_h.map(describe),
+    });
+    // Serving only needs pgvector (every mode can fall back to it).
+    let status = if pg_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(st): Shared) -> Response {
+    let live = Live {
+        mode: st.adapter.mode(),
+        breaker: st.adapter.breaker_state(),
+        outbox_depth: outbox_depth(&st).await,
+        adapter: st.adapter.stats(),
+        record_written: st.capture.as_ref().map_or(0, |c| c.written()),
+        record_dropped: st.capture.as_ref().map_or(0, |c| c.dropped()),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.metrics.render(&live),
+    )
+        .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route: see docs/serve.md for the API",
+    )
+}
+
+/// Counts every response by route template (never the raw path, which holds ids).
+async fn count_http(State(st): Shared, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let resp = next.run(req).await;
+    st.metrics.count_http(&route, resp.status().as_u16());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Filter;
+
+    #[test]
+    fn routing_follows_the_mode_and_a_split_is_sticky_per_tenant() {
+        let req = |t: &str| SearchRequest {
+            vector: vec![0.1, 0.2],
+            k: 3,
+            filter: Filter::tenant(t),
+        };
+        assert_eq!(
+            routed(MigrationMode::ShadowRead, &req("a"), SplitKey::Tenant),
+            Target::Pgvector
+        );
+        assert_eq!(
+            routed(MigrationMode::Opensearch, &req("a"), SplitKey::Tenant),
+            Target::Opensearch
+        );
+        let split = MigrationMode::ReadSplit { percent: 50.0 };
+        let to_os = (0..200)
+            .filter(|i| {
+                routed(split, &req(&format!("t{i}")), SplitKey::Tenant) == Target::Opensearch
+            })
+            .count();
+        assert!((60..=140).contains(&to_os), "{to_os}");
+        for i in 0..20 {
+            let t = format!("t{i}");
+            assert_eq!(
+                routed(split, &req(&t), SplitKey::Tenant),
+                routed(split, &req(&t), SplitKey::Tenant)
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
+}

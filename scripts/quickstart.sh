@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: start the real backends, then walk the migration's
+# data path on the shipped 5k dataset: bootstrap -> ingest in dual_write -> sync -> validate,
+# and (when the scenario runner is built) a shadow run that writes a report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/backends.sh up
+eval "$(scripts/backends.sh env)"
+export ML_OPENSEARCH_INDEX=${ML_OPENSEARCH_INDEX:-ml_embeddings}
+
+cargo build --release --quiet
+sb=target/release/shadowbench
+
+echo "== bootstrap"
+$sb bootstrap
+echo "== ingest (dual_write through the adapter)"
+$sb ingest --dataset datasets/debian-minilm-5k --mode dual_write
+echo "== sync (backfill pgvector -> OpenSearch; resumable)"
+$sb sync
+echo "== validate (record by record)"
+$sb validate
+if $sb run --help >/dev/null 2>&1; then
+  echo "== run scenarios/quickstart.toml"
+  $sb run scenarios/quickstart.toml "$@"
+fi

@@ -156,7 +156,13 @@ async fn ingest_cmd(
         "ingested {} records of {} into {} in {:.1}s ({:.0} records/s)",
         s.records,
         ds.name,
-        s.targets.join(" + "),
+        match &drain {
+            Some(a) if a.mode().writes_opensearch() => {
+                format!("pgvector + opensearch through the adapter in mode {}", a.mode())
+            }
+            Some(a) => format!("pgvector through the adapter in mode {}", a.mode()),
+            None => s.targets.join(" + "),
+        },
         s.seconds,
         s.records_per_second
     );

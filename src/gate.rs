@@ -1,0 +1,564 @@
+//! Phase gates: a pure function from measured figures and criteria to a verdict, plus
+//! baseline regression checks backed by a Mann-Whitney U test on latency histograms.
+//! Missing data is never a pass: it makes the verdict inconclusive.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Success criteria. Defaults are the migration plan's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Criteria {
+    /// OpenSearch search latency P95 must be below this (ms).
+    pub p95_ms_max: f64,
+    /// OpenSearch achieved search throughput must exceed this (QPS).
+    pub qps_min: f64,
+    /// OpenSearch memory / pgvector memory must be below this.
+    pub memory_ratio_max: f64,
+    /// OpenSearch index bytes / pgvector index bytes must be below this.
+    pub index_size_ratio_max: f64,
+    /// OpenSearch recall@k may be at most this far below pgvector's (absolute).
+    pub recall_tolerance: f64,
+    /// Mean overlap@k between the two backends must be at least this.
+    pub overlap_min: f64,
+    /// Data consistency (validate) must be at least this percentage.
+    pub consistency_min_pct: f64,
+    /// Availability of each backend in the scenario must exceed this percentage.
+    pub availability_min_pct: f64,
+    /// Error rate of each backend must stay below this percentage.
+    pub error_rate_max_pct: f64,
+    /// Fewer measured searches than this per backend makes latency criteria inconclusive.
+    pub min_samples: u64,
+    /// Criteria names to skip (e.g. `qps_min` for a rate-limited scenario).
+    pub skip: Vec<String>,
+}
+
+impl Default for Criteria {
+    fn default() -> Self {
+        Self {
+            p95_ms_max: 200.0,
+            qps_min: 1000.0,
+            memory_ratio_max: 0.5,
+            index_size_ratio_max: 0.8,
+            recall_tolerance: 0.01,
+            overlap_min: 0.9,
+            consistency_min_pct: 100.0,
+            availability_min_pct: 99.9,
+            error_rate_max_pct: 0.1,
+            min_samples: 100,
+            skip: Vec::new(),
+        }
+    }
+}
+
+/// The figures a gate looks at, taken from a report. `None` means "not measured".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Measured {
+    pub opensearch_search_samples: Option<u64>,
+    pub pgvector_search_samples: Option<u64>,
+    pub opensearch_p95_ms: Option<f64>,
+    pub opensearch_qps: Option<f64>,
+    pub memory_ratio: Option<f64>,
+    pub index_size_ratio: Option<f64>,
+    pub opensearch_recall: Option<f64>,
+    pub pgvector_recall: Option<f64>,
+    pub overlap_mean: Option<f64>,
+    pub consistency_pct: Option<f64>,
+    /// Lowest availability over the backends measured (percent).
+    pub availability_min_pct: Option<f64>,
+    /// Highest error rate over the backends measured (percent).
+    pub error_rate_max_pct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Fail,
+    NoData,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CriterionResult {
+    pub name: String,
+    /// Human-readable threshold, e.g. "< 200 ms".
+    pub threshold: String,
+    pub measured: Option<f64>,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Some criterion had no data (or too few samples); never reported as a pass.
+    Inconclusive,
+}
+
+impl Outcome {
+    /// Process exit code: 0 pass, 1 fail, 4 inconclusive (2 and 3 are usage and unreachable).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Pass => 0,
+            Outcome::Fail => 1,
+            Outcome::Inconclusive => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub criteria: Vec<CriterionResult>,
+}
+
+fn check(
+    name: &str,
+    threshold: String,
+    measured: Option<f64>,
+    ok: impl Fn(f64) -> bool,
+    skip: &[String],
+) -> CriterionResult {
+    let status = if skip.iter().any(|s| s == name) {
+        Status::Skipped
+    } else {
+        match measured {
+            None => Status::NoData,
+            Some(v) if v.is_nan() => Status::NoData,
+            Some(v) if ok(v) => Status::Pass,
+            Some(_) => Status::Fail,
+        }
+    };
+    CriterionResult {
+        name: name.to_string(),
+        threshold,
+        measured,
+        status,
+        detail: String::new(),
+    }
+}
+
+/// Evaluates every criterion. Fail if any fails; otherwise inconclusive if any has no
+/// data; pass only when every non-skipped criterion passed.
+pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
+    let skip = &c.skip;
+    let enough = |n: Option<u64>| n.is_some_and(|n| n >= c.min_samples);
+    let samples_ok = enough(m.opensearch_search_samples);
+    let gated = |v: Option<f64>| if samples_ok { v } else { None };
+    let mut out = vec![
+        check(
+            "p95_ms_max",
+            format!("< {} ms", c.p95_ms_max),
+            gated(m.opensearch_p95_ms),
+            |v| v < c.p95_ms_max,
+            skip,
+        ),
+        check(
+            "qps_min",
+            format!("> {} QPS", c.qps_min),
+            gated(m.opensearch_qps),
+            |v| v > c.qps_min,
+            skip,
+        ),
+        check(
+            "memory_ratio_max",
+            format!("< {:.0}% of pgvector", c.memory_ratio_max * 100.0),
+            m.memory_ratio,
+            |v| v < c.memory_ratio_max,
+            skip,
+        ),
+        check(
+            "index_size_ratio_max",
+            format!("< {:.0}% of pgvector", c.index_size_ratio_max * 100.0),
+            m.index_size_ratio,
+            |v| v < c.index_size_ratio_max,
+            skip,
+        ),
+    ];
+    let recall_gap = match (m.opensearch_recall, m.pgvector_recall) {
+        (Some(o), Some(p)) => Some(o - p),
+        _ => None,
+    };
+    out.push(check(
+        "recall_no_degradation",
+        format!(
+            "opensearch recall ≥ pgvector recall − {}",
+            c.recall_tolerance
+        ),
+        recall_gap,
+        |gap| gap >= -c.recall_tolerance,
+        skip,
+    ));
+    out.push(check(
+        "overlap_min",
+        format!("≥ {}", c.overlap_min),
+        m.overlap_mean,
+        |v| v >= c.overlap_min,
+        skip,
+    ));
+    out.push(check(
+        "consistency_min_pct",
+        format!("≥ {}%", c.consistency_min_pct),
+        m.consistency_pct,
+        |v| v >= c.consistency_min_pct,
+        skip,
+    ));
+    out.push(check(
+        "availability_min_pct",
+        format!("> {}%", c.availability_min_pct),
+        m.availability_min_pct,
+        |v| v > c.availability_min_pct,
+        skip,
+    ));
+    out.push(check(
+        "error_rate_max_pct",
+        format!("< {}%", c.error_rate_max_pct),
+        m.error_rate_max_pct,
+        |v| v < c.error_rate_max_pct,
+        skip,
+    ));
+    for r in &mut out {
+        if r.status == Status::NoData {
+            r.detail = if !samples_ok && matches!(r.name.as_str(), "p95_ms_max" | "qps_min") {
+                format!(
+                    "{} OpenSearch search samples, fewer than min_samples = {}",
+                    m.opensearch_search_samples.unwrap_or(0),
+                    c.min_samples
+                )
+            } else {
+                "not measured by this run".to_string()
+            };
+        }
+    }
+    let outcome = if out.iter().any(|r| r.status == Status::Fail) {
+        Outcome::Fail
+    } else if out.iter().any(|r| r.status == Status::NoData) {
+        Outcome::Inconclusive
+    } else {
+        Outcome::Pass
+    };
+    Verdict {
+        outcome,
+        criteria: out,
+    }
+}
+
+/// Result of a two-sided Mann-Whitney U test of "latencies in B are shifted from A".
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct MannWhitney {
+    pub n_a: u64,
+    pub n_b: u64,
+    pub u: f64,
+    pub z: f64,
+    /// Two-sided p-value (normal approximation with tie correction).
+    pub p_value: f64,
+    /// Common-language effect size P(B > A) + ½·P(B = A): 0.5 means no shift.
+    pub prob_b_greater: f64,
+}
+
+/// Mann-Whitney U over two HDR histograms, using each bucket's equivalent value as the
+/// observation (ties get mid-ranks). Exact for the recorded resolution; no raw samples
+/// needed, so the two runs can be weeks apart.
+pub fn mann_whitney(a: &Histogram<u64>, b: &Histogram<u64>) -> Option<MannWhitney> {
+    let (n_a, n_b) = (a.len(), b.len());
+    if n_a == 0 || n_b == 0 {
+        return None;
+    }
+    // Merge both histograms' value → count maps in value order.
+    let mut values: std::collections::BTreeMap<u64, (u64, u64)> = std::collections::BTreeMap::new();
+    for v in a.iter_recorded() {
+        values
+            .entry(a.highest_equivalent(v.value_iterated_to()))
+            .or_default()
+            .0 += v.count_at_value();
+    }
+    for v in b.iter_recorded() {
+        values
+            .entry(b.highest_equivalent(v.value_iterated_to()))
+            .or_default()
+            .1 += v.count_at_value();
+    }
+    let (na, nb) = (n_a as f64, n_b as f64);
+    let n = na + nb;
+    let mut rank_start = 0f64;
+    let mut rank_sum_b = 0f64;
+    let mut tie_term = 0f64;
+    for (ca, cb) in values.values() {
+        let t = (*ca + *cb) as f64;
+        let mid = rank_start + (t + 1.0) / 2.0;
+        rank_sum_b += mid * *cb as f64;
+        tie_term += t * t * t - t;
+        rank_start += t;
+    }
+    let u_b = rank_sum_b - nb * (nb + 1.0) / 2.0;
+    let mean = na * nb / 2.0;
+    let var = na * nb / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)).max(1.0));
+    let z = if var > 0.0 {
+        (u_b - mean) / var.sqrt()
+    } else {
+        0.0
+    };
+    let p_value = 2.0 * (1.0 - normal_cdf(z.abs()));
+    Some(MannWhitney {
+        n_a,
+        n_b,
+        u: u_b,
+        z,
+        p_value: p_value.clamp(0.0, 1.0),
+        prob_b_greater: u_b / (na * nb),
+    })
+}
+
+/// Standard normal CDF via the Abramowitz–Stegun erf approximation (|error| < 1.5e-7).
+fn normal_cdf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs() / std::f64::consts::SQRT_2);
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let erf = 1.0 - poly * (-(x * x) / 2.0).exp();
+    if x >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+/// When a latency difference counts as a regression.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegressionPolicy {
+    /// Relative increase of a percentile that is tolerated (0.2 = +20 %).
+    pub latency_tolerance: f64,
+    /// Significance level of the Mann-Whitney test.
+    pub alpha: f64,
+    /// Minimum effect: P(current > baseline) must exceed this (0.5 = no effect).
+    pub min_prob_greater: f64,
+    /// Relative drop in QPS tolerated.
+    pub qps_tolerance: f64,
+    /// Absolute drop in recall or overlap tolerated.
+    pub quality_tolerance: f64,
+}
+
+impl Default for RegressionPolicy {
+    fn default() -> Self {
+        Self {
+            latency_tolerance: 0.2,
+            alpha: 0.01,
+            // Vargha–Delaney A ≥ 0.64 is a "medium" effect.
+            min_prob_greater: 0.64,
+            qps_tolerance: 0.2,
+            quality_tolerance: 0.01,
+        }
+    }
+}
+
+/// Latency regression of one backend/op: flagged only when the percentile grew beyond
+/// tolerance AND the shift is statistically significant with a meaningful effect size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LatencyComparison {
+    pub name: String,
+    pub baseline_p95_ms: f64,
+    pub current_p95_ms: f64,
+    pub change_pct: f64,
+    pub test: Option<MannWhitney>,
+    pub regression: bool,
+}
+
+pub fn compare_latency(
+    name: &str,
+    base: &Histogram<u64>,
+    cur: &Histogram<u64>,
+    policy: &RegressionPolicy,
+) -> LatencyComparison {
+    let p = |h: &Histogram<u64>| h.value_at_quantile(0.95) as f64 / 1000.0;
+    let (b, c) = (p(base), p(cur));
+    let change = if b > 0.0 { (c - b) / b } else { 0.0 };
+    let test = mann_whitney(base, cur);
+    let significant = test
+        .is_some_and(|t| t.p_value < policy.alpha && t.prob_b_greater > policy.min_prob_greater);
+    LatencyComparison {
+        name: name.to_string(),
+        baseline_p95_ms: b,
+        current_p95_ms: c,
+        change_pct: change * 100.0,
+        test,
+        regression: change > policy.latency_tolerance && significant,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn all_good() -> Measured {
+        Measured {
+            opensearch_search_samples: Some(5000),
+            pgvector_search_samples: Some(5000),
+            opensearch_p95_ms: Some(12.0),
+            opensearch_qps: Some(1500.0),
+            memory_ratio: Some(0.3),
+            index_size_ratio: Some(0.5),
+            opensearch_recall: Some(0.97),
+            pgvector_recall: Some(0.975),
+            overlap_mean: Some(0.95),
+            consistency_pct: Some(100.0),
+            availability_min_pct: Some(100.0),
+            error_rate_max_pct: Some(0.0),
+        }
+    }
+
+    fn status(v: &Verdict, name: &str) -> Status {
+        v.criteria.iter().find(|c| c.name == name).unwrap().status
+    }
+
+    #[test]
+    fn everything_within_the_defaults_passes() {
+        let v = evaluate(&all_good(), &Criteria::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        assert_eq!(v.criteria.len(), 9);
+    }
+
+    #[test]
+    fn each_criterion_fails_on_its_own() {
+        let c = Criteria::default();
+        let cases: Vec<(&str, Box<dyn Fn(&mut Measured)>)> = vec![
+            (
+                "p95_ms_max",
+                Box::new(|m| m.opensearch_p95_ms = Some(250.0)),
+            ),
+            ("qps_min", Box::new(|m| m.opensearch_qps = Some(900.0))),
+            ("memory_ratio_max", Box::new(|m| m.memory_ratio = Some(0.6))),
+            (
+                "index_size_ratio_max",
+                Box::new(|m| m.index_size_ratio = Some(0.85)),
+            ),
+            (
+                "recall_no_degradation",
+                Box::new(|m| m.opensearch_recall = Some(0.90)),
+            ),
+            ("overlap_min", Box::new(|m| m.overlap_mean = Some(0.5))),
+            (
+                "consistency_min_pct",
+                Box::new(|m| m.consistency_pct = Some(99.99)),
+            ),
+            (
+                "availability_min_pct",
+                Box::new(|m| m.availability_min_pct = Some(99.0)),
+            ),
+            (
+                "error_rate_max_pct",
+                Box::new(|m| m.error_rate_max_pct = Some(0.5)),
+            ),
+        ];
+        for (name, spoil) in cases {
+            let mut m = all_good();
+            spoil(&mut m);
+            let v = evaluate(&m, &c);
+            assert_eq!(v.outcome, Outcome::Fail, "{name}");
+            assert_eq!(status(&v, name), Status::Fail, "{name}");
+            assert_eq!(
+                v.criteria
+                    .iter()
+                    .filter(|r| r.status == Status::Fail)
+                    .count(),
+                1,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_data_is_inconclusive_never_a_pass() {
+        let mut m = all_good();
+        m.consistency_pct = None;
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(status(&v, "consistency_min_pct"), Status::NoData);
+        assert_ne!(v.outcome.exit_code(), 0);
+        assert_eq!(
+            evaluate(&Measured::default(), &Criteria::default()).outcome,
+            Outcome::Inconclusive
+        );
+    }
+
+    #[test]
+    fn too_few_samples_make_latency_inconclusive() {
+        let mut m = all_good();
+        m.opensearch_search_samples = Some(20);
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(status(&v, "p95_ms_max"), Status::NoData);
+        assert!(
+            v.criteria[0].detail.contains("min_samples"),
+            "{}",
+            v.criteria[0].detail
+        );
+    }
+
+    #[test]
+    fn a_failure_outranks_missing_data_and_skips_are_honoured() {
+        let mut m = all_good();
+        m.opensearch_qps = Some(10.0);
+        m.memory_ratio = None;
+        assert_eq!(evaluate(&m, &Criteria::default()).outcome, Outcome::Fail);
+        let c = Criteria {
+            skip: vec!["qps_min".into(), "memory_ratio_max".into()],
+            ..Criteria::default()
+        };
+        assert_eq!(evaluate(&m, &c).outcome, Outcome::Pass);
+    }
+
+    /// Log-normal latencies around `median_ms`, in microseconds.
+    fn latencies(seed: u64, n: usize, median_ms: f64) -> Histogram<u64> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for _ in 0..n {
+            let z: f64 = (0..12).map(|_| rng.r#gen::<f64>()).sum::<f64>() - 6.0;
+            let v = median_ms * 1000.0 * (0.4 * z).exp();
+            h.saturating_record(v as u64);
+        }
+        h
+    }
+
+    #[test]
+    fn baseline_noise_passes_and_a_real_2x_regression_fails() {
+        let policy = RegressionPolicy::default();
+        let base = latencies(1, 3000, 8.0);
+        let noise = latencies(2, 3000, 8.0);
+        let same = compare_latency("opensearch.search", &base, &noise, &policy);
+        assert!(!same.regression, "{same:?}");
+        let t = same.test.unwrap();
+        assert!((t.prob_b_greater - 0.5).abs() < 0.05, "{t:?}");
+
+        let slow = latencies(3, 3000, 16.0);
+        let worse = compare_latency("opensearch.search", &base, &slow, &policy);
+        assert!(worse.regression, "{worse:?}");
+        assert!(worse.change_pct > 80.0);
+        let t = worse.test.unwrap();
+        assert!(t.p_value < 1e-6 && t.prob_b_greater > 0.8, "{t:?}");
+    }
+
+    #[test]
+    fn mann_whitney_matches_a_hand_computed_example() {
+        // A = {1,2,3}, B = {4,5,6}: U_B = 9, P(B > A) = 1.
+        let mut a = Histogram::<u64>::new(3).unwrap();
+        let mut b = Histogram::<u64>::new(3).unwrap();
+        for v in [1, 2, 3] {
+            a.record(v).unwrap();
+        }
+        for v in [4, 5, 6] {
+            b.record(v).unwrap();
+        }
+        let t = mann_whitney(&a, &b).unwrap();
+        assert_eq!(t.u, 9.0);
+        assert_eq!(t.prob_b_greater, 1.0);
+        // Identical samples: U = n_a·n_b/2 with ties.
+        let t = mann_whitney(&a, &a).unwrap();
+        assert_eq!(t.u, 4.5);
+        assert!((t.p_value - 1.0).abs() < 1e-6, "{t:?}");
+    }
+}

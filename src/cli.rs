@@ -36,6 +36,15 @@ pub enum Command {
     Sync(SyncArgs),
     /// Compare both stores record by record (content hash); exit 0 only at 100% consistency.
     Validate(ValidateArgs),
+    /// Run the HTTP service over the migration adapter: shadow reads, Prometheus metrics,
+    /// runtime mode switch (token in SHADOWBENCH_ADMIN_TOKEN) and traffic capture.
+    Serve(ServeArgs),
+    /// Drive a `serve` endpoint with a goose attack; report goose's figures beside the
+    /// service's own /metrics. Goose options may follow `--`.
+    HttpLoad(HttpLoadArgs),
+    /// Switch a running `serve` to pgvector and measure the rollback time (token in
+    /// SHADOWBENCH_ADMIN_TOKEN).
+    RollbackDrill(RollbackDrillArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +280,94 @@ impl ConnArgs {
         };
         Ok(Backends { pg, os })
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Migration mode at start (pgvector, dual_write, shadow_read, read_split(P), opensearch).
+    #[arg(long, env = "ML_MIGRATION_MODE", default_value = "shadow_read")]
+    pub mode: String,
+    /// Capture every accepted request to this JSON Lines file (`.gz` for gzip) for replay.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Operations the capture buffer holds before dropping (and counting) them.
+    #[arg(long, default_value_t = 16_384)]
+    pub record_buffer: usize,
+    /// Accept only these tenants, comma-separated.
+    #[arg(long)]
+    pub tenants: Option<String>,
+    /// Largest k a search may ask for.
+    #[arg(long, default_value_t = 1_000)]
+    pub max_k: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Mirrored shadow reads in flight at once; more are dropped and counted.
+    #[arg(long, default_value_t = 64)]
+    pub mirror_capacity: usize,
+    /// Deadline for an OpenSearch read (served or mirrored), in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub opensearch_read_timeout_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpLoadArgs {
+    /// The `shadowbench serve` endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: url::Url,
+    /// Dataset folder whose queries and tenants drive the attack.
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// search (search only) or mixed (search : upsert : delete = 8 : 3 : 1).
+    #[arg(long, default_value = "search")]
+    pub scenario: String,
+    /// Concurrent goose users.
+    #[arg(long, default_value_t = 8, conflicts_with = "test_plan")]
+    pub users: usize,
+    /// Users started per second (goose's --increase-rate).
+    #[arg(long, default_value = "4", conflicts_with = "test_plan")]
+    pub hatch_rate: String,
+    /// How long to run once all users started, e.g. 20s or 2m (required unless --test-plan).
+    #[arg(
+        long,
+        required_unless_present = "test_plan",
+        conflicts_with = "test_plan"
+    )]
+    pub run_time: Option<String>,
+    /// goose load shape instead of users/hatch-rate/run-time, e.g. "10,5s;10,30s;0,2s".
+    #[arg(long)]
+    pub test_plan: Option<String>,
+    /// Cap on requests per second for all users together.
+    #[arg(long)]
+    pub throttle_requests: Option<usize>,
+    /// Neighbours per search.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Directory for goose-report.html, goose-report.json and http-load.json.
+    #[arg(long, default_value = "reports/http-load")]
+    pub out: PathBuf,
+    /// Further goose options, after `--` (e.g. -- --threshold "p95<50ms").
+    #[arg(last = true)]
+    pub goose: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackDrillArgs {
+    /// The `shadowbench serve` endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
+    /// Also write the drill's figures as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Status => status(&backends, which).await,
         Command::Sync(args) => sync_cmd(&backends, args).await,
         Command::Validate(args) => validate_cmd(&backends, args).await,
+        Command::Serve(args) => serve_cmd(&backends, args).await,
+        Command::HttpLoad(args) => http_load_cmd(args).await,
+        Command::RollbackDrill(args) => rollback_drill_cmd(args).await,
     }
 }
 
@@ -158,7 +161,10 @@ async fn ingest_cmd(
         ds.name,
         match &drain {
             Some(a) if a.mode().writes_opensearch() => {
-                format!("pgvector + opensearch through the adapter in mode {}", a.mode())
+                format!(
+                    "pgvector + opensearch through the adapter in mode {}",
+                    a.mode()
+                )
             }
             Some(a) => format!("pgvector through the adapter in mode {}", a.mode()),
             None => s.targets.join(" + "),
@@ -212,4 +218,148 @@ async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Erro
         }
     }
     Ok(code)
+}
+
+/// The admin token for `PUT /v1/mode`; read from the environment only, so it never
+/// appears in argv, shell history or logs.
+fn admin_token() -> Option<shadowbench::config::Secret> {
+    std::env::var("SHADOWBENCH_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(shadowbench::config::Secret::new)
+}
+
+async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u8, Error> {
+    use shadowbench::serve;
+    let mode = MigrationMode::parse("--mode / ML_MIGRATION_MODE", &args.mode)?;
+    let tenants = args.tenants.as_deref().map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
+    let cfg = serve::ServeConfig {
+        listen: args.listen,
+        tenants,
+        max_k: args.max_k,
+        max_body_bytes: args.max_body_bytes,
+        record: args.record.clone(),
+        record_buffer: args.record_buffer,
+        admin_token: admin_token(),
+        ..serve::ServeConfig::default()
+    };
+    cfg.validate()?;
+    let adapter_cfg = AdapterConfig {
+        mirror_capacity: args.mirror_capacity.max(1),
+        opensearch_read_timeout: std::time::Duration::from_millis(
+            args.opensearch_read_timeout_ms.max(1),
+        ),
+        split_key: cfg.split_key,
+        ..AdapterConfig::default()
+    };
+    let pg = backends.pgvector().await?;
+    let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || backends.os.is_some() {
+        Some(backends.opensearch().await?)
+    } else {
+        None
+    };
+    let adapter = Arc::new(VectorStoreAdapter::new(pg, os, mode, adapter_cfg).await?);
+    let switching = if cfg.admin_token.is_some() {
+        "enabled"
+    } else {
+        "disabled (set SHADOWBENCH_ADMIN_TOKEN to enable)"
+    };
+    let running = serve::start(adapter, cfg).await?;
+    println!(
+        "serving on {} in mode {}; mode switching {switching}{}",
+        running.base_url(),
+        mode,
+        args.record
+            .as_ref()
+            .map(|p| format!("; recording to {}", p.display()))
+            .unwrap_or_default()
+    );
+    let summary = running.run_until(serve::shutdown_signal()).await?;
+    println!(
+        "stopped: {} shadow comparisons, {} mirrored reads dropped, {} writes acknowledged",
+        summary.shadow_comparisons,
+        summary.adapter.mirror_dropped,
+        summary.adapter.writes_acknowledged
+    );
+    if let Some(c) = summary.capture {
+        println!(
+            "capture {}: {} operations written, {} dropped",
+            c.path.display(),
+            c.written,
+            c.dropped
+        );
+    }
+    Ok(0)
+}
+
+async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<u8, Error> {
+    use shadowbench::httpload::{self, HttpLoadOptions, HttpScenario, LoadShape};
+    let shape = match (args.test_plan, args.run_time) {
+        (Some(plan), _) => LoadShape::TestPlan(plan),
+        (None, Some(run_time)) => LoadShape::Ramp {
+            users: args.users,
+            hatch_rate: args.hatch_rate,
+            run_time,
+        },
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "--run-time",
+                "required (or --test-plan): http-load always stops by itself",
+            )
+            .into());
+        }
+    };
+    let opts = HttpLoadOptions {
+        target: args.target,
+        dataset: args.dataset,
+        scenario: HttpScenario::parse("--scenario", &args.scenario)?,
+        shape,
+        throttle_requests: args.throttle_requests,
+        k: args.k,
+        allow_remote: args.allow_remote,
+        out_dir: args.out.clone(),
+        goose_args: args.goose,
+        quiet: false,
+    };
+    let report = httpload::run(&opts).await?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    println!(
+        "wrote {}, {} and {} in {}",
+        httpload::GOOSE_HTML,
+        httpload::GOOSE_JSON,
+        httpload::REPORT_JSON,
+        args.out.display()
+    );
+    Ok(if report.thresholds_failed { 1 } else { 0 })
+}
+
+async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, Error> {
+    use shadowbench::serve::drill;
+    let token = admin_token().ok_or_else(|| {
+        ConfigError::invalid(
+            "SHADOWBENCH_ADMIN_TOKEN",
+            "set it to the token the service was started with",
+        )
+    })?;
+    let mut opts = drill::DrillOptions::new(args.target, token);
+    opts.timeout = std::time::Duration::from_secs(args.timeout_s.max(1));
+    let report = drill::rollback(&opts)
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
+    }
+    Ok(if report.complete() { 0 } else { 1 })
 }

@@ -425,7 +425,8 @@ mod tests {
     #[test]
     fn each_criterion_fails_on_its_own() {
         let c = Criteria::default();
-        let cases: Vec<(&str, Box<dyn Fn(&mut Measured)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut Measured)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             (
                 "p95_ms_max",
                 Box::new(|m| m.opensearch_p95_ms = Some(250.0)),

@@ -136,8 +136,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = match (path.as_str(), field_in_message(&inner.to_string())) {
-            (".", Some(f)) => f,
-            (".", None) => "body".to_string(),
+            ("." | "?", Some(f)) => f,
+            ("." | "?", None) => "body".to_string(),
             (p, Some(f)) if inner.is_data() && !p.ends_with(&f) => format!("{p}.{f}"),
             (p, _) => p.to_string(),
         };
@@ -282,7 +282,9 @@ impl Limits {
         match &self.tenants {
             Some(set) if !set.contains(tenant) => Err(ApiError::invalid(
                 field,
-                format!("unknown tenant {tenant:?}: this service only accepts the tenants given to --tenants"),
+                format!(
+                    "unknown tenant {tenant:?}: this service only accepts the tenants given to --tenants"
+                ),
             )),
             _ => Ok(()),
         }
@@ -327,13 +329,19 @@ impl Limits {
     /// `records[i].` for a batch, so the error names the exact field.
     pub fn records(&self, bodies: Vec<(String, EmbeddingBody)>) -> Result<Vec<Record>, ApiError> {
         if bodies.is_empty() {
-            return Err(ApiError::invalid("records", "at least one record is required"));
+            return Err(ApiError::invalid(
+                "records",
+                "at least one record is required",
+            ));
         }
         if bodies.len() > MAX_BATCH {
             return Err(ApiError::field(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "records",
-                format!("at most {MAX_BATCH} records per request, got {}", bodies.len()),
+                format!(
+                    "at most {MAX_BATCH} records per request, got {}",
+                    bodies.len()
+                ),
             ));
         }
         let now = now_millis();
@@ -343,7 +351,10 @@ impl Limits {
                 self.check_tenant(&format!("{prefix}tenant_id"), &b.tenant_id)?;
                 for (name, v) in [("entity_type", &b.entity_type), ("entity_id", &b.entity_id)] {
                     if v.is_empty() {
-                        return Err(ApiError::invalid(format!("{prefix}{name}"), "must not be empty"));
+                        return Err(ApiError::invalid(
+                            format!("{prefix}{name}"),
+                            "must not be empty",
+                        ));
                     }
                 }
                 self.check_vector(&format!("{prefix}vector"), &b.vector)?;
@@ -453,9 +464,14 @@ mod tests {
             err_of(parse(r#"{"tenant_id":"acme","vector":[1,"x",0]}"#)),
             (422, "vector[1]".into())
         );
-        assert_eq!(err_of(parse(r#"{"tenant_id":"acme"}"#)), (422, "vector".into()));
         assert_eq!(
-            err_of(parse(r#"{"tenant_id":"acme","vector":[1,0,0],"filter":{"tenant":"x"}}"#)),
+            err_of(parse(r#"{"tenant_id":"acme"}"#)),
+            (422, "vector".into())
+        );
+        assert_eq!(
+            err_of(parse(
+                r#"{"tenant_id":"acme","vector":[1,0,0],"filter":{"tenant":"x"}}"#
+            )),
             (422, "filter.tenant".into())
         );
         assert_eq!(err_of(parse("{")), (400, "body".into()));
@@ -465,8 +481,10 @@ mod tests {
     fn a_search_becomes_a_tenant_filtered_request() {
         let r = limits()
             .search(
-                parse_json(br#"{"tenant_id":"acme","vector":[1,0,0],"filter":{"entity_type":"doc"}}"#)
-                    .unwrap(),
+                parse_json(
+                    br#"{"tenant_id":"acme","vector":[1,0,0],"filter":{"entity_type":"doc"}}"#,
+                )
+                .unwrap(),
             )
             .unwrap();
         assert_eq!(r.k, 10);
@@ -478,12 +496,16 @@ mod tests {
     fn embeddings_accept_one_a_batch_or_an_array_and_name_the_bad_record() {
         let l = limits();
         let one = r#"{"tenant_id":"acme","entity_type":"doc","entity_id":"1","vector":[1,0,0]}"#;
-        let recs = l.records(parse_embeddings(one.as_bytes()).unwrap()).unwrap();
+        let recs = l
+            .records(parse_embeddings(one.as_bytes()).unwrap())
+            .unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].model_version, DEFAULT_MODEL_VERSION);
         let batch = format!(r#"{{"records":[{one},{one}]}}"#);
         assert_eq!(
-            l.records(parse_embeddings(batch.as_bytes()).unwrap()).unwrap().len(),
+            l.records(parse_embeddings(batch.as_bytes()).unwrap())
+                .unwrap()
+                .len(),
             2
         );
         let bad = r#"{"tenant_id":"acme","entity_type":"doc","entity_id":"2","vector":[1,0]}"#;
@@ -502,10 +524,7 @@ mod tests {
             err_of(parse_embeddings(missing.as_bytes())),
             (422, "records[0].entity_id".into())
         );
-        assert_eq!(
-            err_of(l.records(vec![])),
-            (422, "records".into())
-        );
+        assert_eq!(err_of(l.records(vec![])), (422, "records".into()));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! {"ts_ms":40,"op":"delete","tenant_id":"libs","entity_type":"package","entity_id":"zlib1g"}
 //! ```
 //!
-//! `ts_ms` is the offset from the start of the capture, in milliseconds, and never
-//! decreases from one line to the next. A batch upsert becomes one line per record.
+//! `ts_ms` is the offset from the first captured operation, in milliseconds (so a
+//! replay starts at once, however long the service idled before traffic came), and
+//! never decreases from one line to the next. A batch upsert becomes one line per record.
 //! Requests rejected by validation are not captured (they could not be replayed).
 //!
 //! The request path only clones the operation into a bounded channel (`try_send`): when
@@ -101,7 +102,6 @@ struct Pending {
 /// The capture handle shared by request handlers.
 pub struct Capture {
     tx: mpsc::Sender<Msg>,
-    started: Instant,
     counters: Arc<Counters>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<Result<(), CaptureError>>>>,
     path: PathBuf,
@@ -129,21 +129,21 @@ impl Capture {
                 path: shown.clone(),
                 source,
             })?;
-        let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+        let gz = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let counters = Arc::new(Counters::default());
-        let started = Instant::now();
         let c = counters.clone();
         let writer = std::thread::Builder::new()
             .name("shadowbench-capture".into())
-            .spawn(move || write_loop(file, gz, rx, started, c, shown))
+            .spawn(move || write_loop(file, gz, rx, c, shown))
             .map_err(|source| CaptureError::Open {
                 path: path.display().to_string(),
                 source,
             })?;
         Ok(Self {
             tx,
-            started,
             counters,
             writer: std::sync::Mutex::new(Some(writer)),
             path: path.to_path_buf(),
@@ -210,11 +210,6 @@ impl Capture {
         self.counters.dropped.load(Ordering::Relaxed)
     }
 
-    /// When the capture started; `ts_ms` counts from here.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Writes everything queued, flushes and closes the file. Later operations are
     /// dropped and counted. Idempotent.
     pub async fn close(&self) -> Result<CaptureSummary, CaptureError> {
@@ -242,7 +237,6 @@ fn write_loop(
     file: File,
     gz: bool,
     mut rx: mpsc::Receiver<Msg>,
-    started: Instant,
     counters: Arc<Counters>,
     path: String,
 ) -> Result<(), CaptureError> {
@@ -251,14 +245,15 @@ fn write_loop(
         source,
     };
     let mut out = if gz {
-        Sink::Gz(flate2::write::GzEncoder::new(
+        Sink::Gz(Box::new(flate2::write::GzEncoder::new(
             BufWriter::new(file),
             flate2::Compression::fast(),
-        ))
+        )))
     } else {
         Sink::Plain(BufWriter::new(file))
     };
     let mut last_ts = 0u64;
+    let mut origin: Option<Instant> = None;
     while let Some(msg) = rx.blocking_recv() {
         let p = match msg {
             Msg::Op(p) => p,
@@ -266,7 +261,8 @@ fn write_loop(
         };
         // Operations are timed on the request path and may arrive a little out of order;
         // clamping keeps the file's offsets monotonic for replay.
-        let ts = (p.at.saturating_duration_since(started).as_millis() as u64).max(last_ts);
+        let origin = *origin.get_or_insert(p.at);
+        let ts = (p.at.saturating_duration_since(origin).as_millis() as u64).max(last_ts);
         last_ts = ts;
         let (tenant_id, entity_type, entity_id) = match p.id {
             Some(id) => (Some(id.tenant_id), Some(id.entity_type), Some(id.entity_id)),
@@ -296,7 +292,7 @@ fn write_loop(
 
 enum Sink {
     Plain(BufWriter<File>),
-    Gz(flate2::write::GzEncoder<BufWriter<File>>),
+    Gz(Box<flate2::write::GzEncoder<BufWriter<File>>>),
 }
 
 impl Sink {
@@ -357,6 +353,7 @@ mod tests {
             .collect();
         assert_eq!(ops.len(), 4);
         assert_eq!(ops[0].op, CapturedKind::Search);
+        assert_eq!(ops[0].ts_ms, 0, "offsets count from the first operation");
         assert_eq!(ops[0].tenant_id.as_deref(), Some("acme"));
         assert_eq!(ops[0].vector.as_deref(), Some(&[0.5, -1.0][..]));
         assert_eq!(ops[0].filter.as_ref().unwrap()["entity_type"], "doc");
@@ -365,10 +362,7 @@ mod tests {
         assert_eq!(ops[3].entity_id.as_deref(), Some("1"));
         assert!(ops[3].vector.is_none());
         assert!(ops.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms));
-        assert!(
-            !text.contains("null"),
-            "absent fields are left out: {text}"
-        );
+        assert!(!text.contains("null"), "absent fields are left out: {text}");
         // A second close is harmless, and a non-empty file is never overwritten.
         cap.close().await.unwrap();
         assert!(matches!(

@@ -58,7 +58,10 @@ impl DrillReport {
                 "rollback drill: {} -> pgvector, switch acknowledged in {:.1} ms",
                 self.previous_mode, self.switch_ms
             ),
-            format!("reads served by pgvector after {}", ms(self.reads_on_pgvector_ms)),
+            format!(
+                "reads served by pgvector after {}",
+                ms(self.reads_on_pgvector_ms)
+            ),
             format!(
                 "outbox drained after {} (depth at switch: {})",
                 ms(self.outbox_drained_ms),
@@ -177,7 +180,10 @@ mod tests {
         };
         assert!(!r.complete());
         let text = r.lines().join("\n");
-        assert!(text.contains("outbox drained after not reached (depth at switch: 4)"), "{text}");
+        assert!(
+            text.contains("outbox drained after not reached (depth at switch: 4)"),
+            "{text}"
+        );
         assert!(text.contains("rollback time: not reached"), "{text}");
     }
 }

@@ -23,7 +23,8 @@ pub const LATENCY_BUCKETS: [f64; 24] = [
 ];
 
 /// Upper bounds of the overlap@k buckets (a fraction in 0..=1).
-pub const OVERLAP_BUCKETS: [f64; 12] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0];
+pub const OVERLAP_BUCKETS: [f64; 12] =
+    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0];
 
 /// Upper bounds of candidate-minus-primary latency (seconds); negative when OpenSearch
 /// answered the mirrored query faster than pgvector answered the caller.
@@ -177,7 +178,7 @@ pub struct InFlight<'a>(&'a AtomicI64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -204,14 +205,16 @@ impl Metrics {
             Target::Opensearch => &self.inflight_opensearch,
             Target::Pgvector | Target::Dual => &self.inflight_pgvector,
         };
-        slot.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: the increment must be visible before the adapter reads its mode, so the
+        // rollback drill never sees zero while a read that saw the old mode is running.
+        slot.fetch_add(1, Ordering::SeqCst);
         InFlight(slot)
     }
 
     /// Reads routed to OpenSearch that have not finished yet (the rollback drill waits
     /// for zero).
     pub fn inflight_opensearch_reads(&self) -> i64 {
-        self.inflight_opensearch.load(Ordering::Relaxed)
+        self.inflight_opensearch.load(Ordering::SeqCst)
     }
 
     /// Records one completed operation: its latency always, its error class if it failed.

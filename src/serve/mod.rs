@@ -145,7 +145,10 @@ pub struct Running {
 
 /// Binds, installs the metrics sink on the adapter, starts the outbox drainer and the
 /// capture writer, and serves until [`Running::shutdown`].
-pub async fn start(adapter: Arc<VectorStoreAdapter>, cfg: ServeConfig) -> Result<Running, ServeError> {
+pub async fn start(
+    adapter: Arc<VectorStoreAdapter>,
+    cfg: ServeConfig,
+) -> Result<Running, ServeError> {
     cfg.validate()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::api::{
-    ApiError, ApiJson, HitOut, Limits, ModeBody, ModeResponse, RawBody, SearchBody,
-    SearchResponse, parse_embeddings, parse_mode,
+    ApiError, ApiJson, HitOut, Limits, ModeBody, ModeResponse, RawBody, SearchBody, SearchResponse,
+    parse_embeddings, parse_mode,
 };
 use super::capture::Capture;
 use super::metrics::{Live, Metrics, Op, Role, Target};
@@ -94,8 +94,12 @@ async fn search(State(st): Shared, body: Result<ApiJson<SearchBody>, ApiError>) 
     let req = match body.and_then(|ApiJson(b)| st.limits.search(b)) {
         Ok(r) => r,
         Err(e) => {
-            st.metrics
-                .count_error(Target::Pgvector, Op::Search, ErrorClass::Rejected, Role::Served);
+            st.metrics.count_error(
+                Target::Pgvector,
+                Op::Search,
+                ErrorClass::Rejected,
+                Role::Served,
+            );
             return e.into_response();
         }
     };
@@ -296,7 +300,9 @@ async fn healthz(State(st): Shared) -> Response {
     let describe = |r: Result<Result<crate::store::Health, crate::error::StoreError>, _>| match r {
         Ok(Ok(h)) => json!({ "ok": h.ok, "version": h.version }),
         Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
-        Err(_) => json!({ "ok": false, "error": format!("no answer within {} ms", deadline.as_millis()) }),
+        Err(_) => {
+            json!({ "ok": false, "error": format!("no answer within {} ms", deadline.as_millis()) })
+        }
     };
     let pg_ok = matches!(&pg_h, Ok(Ok(h)) if h.ok);
     let os_ok = matches!(&os_h, Some(Ok(Ok(h))) if h.ok);
@@ -327,7 +333,10 @@ async fn metrics(State(st): Shared) -> Response {
         record_dropped: st.capture.as_ref().map_or(0, |c| c.dropped()),
     };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(&live),
     )
         .into_response()

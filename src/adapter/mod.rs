@@ -287,7 +287,7 @@ impl VectorStoreAdapter {
         &self,
         os: &Arc<dyn VectorStore>,
         req: &SearchRequest,
-    ) -> Result<Vec<Hit>, StoreError> {
+    ) -> Result<(Vec<Hit>, BackendKind), StoreError> {
         match self
             .guarded(self.cfg.opensearch_read_timeout, os.search(req))
             .await
@@ -296,7 +296,7 @@ impl VectorStoreAdapter {
                 self.counters
                     .reads_opensearch
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(hits)
+                Ok((hits, BackendKind::Opensearch))
             }
             Err(GuardedError::Store(e)) if e.class() == ErrorClass::Rejected => Err(e),
             Err(why) => {
@@ -309,7 +309,40 @@ impl VectorStoreAdapter {
                     tracing::debug!("opensearch read failed, answering from pgvector: {why}");
                 }
                 self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
-                self.pg.search(req).await
+                Ok((self.pg.search(req).await?, BackendKind::Pgvector))
+            }
+        }
+    }
+
+    /// Like [`VectorStore::search`], and also says which store answered (after any
+    /// fallback), for metrics that must attribute latency to the right backend.
+    pub async fn search_served(
+        &self,
+        req: &SearchRequest,
+    ) -> Result<(Vec<Hit>, BackendKind), StoreError> {
+        let mode = self.mode();
+        match (mode, &self.os) {
+            (MigrationMode::Opensearch, Some(os)) => self.search_opensearch_first(os, req).await,
+            (MigrationMode::ReadSplit { percent }, Some(os))
+                if mode::routes_to_opensearch(route_key(req, self.cfg.split_key), percent) =>
+            {
+                self.search_opensearch_first(os, req).await
+            }
+            (MigrationMode::ShadowRead, Some(_)) => {
+                let started = Instant::now();
+                let res = self.pg.search(req).await;
+                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
+                let sample = ReadSample {
+                    backend: BackendKind::Pgvector,
+                    latency: started.elapsed(),
+                    result: res.as_ref().map(Clone::clone).map_err(StoreError::class),
+                };
+                self.mirror(req, sample);
+                Ok((res?, BackendKind::Pgvector))
+            }
+            _ => {
+                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
+                Ok((self.pg.search(req).await?, BackendKind::Pgvector))
             }
         }
     }
@@ -600,31 +633,7 @@ impl VectorStore for VectorStoreAdapter {
     }
 
     async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
-        let mode = self.mode();
-        match (mode, &self.os) {
-            (MigrationMode::Opensearch, Some(os)) => self.search_opensearch_first(os, req).await,
-            (MigrationMode::ReadSplit { percent }, Some(os))
-                if mode::routes_to_opensearch(route_key(req, self.cfg.split_key), percent) =>
-            {
-                self.search_opensearch_first(os, req).await
-            }
-            (MigrationMode::ShadowRead, Some(_)) => {
-                let started = Instant::now();
-                let res = self.pg.search(req).await;
-                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
-                let sample = ReadSample {
-                    backend: BackendKind::Pgvector,
-                    latency: started.elapsed(),
-                    result: res.as_ref().map(Clone::clone).map_err(StoreError::class),
-                };
-                self.mirror(req, sample);
-                res
-            }
-            _ => {
-                self.counters.reads_pgvector.fetch_add(1, Ordering::Relaxed);
-                self.pg.search(req).await
-            }
-        }
+        self.search_served(req).await.map(|(hits, _)| hits)
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::store::BackendKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -110,8 +111,15 @@ async fn search(State(st): Shared, body: Result<ApiJson<SearchBody>, ApiError>) 
     let started = Instant::now();
     let res = {
         let _inflight = st.metrics.read_started(target);
-        st.adapter.search(&req).await
+        st.adapter.search_served(&req).await
     };
+    // Attribute the latency to the store that actually answered (after any fallback).
+    let target = match &res {
+        Ok((_, BackendKind::Opensearch)) => Target::Opensearch,
+        Ok(_) => Target::Pgvector,
+        Err(_) => target,
+    };
+    let res = res.map(|(hits, _)| hits);
     st.metrics.observe(
         target,
         Op::Search,

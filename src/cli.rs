@@ -36,6 +36,9 @@ pub enum Command {
     Sync(SyncArgs),
     /// Compare both stores record by record (content hash); exit 0 only at 100% consistency.
     Validate(ValidateArgs),
+    /// Run a scenario file: the same operations against both sides at once, measured;
+    /// prints a summary and writes report.json.
+    Run(RunArgs),
     /// Run the HTTP service over the migration adapter: shadow reads, Prometheus metrics,
     /// runtime mode switch (token in SHADOWBENCH_ADMIN_TOKEN) and traffic capture.
     Serve(ServeArgs),
@@ -45,6 +48,15 @@ pub enum Command {
     /// Switch a running `serve` to pgvector and measure the rollback time (token in
     /// SHADOWBENCH_ADMIN_TOKEN).
     RollbackDrill(RollbackDrillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario file (TOML; the format is documented in scenarios/README.md).
+    pub scenario: PathBuf,
+    /// Directory for report.json (default: reports/<run-id>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

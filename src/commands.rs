@@ -26,6 +26,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Status => status(&backends, which).await,
         Command::Sync(args) => sync_cmd(&backends, args).await,
         Command::Validate(args) => validate_cmd(&backends, args).await,
+        Command::Run(args) => run_cmd(&backends, args).await,
         Command::Serve(args) => serve_cmd(&backends, args).await,
         Command::HttpLoad(args) => http_load_cmd(args).await,
         Command::RollbackDrill(args) => rollback_drill_cmd(args).await,
@@ -362,4 +363,23 @@ async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, E
         std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
     }
     Ok(if report.complete() { 0 } else { 1 })
+}
+
+/// `run SCENARIO.toml [--out DIR]`: the report is written and summarised even when the
+/// workload stopped on bad input (then the exit code is 2).
+async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, Error> {
+    use shadowbench::{report, runner, scenario};
+    let scenario = scenario::Scenario::load(&args.scenario)?;
+    let options = runner::RunnerOptions { progress: true };
+    let finished = runner::run_scenario(&scenario, backends, &options).await?;
+    let dir = args
+        .out
+        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&finished.report.run_id));
+    let path = report::json::write(&finished.report, &dir)?;
+    print!("{}", report::summary::render(&finished.report));
+    println!("report: {}", path.display());
+    match finished.stopped_by {
+        Some(e) => Err(e.into()),
+        None => Ok(0),
+    }
 }

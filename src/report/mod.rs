@@ -1,0 +1,259 @@
+//! The `Report` of a run: methodology, per-side latency and errors, scheduler lag,
+//! result comparison (overlap@k, recall@k), resources, timeline and warnings. Field
+//! names carry their units (`p95_ms`, `index_bytes`). Exporters turn it into bytes:
+//! [`json`] (report.json) and [`summary`] (the stdout table).
+
+mod build;
+pub mod json;
+pub mod summary;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use build::{ReportContext, build};
+
+use crate::error::ErrorClass;
+use crate::measure::quality::RatioSummary;
+use crate::measure::{LatencyStats, OpKind, Side, TimelineSecond};
+use crate::store::{BackendKind, IndexParams, ResourceUsage};
+
+/// Version of this structure; bumped when a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    /// `<UTC start, e.g. 20250102T030405Z>-<scenario name>`.
+    pub run_id: String,
+    pub scenario: ScenarioInfo,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Wall time of the whole run, warmup and drain included.
+    pub elapsed_s: f64,
+    /// The measured window all rates are computed over.
+    pub measured_s: f64,
+    pub methodology: Methodology,
+    /// One entry per read side, plus the writer when the workload wrote.
+    pub backends: Vec<BackendReport>,
+    pub scheduler: SchedulerReport,
+    pub comparison: Comparison,
+    pub resources: ResourcesReport,
+    pub timeline: Vec<TimelineSecond>,
+    /// Advice about how far the figures can be trusted; empty when nothing is amiss.
+    pub warnings: Vec<String>,
+    /// Filled by the gate (reports issue); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The scenario file, when the run came from one.
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// How the figures were obtained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Methodology {
+    /// `open_loop` or `closed_loop`.
+    pub load_model: String,
+    /// `intended_start` (open loop: coordinated-omission free) or `send` (closed loop).
+    pub latency_origin: String,
+    /// Mean target rate over the measured window (open loop with a rate schedule).
+    pub target_rate_per_s: Option<f64>,
+    /// Operations actually scheduled in the measured window / measured_s (a Poisson
+    /// process offers the target rate only on average).
+    pub offered_rate_per_s: f64,
+    /// The rate schedule, e.g. `constant 50/s`, `ramp 10/s → 100/s over 60 s`.
+    pub rate_shape: Option<String>,
+    /// `uniform` or `poisson` (open loop).
+    pub arrival: Option<String>,
+    /// Workers (closed loop).
+    pub concurrency: Option<usize>,
+    /// Operations in flight at once (open loop).
+    pub in_flight_limit: Option<usize>,
+    pub max_lag_ms: Option<f64>,
+    pub late_after_ms: f64,
+    pub warmup_s: f64,
+    pub planned_duration_s: Option<f64>,
+    pub planned_operations: Option<u64>,
+    pub request_timeout_ms: f64,
+    pub k: usize,
+    /// How writes were routed (`direct`, or an adapter mode such as `dual_write`).
+    pub mode: String,
+    pub workload: String,
+    pub ground_truth: String,
+    pub seed: u64,
+    pub sides: Vec<SideInfo>,
+    /// What received the writes.
+    pub writer: String,
+    pub samples: Samples,
+    pub notes: Vec<String>,
+}
+
+/// One read side of the comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideInfo {
+    pub side: Side,
+    pub backend: BackendKind,
+    /// Name used in tables, e.g. `pgvector`, or `pgvector (a)` in an A/A run.
+    pub label: String,
+    pub index_params: IndexParams,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    /// Operations intended within the measured window (started or dropped).
+    pub scheduled: u64,
+    /// Operations intended within the warmup, not measured.
+    pub warmup_discarded: u64,
+    pub dropped: u64,
+    pub dropped_in_warmup: u64,
+    /// Input lines skipped as bad (recorded logs).
+    pub skipped_inputs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendReport {
+    pub side: Side,
+    pub backend: BackendKind,
+    pub label: String,
+    pub ops: Vec<OpReport>,
+}
+
+impl BackendReport {
+    pub fn op(&self, op: OpKind) -> Option<&OpReport> {
+        self.ops.iter().find(|o| o.op == op)
+    }
+}
+
+/// One side × operation over the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpReport {
+    pub op: OpKind,
+    pub requests: u64,
+    pub successes: u64,
+    pub errors: BTreeMap<ErrorClass, u64>,
+    /// The first message seen per error class.
+    pub error_examples: BTreeMap<ErrorClass, String>,
+    /// errors / requests.
+    pub error_rate: f64,
+    /// successes / requests (1.0 when there were no requests).
+    pub availability: f64,
+    /// successes / measured_s.
+    pub achieved_qps: f64,
+    /// From the intended start (open loop) or the send (closed loop); successes only.
+    pub latency: LatencyStats,
+    /// From the actual send; successes only.
+    pub service_time: LatencyStats,
+}
+
+impl OpReport {
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerReport {
+    /// Actual start − intended start of every measured operation (dropped included).
+    pub lag: LatencyStats,
+    pub late_after_ms: f64,
+    /// Operations whose lag exceeded `late_after_ms` (dropped included).
+    pub late: u64,
+    pub dropped: u64,
+    pub dropped_by_op: BTreeMap<OpKind, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub k: usize,
+    /// Reads both sides answered.
+    pub pairs: u64,
+    /// Reads at least one side failed.
+    pub unpaired: u64,
+    /// overlap@k = |top-k(a) ∩ top-k(b)| / k.
+    pub overlap: Option<RatioSummary>,
+    /// recall@k of each side against exact ground truth (tie-tolerant).
+    pub recall: Vec<RecallReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallReport {
+    pub side: Side,
+    pub label: String,
+    pub overall: Option<RatioSummary>,
+    /// By the kind of filter: `none`, `tenant`, `entity_type`, ...
+    pub by_filter: BTreeMap<String, RatioSummary>,
+    /// By tenant, for tenant-filtered queries.
+    pub by_tenant: BTreeMap<String, RatioSummary>,
+    /// Samples of tenants beyond the per-tenant limit (in `overall` and `by_filter`).
+    pub untracked_tenant_samples: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourcesReport {
+    pub sides: Vec<SideResources>,
+    /// Side b's figure over side a's (OpenSearch / pgvector in the default setup).
+    pub ratio_b_over_a: ResourceRatios,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideResources {
+    pub side: Side,
+    pub label: String,
+    pub usage: Option<ResourceUsage>,
+    /// Why `usage` is missing.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRatios {
+    pub data_bytes: Option<f64>,
+    pub index_bytes: Option<f64>,
+    pub memory_bytes: Option<f64>,
+}
+
+impl Report {
+    pub fn backend(&self, side: Side) -> Option<&BackendReport> {
+        self.backends.iter().find(|b| b.side == side)
+    }
+
+    pub fn recall(&self, side: Side) -> Option<&RecallReport> {
+        self.comparison.recall.iter().find(|r| r.side == side)
+    }
+}
+
+/// `<UTC timestamp>-<name>`, with the name reduced to `[A-Za-z0-9_-]`.
+pub fn run_id(started_at: DateTime<Utc>, scenario: &str) -> String {
+    let name: String = scenario
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}-{name}", started_at.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn run_ids_are_sortable_timestamps_with_a_safe_name() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(run_id(t, "quick start/1"), "20250102T030405Z-quick_start_1");
+    }
+}

@@ -1,0 +1,474 @@
+//! Runs a [`Scenario`] end to end: loads the dataset, opens the two sides, prepares the
+//! stores (ingest policy), builds ground truth and the workload, routes writes, runs the
+//! load generator and turns the outcome into a [`Report`].
+
+use std::sync::Arc;
+
+use crate::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use crate::connect::Backends;
+use crate::dataset::{Dataset, synthetic};
+use crate::error::{ConfigError, Error, StoreError};
+use crate::ingest::{IngestOptions, ingest};
+use crate::load::{self, FanOutWriter, RunOptions, Targets};
+use crate::measure::GroundTruth;
+use crate::measure::Side;
+use crate::report::{self, Report, ReportContext, SideInfo};
+use crate::scenario::{DatasetSource, IngestPolicy, Scenario, WorkloadSpec};
+use crate::store::exact::ExactStore;
+use crate::store::pgvector::PgVectorStore;
+use crate::store::{BackendKind, VectorStore};
+use crate::workload::{
+    DatasetQueries, RecordedLog, RecordedSpec, SyntheticWorkload, Workload, WorkloadError,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunnerOptions {
+    /// Progress bars on stderr (ingest and run).
+    pub progress: bool,
+}
+
+/// A finished scenario run.
+#[derive(Debug)]
+pub struct Finished {
+    pub report: Report,
+    /// The workload stopped on bad input (`on_bad_line = "stop"`); the report covers
+    /// what ran until then.
+    pub stopped_by: Option<WorkloadError>,
+}
+
+/// Runs `scenario` against the stores configured in `backends` (table/index names and
+/// the dimension are taken from the scenario and its dataset).
+pub async fn run_scenario(
+    scenario: &Scenario,
+    backends: &Backends,
+    options: &RunnerOptions,
+) -> Result<Finished, Error> {
+    let in_file = |message: String| -> Error {
+        match &scenario.file {
+            Some(f) => ConfigError::file(f, message).into(),
+            None => ConfigError::invalid("scenario", message).into(),
+        }
+    };
+    let dataset: Option<Arc<Dataset>> = match &scenario.dataset {
+        None => None,
+        Some(DatasetSource::Path(p)) => Some(Arc::new(Dataset::load(p)?)),
+        Some(DatasetSource::Synthetic(spec)) => Some(Arc::new(synthetic(spec))),
+    };
+    let backends = configure(scenario, backends, dataset.as_deref())?;
+
+    let mut warnings = Vec::new();
+    let opened = open_sides(
+        scenario,
+        &backends,
+        dataset.as_deref(),
+        options,
+        &mut warnings,
+    )
+    .await?;
+
+    let truth = match &dataset {
+        Some(ds) => Some(Arc::new(GroundTruth::from_dataset(ds)?)),
+        None => None,
+    };
+    let (workload, truth_note): (Box<dyn Workload>, Option<String>) = match &scenario.workload {
+        WorkloadSpec::Dataset(spec) => {
+            let ds = dataset
+                .as_deref()
+                .expect("validated: a dataset workload has a dataset");
+            let w = DatasetQueries::new(ds, spec.clone(), truth.as_deref())
+                .map_err(|e| in_file(e.to_string()))?;
+            let s = w.truth_sources();
+            let note = format!(
+                "prepared per query and filter: {} from the dataset's neighbour lists, {} by \
+                 the exact store; distances recomputed client-side; tie-tolerant (≤ k-th \
+                 distance × (1 + 1e-6) + 1e-9)",
+                s.dataset_lists, s.exact_store
+            );
+            (Box::new(w), Some(note))
+        }
+        WorkloadSpec::Synthetic(spec) => {
+            let ds = dataset
+                .clone()
+                .expect("validated: a synthetic workload has a dataset");
+            let w = SyntheticWorkload::new(ds, spec.clone()).map_err(|e| in_file(e.to_string()))?;
+            (Box::new(w), Some(computed_truth_note()))
+        }
+        WorkloadSpec::Recorded(spec) => {
+            let spec = RecordedSpec {
+                dimension: dataset.as_ref().map(|d| d.dimension),
+                ..spec.clone()
+            };
+            let w = RecordedLog::open(spec)?;
+            (Box::new(w), truth.as_ref().map(|_| computed_truth_note()))
+        }
+    };
+
+    let [a, b] = opened.sides.clone();
+    let (writer, writer_note): (Arc<dyn VectorStore>, String) = match scenario.mode.as_str() {
+        "direct" => {
+            let mut stores = vec![a.clone(), b.clone()];
+            // pgvector is the source of truth during the migration: written first.
+            stores.sort_by_key(|s| s.kind());
+            let w = FanOutWriter::new(stores);
+            let order: Vec<String> = w.stores().iter().map(|s| s.kind().to_string()).collect();
+            let note = format!("direct fan-out, in order: {}", order.join(" then "));
+            (Arc::new(w), note)
+        }
+        mode => {
+            let mode = MigrationMode::parse("backends.mode", mode)?;
+            let (Some(pg), Some(os)) = (opened.pgvector.clone(), opened.opensearch.clone()) else {
+                return Err(in_file(format!(
+                    "backends.mode: {mode} routes writes through the migration adapter, which \
+                     needs pgvector and opensearch sides"
+                )));
+            };
+            let adapter =
+                VectorStoreAdapter::new(pg, Some(os), mode, AdapterConfig::default()).await?;
+            (
+                Arc::new(adapter),
+                format!("migration adapter in mode {mode} (pgvector first, outbox for OpenSearch)"),
+            )
+        }
+    };
+    let labels = side_labels(scenario.sides);
+    let infos = [
+        SideInfo {
+            side: Side::A,
+            backend: a.kind(),
+            label: labels[0].clone(),
+            index_params: a.index_params(),
+        },
+        SideInfo {
+            side: Side::B,
+            backend: b.kind(),
+            label: labels[1].clone(),
+            index_params: b.index_params(),
+        },
+    ];
+    let targets = Targets {
+        a: a.clone(),
+        b: b.clone(),
+        writer,
+    };
+    let outcome = load::run(
+        &scenario.plan,
+        targets,
+        workload,
+        truth,
+        &RunOptions {
+            progress: options.progress,
+            labels: Some(labels),
+            collector: Default::default(),
+        },
+    )
+    .await
+    .map_err(|e| in_file(e.to_string()))?;
+
+    let resources = [
+        a.resources().await.map_err(|e| e.to_string()),
+        b.resources().await.map_err(|e| e.to_string()),
+    ];
+    let ctx = ReportContext {
+        run_id: report::run_id(outcome.started_at, &scenario.name),
+        scenario: scenario.info(),
+        plan: scenario.plan.clone(),
+        k: scenario.k,
+        mode: scenario.mode.clone(),
+        sides: infos,
+        writer: writer_note,
+        resources,
+        ground_truth: truth_note,
+        warnings,
+    };
+    let report = report::build(ctx, &outcome);
+    Ok(Finished {
+        report,
+        stopped_by: outcome.stopped_by,
+    })
+}
+
+fn computed_truth_note() -> String {
+    "computed per query by the exact store (kept in step with acknowledged writes); \
+     distances recomputed client-side; tie-tolerant (≤ k-th distance × (1 + 1e-6) + 1e-9)"
+        .to_string()
+}
+
+/// `pgvector`/`opensearch`, or `pgvector (a)`/`pgvector (b)` when both sides are the same.
+pub fn side_labels(sides: [BackendKind; 2]) -> [String; 2] {
+    if sides[0] == sides[1] {
+        [format!("{} (a)", sides[0]), format!("{} (b)", sides[1])]
+    } else {
+        [sides[0].to_string(), sides[1].to_string()]
+    }
+}
+
+/// The store configs for this scenario: its table/index name, the dataset's dimension.
+fn configure(
+    scenario: &Scenario,
+    backends: &Backends,
+    dataset: Option<&Dataset>,
+) -> Result<Backends, Error> {
+    let mut b = backends.clone();
+    if let Some(pg) = b.pg.as_mut() {
+        if let Some(index) = &scenario.index {
+            pg.table = index.clone();
+        }
+        if let Some(ds) = dataset {
+            pg.dimension = ds.dimension;
+            check_metric(pg.metric, ds)?;
+        }
+    }
+    if let Some(os) = b.os.as_mut() {
+        if let Some(index) = &scenario.index {
+            os.index = index.clone();
+        }
+        if let Some(ds) = dataset {
+            os.dimension = ds.dimension;
+            check_metric(os.metric, ds)?;
+        }
+    }
+    Ok(b)
+}
+
+fn check_metric(configured: crate::distance::Metric, ds: &Dataset) -> Result<(), ConfigError> {
+    if configured == ds.metric {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            "--space-type",
+            format!(
+                "the stores are configured for {configured:?} but dataset {} uses {:?}",
+                ds.name, ds.metric
+            ),
+        ))
+    }
+}
+
+/// The stores of a run: one per distinct backend.
+struct Opened {
+    sides: [Arc<dyn VectorStore>; 2],
+    pgvector: Option<Arc<PgVectorStore>>,
+    opensearch: Option<Arc<dyn VectorStore>>,
+}
+
+/// Opens (and prepares, per the ingest policy) the store of each side; the same backend
+/// on both sides is one store.
+async fn open_sides(
+    scenario: &Scenario,
+    backends: &Backends,
+    dataset: Option<&Dataset>,
+    options: &RunnerOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Opened, Error> {
+    let mut opened: Vec<(BackendKind, Arc<dyn VectorStore>)> = Vec::new();
+    let (mut pgvector, mut opensearch) = (None, None);
+    for kind in scenario.sides {
+        if opened.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        let store: Arc<dyn VectorStore> = match kind {
+            BackendKind::Pgvector => {
+                let s = backends.pgvector().await?;
+                if let Some(ds) = dataset {
+                    prepare(
+                        s.clone(),
+                        scenario.ingest,
+                        ds,
+                        options,
+                        warnings,
+                        s.drop_all(),
+                        async { s.bootstrap().await.map(|_| ()) },
+                    )
+                    .await?;
+                }
+                pgvector = Some(s.clone());
+                s
+            }
+            BackendKind::Opensearch => {
+                let s = backends.opensearch().await?;
+                if let Some(ds) = dataset {
+                    prepare(
+                        s.clone(),
+                        scenario.ingest,
+                        ds,
+                        options,
+                        warnings,
+                        async { s.drop_all().await.map(|_| ()) },
+                        async { s.bootstrap().await.map(|_| ()) },
+                    )
+                    .await?;
+                }
+                opensearch = Some(s.clone() as Arc<dyn VectorStore>);
+                s
+            }
+            BackendKind::Exact => {
+                let ds = dataset.expect("validated: an exact side has a dataset");
+                Arc::new(ExactStore::from_records(
+                    ds.dimension,
+                    ds.metric,
+                    &ds.train,
+                )?)
+            }
+        };
+        opened.push((kind, store));
+    }
+    let get = |kind: BackendKind| {
+        opened
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s.clone())
+            .expect("every side was opened")
+    };
+    Ok(Opened {
+        sides: [get(scenario.sides[0]), get(scenario.sides[1])],
+        pgvector,
+        opensearch,
+    })
+}
+
+/// Applies the ingest policy to one store. `drop_all` and `bootstrap` are the store's
+/// own (not in the trait); they only run when the policy needs them.
+async fn prepare(
+    store: Arc<dyn VectorStore>,
+    policy: IngestPolicy,
+    ds: &Dataset,
+    options: &RunnerOptions,
+    warnings: &mut Vec<String>,
+    drop_all: impl Future<Output = Result<(), StoreError>>,
+    bootstrap: impl Future<Output = Result<(), StoreError>>,
+) -> Result<(), Error> {
+    let want = ds.train.len() as u64;
+    let load = match policy {
+        IngestPolicy::Never => false,
+        IngestPolicy::Recreate => {
+            drop_all.await?;
+            bootstrap.await?;
+            true
+        }
+        IngestPolicy::Always => {
+            bootstrap.await?;
+            true
+        }
+        IngestPolicy::IfNeeded => {
+            bootstrap.await?;
+            store.refresh().await?;
+            store.count().await? < want
+        }
+    };
+    if load {
+        ingest(
+            &ds.train,
+            std::slice::from_ref(&store),
+            &IngestOptions {
+                progress: options.progress,
+                ..IngestOptions::default()
+            },
+        )
+        .await?;
+    }
+    store.refresh().await?;
+    let have = store.count().await?;
+    if have != want {
+        warnings.push(format!(
+            "{} holds {have} records but dataset {} has {want}: ground truth from the \
+             dataset may not match what the store can return (use dataset.ingest = \
+             \"recreate\" for an exact copy)",
+            store.kind(),
+            ds.name
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(text, Some(Path::new("/tmp/x/s.toml"))).unwrap()
+    }
+
+    #[test]
+    fn a_a_sides_get_distinct_labels() {
+        assert_eq!(
+            side_labels([BackendKind::Pgvector, BackendKind::Pgvector]),
+            ["pgvector (a)", "pgvector (b)"]
+        );
+        assert_eq!(
+            side_labels([BackendKind::Pgvector, BackendKind::Opensearch]),
+            ["pgvector", "opensearch"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_exact_a_a_scenario_runs_end_to_end_without_servers() {
+        let s = scenario(
+            r#"
+            name = "exact a/a"
+            [backends]
+            a = "exact"
+            b = "exact"
+            [dataset]
+            synthetic = { count = 400, dimension = 8, tenants = 4, queries = 20 }
+            [workload]
+            tenant_filter_share = 0.5
+            [load]
+            rate = 200
+            warmup_s = 0.2
+            duration_s = 1
+            "#,
+        );
+        let backends = Backends { pg: None, os: None };
+        let f = run_scenario(&s, &backends, &RunnerOptions::default())
+            .await
+            .unwrap();
+        let r = &f.report;
+        assert!(f.stopped_by.is_none());
+        let a = r
+            .backend(Side::A)
+            .unwrap()
+            .op(crate::measure::OpKind::Search)
+            .unwrap();
+        assert!(a.successes >= 190, "{}", a.successes);
+        let overlap = r.comparison.overlap.as_ref().unwrap();
+        assert_eq!((overlap.mean, overlap.min), (1.0, 1.0));
+        assert_eq!(
+            r.recall(Side::A).unwrap().overall.as_ref().unwrap().mean,
+            1.0
+        );
+        assert!(r.warnings.iter().any(|w| w.starts_with("A/A run")));
+        assert!(r.methodology.ground_truth.contains("by the exact store"));
+        assert_eq!(r.methodology.sides[0].label, "exact (a)");
+        assert!(r.run_id.ends_with("-exact_a_a"));
+    }
+
+    #[tokio::test]
+    async fn adapter_modes_need_pgvector_and_opensearch_sides() {
+        let s = scenario(
+            r#"
+            [backends]
+            a = "exact"
+            b = "exact"
+            mode = "dual_write"
+            [dataset]
+            synthetic = { count = 50, dimension = 4, queries = 5 }
+            [load]
+            rate = 10
+            duration_s = 1
+            "#,
+        );
+        let err = run_scenario(
+            &s,
+            &Backends { pg: None, os: None },
+            &RunnerOptions::default(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/tmp/x/s.toml: backends.mode: dual_write routes writes"),
+            "{err}"
+        );
+    }
+}

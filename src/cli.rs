@@ -37,8 +37,13 @@ pub enum Command {
     /// Compare both stores record by record (content hash); exit 0 only at 100% consistency.
     Validate(ValidateArgs),
     /// Run a scenario file: the same operations against both sides at once, measured;
-    /// prints a summary and writes report.json.
+    /// prints a summary, writes report.json and report.md, and gates the result
+    /// (exit 0 pass, 1 fail, 4 inconclusive).
     Run(RunArgs),
+    /// Re-evaluate a saved report against criteria (and optionally a baseline). Exit 0 pass, 1 fail, 4 inconclusive.
+    Gate(GateArgs),
+    /// Compare a report with a baseline report; exit 1 on a regression.
+    Compare(CompareArgs),
     /// Run the HTTP service over the migration adapter: shadow reads, Prometheus metrics,
     /// runtime mode switch (token in SHADOWBENCH_ADMIN_TOKEN) and traffic capture.
     Serve(ServeArgs),
@@ -57,6 +62,32 @@ pub struct RunArgs {
     /// Directory for report.json (default: reports/<run-id>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write the gate verdict as JUnit XML to this file.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// A report.json written by `run`.
+    pub report: PathBuf,
+    /// Criteria file (TOML, the keys of a scenario's [gate] table); default: the migration plan's.
+    #[arg(long)]
+    pub criteria: Option<PathBuf>,
+    /// Also flag regressions against this baseline report (Mann-Whitney U on latency).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write the verdict as JUnit XML to this file.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline report.json.
+    pub baseline: PathBuf,
+    /// The report.json to compare against it.
+    pub current: PathBuf,
 }
 
 #[derive(Debug, Args)]

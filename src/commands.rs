@@ -27,6 +27,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Sync(args) => sync_cmd(&backends, args).await,
         Command::Validate(args) => validate_cmd(&backends, args).await,
         Command::Run(args) => run_cmd(&backends, args).await,
+        Command::Gate(args) => gate_cmd(args).await,
+        Command::Compare(args) => compare_cmd(args).await,
         Command::Serve(args) => serve_cmd(&backends, args).await,
         Command::HttpLoad(args) => http_load_cmd(args).await,
         Command::RollbackDrill(args) => rollback_drill_cmd(args).await,
@@ -372,14 +374,89 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     let scenario = scenario::Scenario::load(&args.scenario)?;
     let options = runner::RunnerOptions { progress: true };
     let finished = runner::run_scenario(&scenario, backends, &options).await?;
+    let mut report = finished.report;
+    let verdict = shadowbench::gate::evaluate(&report.gate_input(), &scenario.criteria);
+    report.gate = Some(verdict.clone());
     let dir = args
         .out
-        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&finished.report.run_id));
-    let path = report::json::write(&finished.report, &dir)?;
-    print!("{}", report::summary::render(&finished.report));
-    println!("report: {}", path.display());
+        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&report.run_id));
+    let path = report::json::write(&report, &dir)?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, report::markdown::render(&report, Some(&verdict)))
+        .map_err(|e| ConfigError::file(&md, e))?;
+    if let Some(junit) = &args.junit {
+        std::fs::write(
+            junit,
+            report::junit::render(&report.scenario.name, &verdict),
+        )
+        .map_err(|e| ConfigError::file(junit, e))?;
+    }
+    print!("{}", report::summary::render(&report));
+    print_verdict(&verdict);
+    println!("report: {} and {}", path.display(), md.display());
     match finished.stopped_by {
         Some(e) => Err(e.into()),
-        None => Ok(0),
+        None => Ok(verdict.outcome.exit_code()),
     }
+}
+
+fn print_verdict(v: &shadowbench::gate::Verdict) {
+    use shadowbench::gate::Status;
+    println!("gate: {:?}", v.outcome);
+    for c in &v.criteria {
+        let measured = c
+            .measured
+            .map_or_else(|| "n/a".to_string(), |m| format!("{m:.4}"));
+        let status = match c.status {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::NoData => "no data",
+            Status::Skipped => "skipped",
+        };
+        println!(
+            "  {:<24} {:<36} {:>12}  {status}",
+            c.name, c.threshold, measured
+        );
+    }
+}
+
+/// `gate REPORT.json [--criteria FILE] [--junit FILE]`: re-evaluates a saved report.
+async fn gate_cmd(args: crate::cli::GateArgs) -> Result<u8, Error> {
+    use shadowbench::{gate, report};
+    let r = report::json::read(&args.report)?;
+    let criteria = match &args.criteria {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::file(p, e))?;
+            toml::from_str::<gate::Criteria>(&text)
+                .map_err(|e| ConfigError::file(p, e.to_string().trim_end().to_string()))?
+        }
+        None => gate::Criteria::default(),
+    };
+    let verdict = gate::evaluate(&r.gate_input(), &criteria);
+    print_verdict(&verdict);
+    let mut code = verdict.outcome.exit_code();
+    if let Some(base) = &args.baseline {
+        let b = report::json::read(base)?;
+        let cmp = shadowbench::compare::compare(&b, &r, &gate::RegressionPolicy::default());
+        print!("{}", cmp.render());
+        if cmp.regressions() > 0 && code == 0 {
+            code = 1;
+        }
+    }
+    if let Some(junit) = &args.junit {
+        std::fs::write(junit, report::junit::render(&r.scenario.name, &verdict))
+            .map_err(|e| ConfigError::file(junit, e))?;
+    }
+    Ok(code)
+}
+
+/// `compare A B`: B against baseline A; exit 1 when B regressed.
+async fn compare_cmd(args: crate::cli::CompareArgs) -> Result<u8, Error> {
+    use shadowbench::report;
+    let a = report::json::read(&args.baseline)?;
+    let b = report::json::read(&args.current)?;
+    let cmp =
+        shadowbench::compare::compare(&a, &b, &shadowbench::gate::RegressionPolicy::default());
+    print!("{}", cmp.render());
+    Ok(if cmp.regressions() > 0 { 1 } else { 0 })
 }

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod bootstrap;
+pub mod compare;
 pub mod config;
 pub mod connect;
 pub mod dataset;

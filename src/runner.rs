@@ -104,6 +104,7 @@ pub async fn run_scenario(
     };
 
     let [a, b] = opened.sides.clone();
+    let mut adapter_handle: Option<Arc<VectorStoreAdapter>> = None;
     let (writer, writer_note): (Arc<dyn VectorStore>, String) = match scenario.mode.as_str() {
         "direct" => {
             let mut stores = vec![a.clone(), b.clone()];
@@ -122,10 +123,12 @@ pub async fn run_scenario(
                      needs pgvector and opensearch sides"
                 )));
             };
-            let adapter =
-                VectorStoreAdapter::new(pg, Some(os), mode, AdapterConfig::default()).await?;
+            let adapter = Arc::new(
+                VectorStoreAdapter::new(pg, Some(os), mode, AdapterConfig::default()).await?,
+            );
+            adapter_handle = Some(adapter.clone());
             (
-                Arc::new(adapter),
+                adapter,
                 format!("migration adapter in mode {mode} (pgvector first, outbox for OpenSearch)"),
             )
         }
@@ -180,7 +183,33 @@ pub async fn run_scenario(
         ground_truth: truth_note,
         warnings,
     };
-    let report = report::build(ctx, &outcome);
+    let mut report = report::build(ctx, &outcome);
+    if scenario.validate {
+        let (Some(pg), Some(os)) = (opened.pgvector.clone(), opened.opensearch.clone()) else {
+            return Err(in_file(
+                "validate = true needs a pgvector and an opensearch side".to_string(),
+            ));
+        };
+        // Writes the outbox still holds are part of what OpenSearch must end up with.
+        if let Some(adapter) = &adapter_handle {
+            let drained = adapter.drain_outbox().await?;
+            if drained.remaining > 0 {
+                report.warnings.push(format!(
+                    "{} outbox entries could not be delivered to OpenSearch before validation",
+                    drained.remaining
+                ));
+            }
+        }
+        let pg: Arc<dyn VectorStore> = pg;
+        let v =
+            crate::validate::validate(pg, os, &crate::validate::ValidateOptions::default()).await?;
+        if !v.consistent() {
+            report
+                .warnings
+                .extend(v.lines().into_iter().map(|l| format!("validate: {l}")));
+        }
+        report.consistency = Some(v);
+    }
     Ok(Finished {
         report,
         stopped_by: outcome.stopped_by,

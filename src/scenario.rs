@@ -36,6 +36,10 @@ pub struct Scenario {
     pub workload: WorkloadSpec,
     pub k: usize,
     pub plan: LoadPlan,
+    /// Run `validate` (pgvector vs OpenSearch, record by record) after the load.
+    pub validate: bool,
+    /// The gate's criteria for this scenario.
+    pub criteria: crate::gate::Criteria,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +95,10 @@ struct RawScenario {
     #[serde(default)]
     workload: RawWorkload,
     load: RawLoad,
+    /// Validate pgvector against OpenSearch record by record after the run.
+    validate: Option<bool>,
+    /// Success criteria; omitted keys keep the migration plan's defaults.
+    gate: Option<crate::gate::Criteria>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -551,6 +559,8 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         workload,
         k,
         plan,
+        validate: raw.validate.unwrap_or(false),
+        criteria: raw.gate.unwrap_or_default(),
     })
 }
 

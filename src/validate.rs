@@ -31,7 +31,7 @@ impl Default for ValidateOptions {
 }
 
 /// A list of ids capped at `show`, with the true total beside it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct IdSample {
     pub total: u64,
     pub first: Vec<RecordId>,
@@ -46,7 +46,7 @@ impl IdSample {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct ValidationReport {
     pub pgvector_records: u64,
     pub opensearch_records: u64,

@@ -128,6 +128,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         resources,
         timeline: m.timeline.clone(),
         warnings: Vec::new(),
+        consistency: None,
         gate: None,
     };
     report.warnings = warnings(&ctx, outcome, &report);

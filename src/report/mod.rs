@@ -5,6 +5,8 @@
 
 mod build;
 pub mod json;
+pub mod junit;
+pub mod markdown;
 pub mod summary;
 
 use chrono::{DateTime, Utc};
@@ -42,9 +44,12 @@ pub struct Report {
     pub timeline: Vec<TimelineSecond>,
     /// Advice about how far the figures can be trusted; empty when nothing is amiss.
     pub warnings: Vec<String>,
-    /// Filled by the gate (reports issue); absent until then.
+    /// Record-by-record consistency of pgvector and OpenSearch, when the scenario validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<serde_json::Value>,
+    pub consistency: Option<crate::validate::ValidationReport>,
+    /// The gate's verdict against the scenario's criteria.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::Verdict>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +161,11 @@ pub struct OpReport {
 }
 
 impl OpReport {
+    /// The full latency histogram, when the report carries one (for significance tests).
+    pub fn latency_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        None
+    }
+
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
@@ -222,6 +232,71 @@ pub struct ResourceRatios {
 }
 
 impl Report {
+    /// The side holding OpenSearch (the migration's candidate), else side b.
+    pub fn candidate_side(&self) -> Side {
+        self.methodology
+            .sides
+            .iter()
+            .find(|s| s.backend == BackendKind::Opensearch)
+            .map_or(Side::B, |s| s.side)
+    }
+
+    /// The side holding pgvector (the incumbent), else side a.
+    pub fn incumbent_side(&self) -> Side {
+        self.methodology
+            .sides
+            .iter()
+            .find(|s| s.backend == BackendKind::Pgvector && s.side != self.candidate_side())
+            .map_or(Side::A, |s| s.side)
+    }
+
+    /// The figures the gate judges, taken from this report. Missing figures stay `None`
+    /// so the gate reports them as "no data" instead of passing them.
+    pub fn gate_input(&self) -> crate::gate::Measured {
+        let cand = self.candidate_side();
+        let inc = self.incumbent_side();
+        let search = |side: Side| self.backend(side).and_then(|b| b.op(OpKind::Search));
+        let ratio_ok = self.resources.sides.len() == 2 && cand == Side::B;
+        let read_sides = [Side::A, Side::B];
+        let ops: Vec<&OpReport> = self
+            .backends
+            .iter()
+            .filter(|b| read_sides.contains(&b.side) || b.side == Side::Writer)
+            .flat_map(|b| b.ops.iter())
+            .filter(|o| o.requests > 0)
+            .collect();
+        crate::gate::Measured {
+            opensearch_search_samples: search(cand).map(|o| o.latency.count),
+            pgvector_search_samples: search(inc).map(|o| o.latency.count),
+            opensearch_p95_ms: search(cand)
+                .filter(|o| o.latency.count > 0)
+                .map(|o| o.latency.p95_ms),
+            opensearch_qps: search(cand).map(|o| o.achieved_qps),
+            memory_ratio: if ratio_ok {
+                self.resources.ratio_b_over_a.memory_bytes
+            } else {
+                None
+            },
+            index_size_ratio: if ratio_ok {
+                self.resources.ratio_b_over_a.index_bytes
+            } else {
+                None
+            },
+            opensearch_recall: self
+                .recall(cand)
+                .and_then(|r| r.overall.as_ref())
+                .map(|r| r.mean),
+            pgvector_recall: self
+                .recall(inc)
+                .and_then(|r| r.overall.as_ref())
+                .map(|r| r.mean),
+            overlap_mean: self.comparison.overlap.as_ref().map(|o| o.mean),
+            consistency_pct: self.consistency.as_ref().map(|c| c.consistency_pct),
+            availability_min_pct: ops.iter().map(|o| o.availability * 100.0).reduce(f64::min),
+            error_rate_max_pct: ops.iter().map(|o| o.error_rate * 100.0).reduce(f64::max),
+        }
+    }
+
     pub fn backend(&self, side: Side) -> Option<&BackendReport> {
         self.backends.iter().find(|b| b.side == side)
     }

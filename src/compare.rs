@@ -1,0 +1,153 @@
+//! Baseline regression: compare two reports metric by metric with per-metric tolerances.
+//! Latency regressions must also be statistically significant (Mann-Whitney U on the
+//! two runs' HDR histograms, with an effect-size floor), so run-to-run noise alone does
+//! not fail CI.
+
+use std::fmt::Write;
+
+use crate::gate::{LatencyComparison, RegressionPolicy, compare_latency};
+use crate::measure::{OpKind, Side};
+use crate::report::Report;
+
+#[derive(Debug, Clone)]
+pub struct MetricDelta {
+    pub name: String,
+    pub baseline: f64,
+    pub current: f64,
+    pub regression: bool,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    pub latency: Vec<LatencyComparison>,
+    pub metrics: Vec<MetricDelta>,
+    /// Latency pairs without histograms: no significance test was possible.
+    pub untested: Vec<String>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> usize {
+        self.latency.iter().filter(|l| l.regression).count()
+            + self.metrics.iter().filter(|m| m.regression).count()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "comparison against baseline: {} regression(s)",
+            self.regressions()
+        );
+        for l in &self.latency {
+            let test = l.test.map_or_else(
+                || "no test".to_string(),
+                |t| {
+                    format!(
+                        "Mann-Whitney p={:.2e}, P(cur>base)={:.2}",
+                        t.p_value, t.prob_b_greater
+                    )
+                },
+            );
+            let _ = writeln!(
+                s,
+                "  {:<28} p95 {:>9.2} -> {:>9.2} ms ({:+.1}%)  {test}  {}",
+                l.name,
+                l.baseline_p95_ms,
+                l.current_p95_ms,
+                l.change_pct,
+                if l.regression { "REGRESSION" } else { "ok" }
+            );
+        }
+        for m in &self.metrics {
+            let _ = writeln!(
+                s,
+                "  {:<28} {:>12.4} -> {:>12.4}  {}{}",
+                m.name,
+                m.baseline,
+                m.current,
+                if m.regression { "REGRESSION" } else { "ok" },
+                if m.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", m.note)
+                }
+            );
+        }
+        for u in &self.untested {
+            let _ = writeln!(
+                s,
+                "  {u}: latency histograms missing from a report; not tested"
+            );
+        }
+        s
+    }
+}
+
+/// Compares `current` with `baseline`, side by side for the same backend labels.
+pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -> Comparison {
+    let mut out = Comparison::default();
+    for side in [Side::A, Side::B, Side::Writer] {
+        let (Some(b), Some(c)) = (baseline.backend(side), current.backend(side)) else {
+            continue;
+        };
+        for op in OpKind::ALL {
+            let (Some(bo), Some(co)) = (b.op(op), c.op(op)) else {
+                continue;
+            };
+            if bo.latency.count == 0 || co.latency.count == 0 {
+                continue;
+            }
+            let name = format!("{}.{}", c.label, op.as_str());
+            match (bo.latency_histogram(), co.latency_histogram()) {
+                (Some(bh), Some(ch)) => out.latency.push(compare_latency(&name, &bh, &ch, policy)),
+                _ => out.untested.push(name.clone()),
+            }
+            if op == OpKind::Search {
+                let drop = if bo.achieved_qps > 0.0 {
+                    1.0 - co.achieved_qps / bo.achieved_qps
+                } else {
+                    0.0
+                };
+                out.metrics.push(MetricDelta {
+                    name: format!("{name}.qps"),
+                    baseline: bo.achieved_qps,
+                    current: co.achieved_qps,
+                    regression: drop > policy.qps_tolerance,
+                    note: format!("tolerance −{:.0}%", policy.qps_tolerance * 100.0),
+                });
+                out.metrics.push(MetricDelta {
+                    name: format!("{name}.error_rate"),
+                    baseline: bo.error_rate,
+                    current: co.error_rate,
+                    regression: co.error_rate > bo.error_rate + 0.001,
+                    note: "tolerance +0.1 pp".into(),
+                });
+            }
+        }
+        if side != Side::Writer
+            && let (Some(br), Some(cr)) = (
+                baseline.recall(side).and_then(|r| r.overall.as_ref()),
+                current.recall(side).and_then(|r| r.overall.as_ref()),
+            )
+        {
+            out.metrics.push(MetricDelta {
+                name: format!("{}.recall", c.label),
+                baseline: br.mean,
+                current: cr.mean,
+                regression: cr.mean < br.mean - policy.quality_tolerance,
+                note: format!("tolerance −{}", policy.quality_tolerance),
+            });
+        }
+    }
+    if let (Some(b), Some(c)) = (&baseline.comparison.overlap, &current.comparison.overlap) {
+        out.metrics.push(MetricDelta {
+            name: "overlap".into(),
+            baseline: b.mean,
+            current: c.mean,
+            regression: c.mean < b.mean - policy.quality_tolerance,
+            note: format!("tolerance −{}", policy.quality_tolerance),
+        });
+    }
+    out
+}

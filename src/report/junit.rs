@@ -1,0 +1,78 @@
+//! The gate as JUnit XML, so CI systems show each criterion as a test case.
+
+use crate::gate::{Status, Verdict};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// One `<testsuite>` named after the run; a criterion without data is a failure too,
+/// because missing data must never pass a gate.
+pub fn render(suite: &str, verdict: &Verdict) -> String {
+    let failures = verdict
+        .criteria
+        .iter()
+        .filter(|c| matches!(c.status, Status::Fail | Status::NoData))
+        .count();
+    let skipped = verdict
+        .criteria
+        .iter()
+        .filter(|c| c.status == Status::Skipped)
+        .count();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n",
+        esc(suite),
+        verdict.criteria.len()
+    );
+    for c in &verdict.criteria {
+        let measured = c
+            .measured
+            .map_or_else(|| "n/a".to_string(), |v| format!("{v}"));
+        out += &format!(
+            "    <testcase classname=\"shadowbench.gate\" name=\"{}\">",
+            esc(&c.name)
+        );
+        match c.status {
+            Status::Pass => {}
+            Status::Fail => {
+                out += &format!(
+                    "<failure message=\"measured {} (threshold {})\"/>",
+                    esc(&measured),
+                    esc(&c.threshold)
+                )
+            }
+            Status::NoData => out += &format!("<failure message=\"no data: {}\"/>", esc(&c.detail)),
+            Status::Skipped => out += "<skipped/>",
+        }
+        out += "</testcase>\n";
+    }
+    out += "  </testsuite>\n</testsuites>\n";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{Criteria, Measured, evaluate};
+
+    #[test]
+    fn failures_and_missing_data_are_junit_failures() {
+        let m = Measured {
+            opensearch_p95_ms: Some(500.0),
+            opensearch_search_samples: Some(1000),
+            ..Measured::default()
+        };
+        let v = evaluate(&m, &Criteria::default());
+        let xml = render("phase <3>", &v);
+        assert!(xml.contains("name=\"phase &lt;3&gt;\""), "{xml}");
+        assert!(xml.contains("tests=\"9\" failures=\"9\""), "{xml}");
+        assert!(
+            xml.contains("measured 500 (threshold &lt; 200 ms)"),
+            "{xml}"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! `report.md`: the one page a reviewer reads in two minutes: verdict first, then the
+//! criteria, then the side-by-side table, then warnings and how it was measured.
+
+use std::fmt::Write;
+
+use crate::gate::{Outcome, Status, Verdict};
+use crate::measure::{OpKind, Side};
+use crate::report::Report;
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn bytes(b: Option<u64>) -> String {
+    match b {
+        None => "n/a".into(),
+        Some(b) if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        Some(b) if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        Some(b) if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        Some(b) => format!("{b} B"),
+    }
+}
+
+/// Renders the report (with its gate verdict, when evaluated) as Markdown.
+pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# shadowbench: {}", report.scenario.name);
+    let _ = writeln!(s);
+    match verdict {
+        Some(v) => {
+            let word = match v.outcome {
+                Outcome::Pass => "PASS",
+                Outcome::Fail => "FAIL",
+                Outcome::Inconclusive => "INCONCLUSIVE",
+            };
+            let failed: Vec<&str> = v
+                .criteria
+                .iter()
+                .filter(|c| c.status == Status::Fail)
+                .map(|c| c.name.as_str())
+                .collect();
+            let _ = write!(s, "**Verdict: {word}**");
+            if !failed.is_empty() {
+                let _ = write!(s, " (failed: {})", failed.join(", "));
+            }
+            let _ = writeln!(s);
+        }
+        None => {
+            let _ = writeln!(s, "**Verdict: not gated** (no criteria were evaluated)");
+        }
+    }
+    let m = &report.methodology;
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Phase `{}` · run `{}` · {} · {:.0} s measured after {:.0} s warmup · k = {} · mode `{}`",
+        report.scenario.phase.as_deref().unwrap_or("-"),
+        report.run_id,
+        m.load_model,
+        report.measured_s,
+        m.warmup_s,
+        m.k,
+        m.mode
+    );
+
+    if let Some(v) = verdict {
+        let _ = writeln!(s, "\n## Criteria\n");
+        let _ = writeln!(s, "| criterion | threshold | measured | result |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for c in &v.criteria {
+            let result = match c.status {
+                Status::Pass => "pass".to_string(),
+                Status::Fail => "**FAIL**".to_string(),
+                Status::NoData => format!("no data: {}", c.detail),
+                Status::Skipped => "skipped".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                c.name,
+                c.threshold,
+                opt(c.measured, 3),
+                result
+            );
+        }
+    }
+
+    let _ = writeln!(s, "\n## Side by side\n");
+    let labels: Vec<String> = report.backends.iter().map(|b| b.label.clone()).collect();
+    let _ = writeln!(s, "| metric | {} |", labels.join(" | "));
+    let _ = writeln!(s, "|---|{}", "---|".repeat(labels.len()));
+    let ops: Vec<OpKind> = OpKind::ALL
+        .into_iter()
+        .filter(|op| {
+            report
+                .backends
+                .iter()
+                .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
+        })
+        .collect();
+    for op in ops {
+        let row = |name: &str, f: &dyn Fn(&crate::report::OpReport) -> String| {
+            let cells: Vec<String> = report
+                .backends
+                .iter()
+                .map(|b| {
+                    b.ops
+                        .iter()
+                        .find(|o| o.op == op)
+                        .map(f)
+                        .unwrap_or_else(|| "-".into())
+                })
+                .collect();
+            format!("| {} {name} | {} |\n", op.as_str(), cells.join(" | "))
+        };
+        s += &row("requests", &|o| o.requests.to_string());
+        s += &row("latency p50 / p95 / p99 ms", &|o| {
+            format!(
+                "{} / {} / {}",
+                ms(o.latency.p50_ms),
+                ms(o.latency.p95_ms),
+                ms(o.latency.p99_ms)
+            )
+        });
+        s += &row("latency p99.9 / max ms", &|o| {
+            format!("{} / {}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
+        });
+        s += &row("service time p95 ms", &|o| ms(o.service_time.p95_ms));
+        s += &row("QPS achieved", &|o| format!("{:.1}", o.achieved_qps));
+        s += &row("errors (rate)", &|o| {
+            format!("{} ({:.3}%)", o.error_count(), o.error_rate * 100.0)
+        });
+        s += &row("availability", &|o| {
+            format!("{:.3}%", o.availability * 100.0)
+        });
+    }
+    let recall_cells: Vec<String> = report
+        .backends
+        .iter()
+        .map(|b| {
+            report
+                .recall(b.side)
+                .and_then(|r| r.overall.as_ref())
+                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
+                .unwrap_or_else(|| "-".into())
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "| recall@{} vs exact | {} |",
+        m.k,
+        recall_cells.join(" | ")
+    );
+    for (what, pick) in [("index bytes", 0usize), ("memory bytes", 1usize)] {
+        let cells: Vec<String> = report
+            .backends
+            .iter()
+            .map(|b| {
+                let usage = report
+                    .resources
+                    .sides
+                    .iter()
+                    .find(|r| r.side == b.side)
+                    .and_then(|r| r.usage.as_ref());
+                bytes(usage.and_then(|u| {
+                    if pick == 0 {
+                        u.index_bytes
+                    } else {
+                        u.memory_bytes
+                    }
+                }))
+            })
+            .collect();
+        let _ = writeln!(s, "| {what} | {} |", cells.join(" | "));
+    }
+    if let Some(o) = &report.comparison.overlap {
+        let _ = writeln!(
+            s,
+            "\noverlap@{}: mean {:.4}, p5 {:.2}, min {:.2} over {} paired reads ({} unpaired).",
+            report.comparison.k,
+            o.mean,
+            o.p5,
+            o.min,
+            report.comparison.pairs,
+            report.comparison.unpaired
+        );
+    }
+    let r = &report.resources.ratio_b_over_a;
+    let _ = writeln!(
+        s,
+        "Resource ratios (side b / side a): index {}, memory {}.",
+        opt(r.index_bytes, 3),
+        opt(r.memory_bytes, 3)
+    );
+    let sch = &report.scheduler;
+    let _ = writeln!(
+        s,
+        "Scheduler lag p50/p99/max: {} / {} / {} ms; late (> {} ms): {}; dropped: {}.",
+        ms(sch.lag.p50_ms),
+        ms(sch.lag.p99_ms),
+        ms(sch.lag.max_ms),
+        sch.late_after_ms,
+        sch.late,
+        sch.dropped
+    );
+
+    let _ = writeln!(s, "\n## Warnings\n");
+    if report.warnings.is_empty() {
+        let _ = writeln!(s, "None.");
+    } else {
+        for w in &report.warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+    }
+
+    let _ = writeln!(s, "\n## How this was measured\n");
+    let _ = writeln!(
+        s,
+        "- Load: {}; latency measured from {}.",
+        m.load_model, m.latency_origin
+    );
+    if let Some(rate) = m.target_rate_per_s {
+        let _ = writeln!(
+            s,
+            "- Target rate {rate} ops/s ({}), offered {:.1} ops/s.",
+            m.arrival.as_deref().unwrap_or("constant"),
+            m.offered_rate_per_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Samples: {} scheduled, {} discarded in warmup, {} dropped.",
+        m.samples.scheduled, m.samples.warmup_discarded, m.samples.dropped
+    );
+    let _ = writeln!(
+        s,
+        "- Workload: {}; ground truth: {}.",
+        m.workload, m.ground_truth
+    );
+    for side in &m.sides {
+        let p = &side.index_params;
+        let _ = writeln!(
+            s,
+            "- Side {} = {}: {} {}, m {}, ef_construction {}, ef_search {}.",
+            side.side.as_str(),
+            side.label,
+            p.engine,
+            p.space,
+            p.m.map(|v| v.to_string()).unwrap_or("-".into()),
+            p.ef_construction
+                .map(|v| v.to_string())
+                .unwrap_or("-".into()),
+            p.ef_search.map(|v| v.to_string()).unwrap_or("-".into()),
+        );
+    }
+    let _ = Side::A;
+    s
+}

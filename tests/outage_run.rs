@@ -1,0 +1,147 @@
+//! `shadowbench run` while the real OpenSearch process is killed midway: the run completes,
+//! counts OpenSearch's errors, keeps measuring pgvector, and the gate never passes.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use shadowbench::error::ErrorClass;
+use shadowbench::measure::{OpKind, Side};
+use shadowbench::report;
+use shadowbench::store::VectorStore;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
+
+#[tokio::test]
+async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvector() {
+    let _serial = common::OUTAGE.lock().await;
+    let name = common::unique_name("outage");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("outage.toml");
+    let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"
+            name = "outage"
+            phase = "shadow"
+            [backends]
+            a = "pgvector"
+            b = "opensearch"
+            index = "{name}"
+            [dataset]
+            path = "{dataset}"
+            ingest = "recreate"
+            [load]
+            rate = 40
+            warmup_s = 1
+            duration_s = 14
+            request_timeout_ms = 1000
+            "#
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let mut child = Command::new(BIN)
+        .env("ML_PGVECTOR_DSN", common::pg_dsn())
+        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
+        .env_remove("ML_OPENSEARCH_INDEX")
+        .env_remove("ML_VECTOR_DIMENSION")
+        .env_remove("ML_VECTOR_BACKEND")
+        .env_remove("ML_MIGRATION_MODE")
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The ingest of 5k records comes first; wait until both stores hold them, then let
+    // the measured run go for a few seconds before killing OpenSearch.
+    let pg = common::pg_config(&name, 384);
+    let mut ingested = false;
+    for _ in 0..240 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before the outage"
+        );
+        if let Ok(store) = shadowbench::store::pgvector::PgVectorStore::connect(pg.clone()).await
+            && store.count().await.is_ok_and(|n| n == 5000)
+        {
+            ingested = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ingested, "the scenario's ingest did not finish");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let stopped = common::Stopped::new();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(stopped); // restarts OpenSearch for the other tests
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a run that lost OpenSearch must not pass\n{stdout}\n{stderr}"
+    );
+    assert!(
+        matches!(out.status.code(), Some(1) | Some(3) | Some(4)),
+        "{stdout}\n{stderr}"
+    );
+
+    let r = report::json::read(&out_dir.join("report.json"))
+        .expect("report written despite the outage");
+    let pg = r.backend(Side::A).unwrap().op(OpKind::Search).unwrap();
+    let os = r.backend(Side::B).unwrap().op(OpKind::Search).unwrap();
+    eprintln!(
+        "pgvector: {} ok of {}; opensearch: {} ok, errors {:?}",
+        pg.successes, pg.requests, os.successes, os.errors
+    );
+    assert_eq!(pg.successes, pg.requests, "pgvector kept answering");
+    assert!(pg.successes > 400, "{pg:?}");
+    assert!(
+        os.successes > 100,
+        "OpenSearch answered before it was killed"
+    );
+    let os_errors: u64 = os.errors.values().sum();
+    assert!(
+        os_errors > 100,
+        "OpenSearch's failures are counted: {:?}",
+        os.errors
+    );
+    assert!(
+        os.errors
+            .keys()
+            .all(|c| matches!(c, ErrorClass::Connection | ErrorClass::Timeout)),
+        "{:?}",
+        os.errors
+    );
+    assert!(os.availability < 0.9);
+    // pgvector keeps completing queries in the last seconds of the timeline.
+    let tail: u64 = r
+        .timeline
+        .iter()
+        .rev()
+        .take(3)
+        .flat_map(|s| {
+            s.sides
+                .iter()
+                .filter(|x| x.side == Side::A)
+                .map(|x| x.completed)
+        })
+        .sum();
+    assert!(tail > 60, "pgvector measured to the end: {tail}");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("opensearch")),
+        "{:?}",
+        r.warnings
+    );
+}

@@ -22,5 +22,7 @@ echo "== validate (record by record)"
 $sb validate
 if $sb run --help >/dev/null 2>&1; then
   echo "== run scenarios/quickstart.toml"
-  $sb run scenarios/quickstart.toml "$@"
+  status=0
+  $sb run scenarios/quickstart.toml "$@" || status=$?
+  echo "gate exit code: $status (0 pass, 1 fail, 4 inconclusive); open the report.md / report.html above"
 fi

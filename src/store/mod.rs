@@ -50,11 +50,11 @@ pub struct Health {
 /// Storage and memory figures as the backend itself reports them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ResourceUsage {
-    /// Bytes of the table / primary store (pgvector: `pg_relation_size(table)`;
-    /// OpenSearch: primaries' `store.size_in_bytes`).
+    /// All bytes the store keeps for the records (pgvector: `pg_total_relation_size` of
+    /// the table, i.e. heap, TOAST and every index; OpenSearch: primaries' store size).
     pub data_bytes: Option<u64>,
-    /// Bytes of the vector index (pgvector: `pg_relation_size(index)`; OpenSearch:
-    /// the k-NN index's store size, which includes the Lucene HNSW graph files).
+    /// Bytes of the vector index alone (pgvector: `pg_relation_size` of the HNSW/IVFFlat
+    /// index; OpenSearch: the Lucene vector files `.vec`/`.vex`/`.vem`, graph and vectors).
     pub index_bytes: Option<u64>,
     /// Memory the vector index occupies (pgvector: index pages held in shared_buffers;
     /// OpenSearch: `_plugins/_knn/stats` graph memory, which only native engines report).

@@ -746,13 +746,15 @@ impl VectorStore for OpenSearchStore {
             let v = self.expect_ok(Method::Get, &path, reply)?;
             let stats = IndexStats::from_stats(&v);
             usage.data_bytes = stats.primary_store_bytes;
-            usage.index_bytes = stats.primary_store_bytes;
+            // Like for like with pgvector's pg_relation_size(hnsw index): the vector
+            // index is the Lucene vector files (HNSW graph .vex + vectors .vec + metadata).
+            usage.index_bytes = stats.vector_file_bytes;
             usage.notes.push(format!(
-                "data_bytes and index_bytes: primaries' store.size_in_bytes of {pattern} \
-                 (_stats/store); the Lucene HNSW graph (.vex) and vectors (.vec) are files \
-                 of the index, so the two figures are the same"
+                "data_bytes: primaries' store.size_in_bytes of {pattern} (_stats/store: \
+                 _source JSON, keyword fields and the vector files); index_bytes: the Lucene \
+                 vector files only ({}), comparable to pgvector's HNSW index relation",
+                stats.vector_file_exts.join(", ")
             ));
-            // k-NN plugin stats track native (faiss/nmslib) graphs only.
             // k-NN plugin stats track the native (faiss/nmslib) graph cache only.
             let native = self.knn_graph_memory().await;
             let native_desc = match &native {

@@ -600,16 +600,16 @@ impl VectorStore for PgVectorStore {
         let index: Option<i64> = row.try_get(1).map_err(|e| self.err(e))?;
         let total: Option<i64> = row.try_get(2).map_err(|e| self.err(e))?;
         Ok(ResourceUsage {
-            data_bytes: table.map(|b| b as u64),
+            data_bytes: total.map(|b| b as u64),
             index_bytes: index.map(|b| b as u64),
             // pgvector answers from shared_buffers/page cache and needs the whole HNSW
             // graph resident to be fast, so its working-set memory is the index size.
             memory_bytes: index.map(|b| b as u64),
             notes: vec![
                 format!(
-                    "pgvector: data_bytes = pg_relation_size({t}), index_bytes = pg_relation_size({i}), \
-                     total with TOAST and btree = {} bytes",
-                    total.unwrap_or(0),
+                    "pgvector: data_bytes = pg_total_relation_size({t}) (heap, TOAST and all indexes; heap alone {} bytes), \
+                     index_bytes = pg_relation_size({i}) (the vector index)",
+                    table.unwrap_or(0),
                     t = self.cfg.table,
                     i = self.index_name()
                 ),

@@ -14,4 +14,4 @@ psql "$ML_PGVECTOR_DSN" -qAt -c "SELECT format('DROP TABLE IF EXISTS %I CASCADE;
 curl -sS -f -X DELETE "$ML_OPENSEARCH_HOSTS/sbt_*" >/dev/null || true
 curl -sS -f -X DELETE "$ML_OPENSEARCH_HOSTS/_index_template/sbt_*" >/dev/null || true
 
-cargo test --all-targets "$@"
+cargo test --all-targets --no-fail-fast "$@"

@@ -443,12 +443,23 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // The exit code is the gate's verdict: this short run at 40/s cannot reach the
+    // default 1000 QPS criterion, so it fails (1) — but it is not a usage error (2) or an
+    // unreachable backend (3).
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("gate: Fail"), "{stdout}");
     assert!(stdout.contains("cli check ("), "{stdout}");
     assert!(stdout.contains("a     pgvector    search"), "{stdout}");
     assert!(stdout.contains("b     opensearch  search"), "{stdout}");
     let r = report::json::read(&out_dir.join("report.json")).unwrap();
     assert_eq!(r.scenario.name, "cli check");
+    let verdict = r.gate.as_ref().expect("verdict stored in report.json");
+    assert_eq!(verdict.outcome, shadowbench::gate::Outcome::Fail);
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("# shadowbench: cli check\n\n**Verdict: FAIL** (failed: qps_min"),
+        "{md}"
+    );
     assert_eq!(r.methodology.load_model, "open_loop");
     for side in [Side::A, Side::B] {
         assert!(

@@ -76,7 +76,7 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(ingested, "the scenario's ingest did not finish");
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     let stopped = common::Stopped::new();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await

@@ -108,7 +108,7 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
     assert_eq!(pg.successes, pg.requests, "pgvector kept answering");
     assert!(pg.successes > 400, "{pg:?}");
     assert!(
-        os.successes > 100,
+        os.successes > 20,
         "OpenSearch answered before it was killed"
     );
     let os_errors: u64 = os.errors.values().sum();

@@ -497,41 +497,6 @@ async fn switching_dual_write_to_opensearch_to_pgvector_under_load_loses_no_ackn
     let _ = os.drop_all().await;
 }
 
-/// Sends one captured operation to the service, as a replay would.
-async fn replay_one(client: &reqwest::Client, base: &str, op: &CapturedOp) -> bool {
-    let resp = match op.op {
-        CapturedKind::Search => {
-            client
-                .post(format!("{base}/v1/search"))
-                .json(&json!({
-                    "tenant_id": op.tenant_id, "vector": op.vector, "k": op.k,
-                    "filter": op.filter.clone().unwrap_or_default(),
-                }))
-                .send()
-                .await
-        }
-        CapturedKind::Upsert => {
-            client
-                .post(format!("{base}/v1/embeddings"))
-                .json(&json!({
-                    "tenant_id": op.tenant_id, "entity_type": op.entity_type,
-                    "entity_id": op.entity_id, "vector": op.vector,
-                }))
-                .send()
-                .await
-        }
-        CapturedKind::Delete => {
-            let path = httpload::scenario::entity_path(
-                op.tenant_id.as_deref().unwrap_or_default(),
-                op.entity_type.as_deref().unwrap_or_default(),
-                op.entity_id.as_deref().unwrap_or_default(),
-            );
-            client.delete(format!("{base}{path}")).send().await
-        }
-    };
-    resp.is_ok_and(|r| r.status().is_success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_time() {
     // pgvector mode: capture needs no OpenSearch, so other tests' outages cannot disturb it.
@@ -625,45 +590,67 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
         }
     }
 
-    // Replay at speed 2.0: open loop, each operation at ts_ms / 2 from the start.
-    let running = serve::start(adapter.clone(), local()).await.unwrap();
-    let base = running.base_url();
-    let client = http();
-    let ok = Arc::new(AtomicU64::new(0));
-    let slots = Arc::new(tokio::sync::Semaphore::new(64));
-    let t0 = Instant::now();
-    let mut tasks = Vec::with_capacity(ops.len());
-    for op in ops.iter().cloned() {
-        let due = t0 + Duration::from_micros(op.ts_ms * 1000 / 2);
-        tokio::time::sleep_until(due.into()).await;
-        let permit = slots.clone().acquire_owned().await.unwrap();
-        let (client, base, ok) = (client.clone(), base.clone(), ok.clone());
-        tasks.push(tokio::spawn(async move {
-            let _p = permit;
-            if replay_one(&client, &base, &op).await {
-                ok.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let replay_ms = t0.elapsed().as_millis() as u64;
+    // Replay the capture with `shadowbench run` at speed 2.0 (A/A on the same pgvector
+    // table: the recorded workload format is the load generator's).
+    let scenario_text = format!(
+        r#"
+        name = "replay"
+        [backends]
+        a = "pgvector"
+        b = "pgvector"
+        index = "{table}"
+        [workload]
+        source = "recorded"
+        path = "{path}"
+        speed = 2.0
+        [load]
+        warmup_s = 0
+        # An upper bound: the run ends when the log does.
+        duration_s = 120
+        "#,
+        table = pg.config().table,
+        path = capture.display()
+    );
+    let scenario =
+        shadowbench::scenario::Scenario::parse(&scenario_text, None).expect("replay scenario");
+    let backends = shadowbench::connect::Backends {
+        pg: Some(common::pg_config(&pg.config().table, ds.dimension)),
+        os: None,
+    };
+    let finished = shadowbench::runner::run_scenario(
+        &scenario,
+        &backends,
+        &shadowbench::runner::RunnerOptions { progress: false },
+    )
+    .await
+    .expect("replay run");
+    assert!(finished.stopped_by.is_none());
+    let r = finished.report;
+    let requests = |side, op| {
+        r.backend(side)
+            .and_then(|b| b.op(op))
+            .map_or(0, |o| o.requests)
+    };
+    use shadowbench::measure::{OpKind, Side};
+    let replayed = requests(Side::A, OpKind::Search)
+        + requests(Side::Writer, OpKind::Upsert)
+        + requests(Side::Writer, OpKind::Delete);
     assert_eq!(
-        ok.load(Ordering::Relaxed),
+        replayed,
         ops.len() as u64,
         "the replay issues the same operations"
     );
+    assert_eq!(requests(Side::A, OpKind::Search), searches as u64);
+    let replay_ms = (r.elapsed_s * 1000.0) as u64;
     let half = span_ms / 2;
     assert!(
         replay_ms >= half * 95 / 100 && replay_ms <= half + 3_000,
         "replay took {replay_ms} ms for a {span_ms} ms capture"
     );
     eprintln!(
-        "capture: {} ops ({searches} search, {upserts} upsert, {deletes} delete) over {span_ms} ms; replay at 2.0x took {replay_ms} ms",
+        "capture: {} ops ({searches} search, {upserts} upsert, {deletes} delete) over {span_ms} ms; `run` replay at 2.0x took {replay_ms} ms",
         ops.len()
     );
-    running.shutdown().await.unwrap();
     let _ = pg.drop_all().await;
 }
 

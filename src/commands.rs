@@ -380,10 +380,12 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     let dir = args
         .out
         .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&report.run_id));
-    let path = report::json::write(&report, &dir)?;
-    let md = dir.join("report.md");
-    std::fs::write(&md, report::markdown::render(&report, Some(&verdict)))
-        .map_err(|e| ConfigError::file(&md, e))?;
+    let written = report::write_all(
+        &report,
+        Some(&verdict),
+        &dir,
+        report::WriteOptions::default(),
+    )?;
     if let Some(junit) = &args.junit {
         std::fs::write(
             junit,
@@ -393,7 +395,10 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     }
     print!("{}", report::summary::render(&report));
     print_verdict(&verdict);
-    println!("report: {} and {}", path.display(), md.display());
+    println!("report written to {}:", dir.display());
+    for p in &written {
+        println!("  {}", p.display());
+    }
     match finished.stopped_by {
         Some(e) => Err(e.into()),
         None => Ok(verdict.outcome.exit_code()),

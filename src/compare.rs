@@ -99,7 +99,7 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
                 continue;
             }
             let name = format!("{}.{}", c.label, op.as_str());
-            match (bo.latency_histogram(), co.latency_histogram()) {
+            match (bo.histogram(), co.histogram()) {
                 (Some(bh), Some(ch)) => out.latency.push(compare_latency(&name, &bh, &ch, policy)),
                 _ => out.untested.push(name.clone()),
             }

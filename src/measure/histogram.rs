@@ -77,6 +77,11 @@ impl LatencyHistogram {
         (!self.is_empty()).then(|| us_to_ms(self.0.value_at_quantile(q)))
     }
 
+    /// The underlying HDR histogram (µs), for serialisation and rank tests.
+    pub fn hdr(&self) -> &Histogram<u64> {
+        &self.0
+    }
+
     pub fn reset(&mut self) {
         self.0.reset();
     }

@@ -1,14 +1,16 @@
 //! Turns a run's measurements into a [`Report`], including the warnings that say how far
 //! the figures can be trusted.
 
+use hdrhistogram::Histogram;
+
 use super::{
-    BackendReport, Comparison, Methodology, OpReport, RecallReport, Report, ResourceRatios,
-    ResourcesReport, SCHEMA_VERSION, Samples, ScenarioInfo, SchedulerReport, SideInfo,
-    SideResources,
+    BackendReport, Comparison, Methodology, OpReport, PercentilePoint, RecallReport, Report,
+    ResourceRatios, ResourcesReport, SCHEMA_VERSION, Samples, ScenarioInfo, SchedulerReport,
+    SideInfo, SideResources,
 };
 use crate::load::{LoadModel, LoadPlan, RunOutcome, Stop};
 use crate::measure::collector::RecallMeasure;
-use crate::measure::{OpKind, Side};
+use crate::measure::{LatencyHistogram, OpKind, Side};
 use crate::store::ResourceUsage;
 
 /// Below this many measured searches per side, p99 is not meaningful.
@@ -71,6 +73,8 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
                     },
                     latency: om.latency.stats(),
                     service_time: om.service.stats(),
+                    percentile_spectrum: spectrum(&om.latency),
+                    histogram_v2_deflate_b64: encode_histogram(&om.latency),
                 }
             })
             .collect();
@@ -133,6 +137,47 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
     };
     report.warnings = warnings(&ctx, outcome, &report);
     report
+}
+
+/// Points of the percentile spectrum: q = 1 − 10^(−i/6) for i = 0..=30, i.e. from 0
+/// to 0.99999, six points per decade of 1/(1−q) so the tail is as detailed as the body.
+pub(crate) fn spectrum_quantiles() -> impl Iterator<Item = f64> {
+    (0..=30).map(|i| 1.0 - 10f64.powf(-(i as f64) / 6.0))
+}
+
+pub(super) fn spectrum(h: &LatencyHistogram) -> Vec<PercentilePoint> {
+    spectrum_quantiles()
+        .filter_map(|q| {
+            h.quantile_ms(q).map(|latency_ms| PercentilePoint {
+                quantile: q,
+                latency_ms,
+            })
+        })
+        .collect()
+}
+
+/// V2 + DEFLATE, base64 (standard alphabet); `None` for an empty histogram.
+pub(super) fn encode_histogram(h: &LatencyHistogram) -> Option<String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+    if h.is_empty() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    // Writing into a Vec cannot fail for I/O; a histogram too large to encode is left out.
+    V2DeflateSerializer::new()
+        .serialize(h.hdr(), &mut bytes)
+        .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+pub(crate) fn decode_histogram(b64: &str) -> Option<Histogram<u64>> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()
 }
 
 fn ratio(n: u64, d: u64, empty: f64) -> f64 {
@@ -558,6 +603,22 @@ mod tests {
             "{:?}",
             r.warnings
         );
+    }
+
+    #[test]
+    fn the_latency_histogram_travels_in_the_report_and_decodes_equal() {
+        let r = build(
+            ctx(BackendKind::Pgvector, BackendKind::Opensearch),
+            &outcome(false),
+        );
+        let op = r.backend(Side::A).unwrap().op(OpKind::Search).unwrap();
+        let h = op.histogram().expect("histogram decodes");
+        assert_eq!(h.len(), 10);
+        assert_eq!(h.value_at_quantile(0.5) / 1000, 5);
+        assert_eq!(op.percentile_spectrum.len(), 31);
+        assert_eq!(op.percentile_spectrum[0].quantile, 0.0);
+        assert!((op.percentile_spectrum[30].quantile - 0.99999).abs() < 1e-12);
+        assert!((op.percentile_spectrum[15].latency_ms - 5.0).abs() < 0.01);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::gate::{Outcome, Status, Verdict};
 use crate::measure::{OpKind, Side};
 use crate::report::Report;
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -17,12 +17,12 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
+pub(super) fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}"))
         .unwrap_or_else(|| "n/a".into())
 }
 
-fn bytes(b: Option<u64>) -> String {
+pub(super) fn bytes(b: Option<u64>) -> String {
     match b {
         None => "n/a".into(),
         Some(b) if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
@@ -266,4 +266,27 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     }
     let _ = Side::A;
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::fixture::{sample_report, sample_verdict};
+
+    #[test]
+    fn a_gated_report_renders_verdict_criteria_table_and_warnings() {
+        insta::assert_snapshot!(render(&sample_report(), Some(&sample_verdict())));
+    }
+
+    #[test]
+    fn an_ungated_report_says_so_first() {
+        let md = render(&sample_report(), None);
+        assert!(
+            md.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("**Verdict: not gated**")
+        );
+        assert!(!md.contains("## Criteria"));
+    }
 }

@@ -1,19 +1,30 @@
 //! The `Report` of a run: methodology, per-side latency and errors, scheduler lag,
 //! result comparison (overlap@k, recall@k), resources, timeline and warnings. Field
 //! names carry their units (`p95_ms`, `index_bytes`). Exporters turn it into bytes:
-//! [`json`] (report.json) and [`summary`] (the stdout table).
+//! [`json`] (report.json), [`markdown`] (report.md), [`html`] (report.html), [`plots`]
+//! (PNG charts), [`parquet`] (samples.parquet) and [`summary`] (the stdout table);
+//! [`write_all`] writes a run's report directory.
 
 mod build;
+#[cfg(test)]
+pub mod fixture;
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
+pub mod parquet;
+pub mod plots;
+#[cfg(test)]
+mod schema;
 pub mod summary;
+mod write;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use build::{ReportContext, build};
+pub use write::{ReportError, WriteOptions, write_all};
 
 use crate::error::ErrorClass;
 use crate::measure::quality::RatioSummary;
@@ -158,12 +169,30 @@ pub struct OpReport {
     pub latency: LatencyStats,
     /// From the actual send; successes only.
     pub service_time: LatencyStats,
+    /// `latency` at ~30 quantiles from 0 to 0.99999, evenly spaced on a log scale of
+    /// 1/(1-q), for the HDR-style percentile plot. Empty when there were no successes
+    /// (and in reports written before this field existed).
+    #[serde(default)]
+    pub percentile_spectrum: Vec<PercentilePoint>,
+    /// The whole `latency` histogram (µs, 3 significant digits), serialised with
+    /// hdrhistogram's V2 + DEFLATE format and base64-encoded, so that a later run can be
+    /// compared with this one by a rank test (see [`OpReport::histogram`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram_v2_deflate_b64: Option<String>,
+}
+
+/// One point of a percentile spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PercentilePoint {
+    /// In [0, 1).
+    pub quantile: f64,
+    pub latency_ms: f64,
 }
 
 impl OpReport {
-    /// The full latency histogram, when the report carries one (for significance tests).
-    pub fn latency_histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
-        None
+    /// Decodes `histogram_v2_deflate_b64`; `None` when absent or unreadable.
+    pub fn histogram(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        build::decode_histogram(self.histogram_v2_deflate_b64.as_deref()?)
     }
 
     pub fn error_count(&self) -> u64 {

@@ -1,0 +1,73 @@
+//! Checks `report.json` as the [`Report`](super::Report) serialises it against the
+//! committed JSON Schema (`reports/schema.json`, draft 2020-12): the hand-made fixture,
+//! and a real report written by `shadowbench run` (an exact-vs-exact A/A run, which needs
+//! no servers) kept in `tests/fixtures/`. The schema forbids unknown properties, so a
+//! field added to the struct but not to the schema fails here.
+
+use serde_json::Value;
+
+use super::fixture::{sample_report, sample_verdict};
+use super::json;
+
+const SCHEMA: &str = include_str!("../../reports/schema.json");
+/// `shadowbench run` of an exact-vs-exact scenario (quickstart with `a = b = "exact"`,
+/// 2 s warmup, 8 s measured), written by this version of the Report.
+const REAL_REPORT: &str = include_str!("../../tests/fixtures/report-exact-aa.json");
+
+fn validator() -> jsonschema::Validator {
+    let schema: Value = serde_json::from_str(SCHEMA).expect("schema.json is JSON");
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("schema.json is a valid draft 2020-12 schema")
+}
+
+/// Every violation, one per line, with its location in the instance.
+fn violations(instance: &Value) -> Vec<String> {
+    validator()
+        .iter_errors(instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect()
+}
+
+#[test]
+fn the_sample_report_matches_the_schema() {
+    let v: Value = serde_json::from_str(&json::to_string(&sample_report())).unwrap();
+    let errors = violations(&v);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn a_gated_report_matches_the_schema() {
+    let mut r = sample_report();
+    r.gate = Some(sample_verdict());
+    let v: Value = serde_json::from_str(&json::to_string(&r)).unwrap();
+    let errors = violations(&v);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn a_real_report_matches_the_schema_and_reads_back() {
+    let v: Value = serde_json::from_str(REAL_REPORT).unwrap();
+    let errors = violations(&v);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let r: super::Report = serde_json::from_str(REAL_REPORT).expect("the real report parses");
+    let op = &r.backends[0].ops[0];
+    assert_eq!(op.percentile_spectrum.len(), 31);
+    assert_eq!(
+        op.histogram().map(|h| h.len()),
+        Some(op.latency.count),
+        "the embedded histogram holds every success"
+    );
+}
+
+#[test]
+fn the_schema_rejects_unknown_fields_and_wrong_units() {
+    let mut v: Value = serde_json::from_str(&json::to_string(&sample_report())).unwrap();
+    v["backends"][0]["ops"][0]["latency"]["p95"] = Value::from(3.0);
+    v["methodology"]["load_model"] = Value::from("sometimes");
+    let errors = violations(&v).join("\n");
+    assert!(errors.contains("/backends/0/ops/0/latency"), "{errors}");
+    assert!(errors.contains("/methodology/load_model"), "{errors}");
+}

@@ -106,6 +106,12 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
     Ok(path.to_path_buf())
 }
 
+impl From<ReportError> for crate::error::Error {
+    fn from(e: ReportError) -> Self {
+        crate::error::Error::Io(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,11 +164,5 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("file/sub: cannot create directory"), "{err}");
-    }
-}
-
-impl From<ReportError> for crate::error::Error {
-    fn from(e: ReportError) -> Self {
-        crate::error::Error::Io(e.to_string())
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::gate::{Outcome, Status, Verdict};
-use crate::measure::{OpKind, Side};
+use crate::measure::OpKind;
 use crate::report::Report;
 
 pub(super) fn ms(v: f64) -> String {
@@ -264,7 +264,6 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             p.ef_search.map(|v| v.to_string()).unwrap_or("-".into()),
         );
     }
-    let _ = Side::A;
     s
 }
 

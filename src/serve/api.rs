@@ -460,7 +460,10 @@ mod tests {
         // check answers 422 "vector") or rejects the number while parsing (400
         // "vector[1]"), depending on serde_json's float features in this build.
         let (status, field) = err_of(parse(r#"{"tenant_id":"acme","vector":[1,1e39,0]}"#));
-        assert!((400..500).contains(&status) && field.starts_with("vector"), "{status} {field}");
+        assert!(
+            (400..500).contains(&status) && field.starts_with("vector"),
+            "{status} {field}"
+        );
         assert_eq!(
             err_of(parse(r#"{"tenant_id":"acme","vector":[1,"x",0]}"#)),
             (422, "vector[1]".into())

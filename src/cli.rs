@@ -71,7 +71,7 @@ pub struct RunArgs {
 pub struct GateArgs {
     /// A report.json written by `run`.
     pub report: PathBuf,
-    /// Criteria file (TOML, the keys of a scenario's [gate] table); default: the migration plan's.
+    /// Criteria file (TOML, the keys of a scenario's [gate] table); default: the criteria stored in the report by `run`, else the migration plan's.
     #[arg(long)]
     pub criteria: Option<PathBuf>,
     /// Also flag regressions against this baseline report (Mann-Whitney U on latency).

@@ -376,6 +376,7 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     let finished = runner::run_scenario(&scenario, backends, &options).await?;
     let mut report = finished.report;
     let verdict = shadowbench::gate::evaluate(&report.gate_input(), &scenario.criteria);
+    report.gate_criteria = Some(scenario.criteria.clone());
     report.gate = Some(verdict.clone());
     let dir = args
         .out
@@ -435,7 +436,8 @@ async fn gate_cmd(args: crate::cli::GateArgs) -> Result<u8, Error> {
             toml::from_str::<gate::Criteria>(&text)
                 .map_err(|e| ConfigError::file(p, e.to_string().trim_end().to_string()))?
         }
-        None => gate::Criteria::default(),
+        // The criteria the run itself was gated with, else the migration plan's defaults.
+        None => r.gate_criteria.clone().unwrap_or_default(),
     };
     let verdict = gate::evaluate(&r.gate_input(), &criteria);
     print_verdict(&verdict);

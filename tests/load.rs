@@ -455,6 +455,33 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
     assert_eq!(r.scenario.name, "cli check");
     let verdict = r.gate.as_ref().expect("verdict stored in report.json");
     assert_eq!(verdict.outcome, shadowbench::gate::Outcome::Fail);
+    // The real report.json (gated, with histograms) matches the committed schema.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/reports/schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .unwrap();
+    let instance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert!(r.gate_criteria.is_some());
+    for f in [
+        "report.html",
+        "plots/latency_spectrum.png",
+        "plots/timeline.png",
+        "plots/quality.png",
+    ] {
+        assert!(out_dir.join(f).exists(), "{f} written");
+    }
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(
         md.starts_with("# shadowbench: cli check\n\n**Verdict: FAIL** (failed: qps_min"),

@@ -331,6 +331,7 @@ pub fn sample_report() -> Report {
                 .into(),
         ],
         consistency: None,
+        gate_criteria: None,
         gate: None,
     }
 }

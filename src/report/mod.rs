@@ -58,6 +58,9 @@ pub struct Report {
     /// Record-by-record consistency of pgvector and OpenSearch, when the scenario validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<crate::validate::ValidationReport>,
+    /// The criteria the run was gated with (so `shadowbench gate` re-judges it the same way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_criteria: Option<crate::gate::Criteria>,
     /// The gate's verdict against the scenario's criteria.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<crate::gate::Verdict>,

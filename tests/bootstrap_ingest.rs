@@ -11,19 +11,10 @@ use shadowbench::record::{Filter, SearchRequest};
 use shadowbench::store::VectorStore;
 use shadowbench::store::exact::ExactStore;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
 const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
 
 fn cli(name: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("ML_PGVECTOR_DSN", common::pg_dsn())
-        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
-        .env("ML_OPENSEARCH_INDEX", name)
-        .env_remove("ML_VECTOR_DIMENSION")
-        .env_remove("ML_MIGRATION_MODE")
-        .env_remove("ML_VECTOR_BACKEND")
-        .env_remove("DATABASE_URL");
-    c
+    common::shadowbench(Some(name))
 }
 
 fn run(c: &mut Command) -> (i32, String, String) {

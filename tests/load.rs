@@ -10,7 +10,6 @@
 mod common;
 
 use async_trait::async_trait;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +25,6 @@ use shadowbench::record::{Hit, Record, RecordId, SearchRequest};
 use shadowbench::report::{self, Report, ReportContext, SideInfo};
 use shadowbench::store::{BackendKind, Health, IndexParams, ResourceUsage, VectorStore};
 use shadowbench::workload::{DatasetQueries, DatasetQueriesSpec, QueryOrder};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
 
 /// The tests in this file measure latency on a 2-core machine: one at a time, so one
 /// test's ingest does not slow down another's measured run.
@@ -426,13 +423,7 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let out = Command::new(BIN)
-        .env("ML_PGVECTOR_DSN", common::pg_dsn())
-        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
-        .env_remove("ML_OPENSEARCH_INDEX")
-        .env_remove("ML_VECTOR_DIMENSION")
-        .env_remove("ML_VECTOR_BACKEND")
-        .env_remove("ML_MIGRATION_MODE")
+    let out = common::shadowbench(None)
         .arg("run")
         .arg(&scenario)
         .arg("--out")
@@ -510,7 +501,7 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
         "[load]\nrate = -1\nduration_s = 1\n[dataset]\npath = \"x\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = common::shadowbench(None)
         .arg("run")
         .arg(&scenario)
         .output()

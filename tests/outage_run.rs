@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use shadowbench::error::ErrorClass;
 use shadowbench::measure::{OpKind, Side};
 use shadowbench::report;
 use shadowbench::store::VectorStore;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
 
 #[tokio::test]
 async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvector() {
@@ -43,13 +40,7 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let mut child = Command::new(BIN)
-        .env("ML_PGVECTOR_DSN", common::pg_dsn())
-        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
-        .env_remove("ML_OPENSEARCH_INDEX")
-        .env_remove("ML_VECTOR_DIMENSION")
-        .env_remove("ML_VECTOR_BACKEND")
-        .env_remove("ML_MIGRATION_MODE")
+    let mut child = common::shadowbench(None)
         .arg("run")
         .arg(&scenario)
         .arg("--out")

@@ -13,18 +13,9 @@ use shadowbench::ingest::{IngestOptions, ingest};
 use shadowbench::store::VectorStore;
 use shadowbench::validate::{ValidateOptions, validate};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shadowbench");
-
 /// The binary, configured for one table/index pair through the environment.
 fn cli(name: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("ML_PGVECTOR_DSN", common::pg_dsn())
-        .env("ML_OPENSEARCH_HOSTS", common::os_hosts())
-        .env("ML_OPENSEARCH_INDEX", name)
-        .env("ML_VECTOR_DIMENSION", "384")
-        .env_remove("ML_MIGRATION_MODE")
-        .env_remove("ML_VECTOR_BACKEND");
-    c
+    common::shadowbench(Some(name))
 }
 
 fn run(c: &mut Command) -> (i32, String) {

@@ -169,3 +169,21 @@ pub fn small_dataset() -> shadowbench::dataset::Dataset {
     shadowbench::dataset::Dataset::load(std::path::Path::new(path))
         .expect("load datasets/debian-minilm-5k")
 }
+
+/// The `shadowbench` binary with connection settings for the test backends and every
+/// other `ML_*` setting cleared, so the caller's shell cannot change what a test runs.
+/// `index` sets `ML_OPENSEARCH_INDEX` (also the pgvector table).
+pub fn shadowbench(index: Option<&str>) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_shadowbench"));
+    c.env("ML_PGVECTOR_DSN", pg_dsn())
+        .env("ML_OPENSEARCH_HOSTS", os_hosts())
+        .env_remove("ML_VECTOR_DIMENSION")
+        .env_remove("ML_MIGRATION_MODE")
+        .env_remove("ML_VECTOR_BACKEND")
+        .env_remove("DATABASE_URL");
+    match index {
+        Some(name) => c.env("ML_OPENSEARCH_INDEX", name),
+        None => c.env_remove("ML_OPENSEARCH_INDEX"),
+    };
+    c
+}

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use base64::Engine as _;
 
-use super::markdown::{bytes, ms, opt};
+use super::markdown::{bytes, comparison_notes, ms, opt};
 use super::plots::Plot;
 use super::{OpReport, Report};
 use crate::gate::{Outcome, Status, Verdict};
@@ -239,32 +239,9 @@ fn side_by_side(s: &mut String, report: &Report) {
     row(s, "memory bytes", memory);
     s.push_str("</table>\n");
 
-    let c = &report.comparison;
-    if let Some(o) = &c.overlap {
-        let _ = writeln!(
-            s,
-            "<p>overlap@{}: mean {:.4}, p5 {:.2}, min {:.2} over {} paired reads ({} unpaired).</p>",
-            c.k, o.mean, o.p5, o.min, c.pairs, c.unpaired
-        );
+    for line in comparison_notes(report) {
+        let _ = writeln!(s, "<p>{}</p>", escape(&line));
     }
-    let r = &report.resources.ratio_b_over_a;
-    let _ = writeln!(
-        s,
-        "<p>Resource ratios (side b / side a): index {}, memory {}.</p>",
-        opt(r.index_bytes, 3),
-        opt(r.memory_bytes, 3)
-    );
-    let sch = &report.scheduler;
-    let _ = writeln!(
-        s,
-        "<p>Scheduler lag p50/p99/max: {} / {} / {} ms; late (&gt; {} ms): {}; dropped: {}.</p>",
-        ms(sch.lag.p50_ms),
-        ms(sch.lag.p99_ms),
-        ms(sch.lag.max_ms),
-        sch.late_after_ms,
-        sch.late,
-        sch.dropped
-    );
 }
 
 fn warnings(s: &mut String, report: &Report) {

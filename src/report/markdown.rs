@@ -184,36 +184,13 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             .collect();
         let _ = writeln!(s, "| {what} | {} |", cells.join(" | "));
     }
-    if let Some(o) = &report.comparison.overlap {
-        let _ = writeln!(
-            s,
-            "\noverlap@{}: mean {:.4}, p5 {:.2}, min {:.2} over {} paired reads ({} unpaired).",
-            report.comparison.k,
-            o.mean,
-            o.p5,
-            o.min,
-            report.comparison.pairs,
-            report.comparison.unpaired
-        );
+    let notes = comparison_notes(report);
+    if report.comparison.overlap.is_some() {
+        s.push('\n');
     }
-    let r = &report.resources.ratio_b_over_a;
-    let _ = writeln!(
-        s,
-        "Resource ratios (side b / side a): index {}, memory {}.",
-        opt(r.index_bytes, 3),
-        opt(r.memory_bytes, 3)
-    );
-    let sch = &report.scheduler;
-    let _ = writeln!(
-        s,
-        "Scheduler lag p50/p99/max: {} / {} / {} ms; late (> {} ms): {}; dropped: {}.",
-        ms(sch.lag.p50_ms),
-        ms(sch.lag.p99_ms),
-        ms(sch.lag.max_ms),
-        sch.late_after_ms,
-        sch.late,
-        sch.dropped
-    );
+    for line in &notes {
+        let _ = writeln!(s, "{line}");
+    }
 
     let _ = writeln!(s, "\n## Warnings\n");
     if report.warnings.is_empty() {
@@ -265,6 +242,40 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
         );
     }
     s
+}
+
+/// The sentences under the side-by-side table (overlap, resource ratios, scheduler lag),
+/// as plain text shared by the Markdown and HTML exporters.
+pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(o) = &report.comparison.overlap {
+        out.push(format!(
+            "overlap@{}: mean {:.4}, p5 {:.2}, min {:.2} over {} paired reads ({} unpaired).",
+            report.comparison.k,
+            o.mean,
+            o.p5,
+            o.min,
+            report.comparison.pairs,
+            report.comparison.unpaired
+        ));
+    }
+    let r = &report.resources.ratio_b_over_a;
+    out.push(format!(
+        "Resource ratios (side b / side a): index {}, memory {}.",
+        opt(r.index_bytes, 3),
+        opt(r.memory_bytes, 3)
+    ));
+    let sch = &report.scheduler;
+    out.push(format!(
+        "Scheduler lag p50/p99/max: {} / {} / {} ms; late (> {} ms): {}; dropped: {}.",
+        ms(sch.lag.p50_ms),
+        ms(sch.lag.p99_ms),
+        ms(sch.lag.max_ms),
+        sch.late_after_ms,
+        sch.late,
+        sch.dropped
+    ));
+    out
 }
 
 #[cfg(test)]

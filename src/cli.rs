@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// Also write the gate verdict as JUnit XML to this file.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Also stream one row per side of every operation to samples.parquet in the report
+    /// directory (readable by polars, pandas and DuckDB).
+    #[arg(long)]
+    pub samples: bool,
 }
 
 #[derive(Debug, Args)]

@@ -372,15 +372,20 @@ async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, E
 async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, Error> {
     use shadowbench::{report, runner, scenario};
     let scenario = scenario::Scenario::load(&args.scenario)?;
-    let options = runner::RunnerOptions { progress: true };
+    let run_id = report::run_id(chrono::Utc::now(), &scenario.name);
+    let dir = args
+        .out
+        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&run_id));
+    let options = runner::RunnerOptions {
+        progress: true,
+        samples: args.samples.then(|| dir.join(report::parquet::FILE_NAME)),
+        run_id: Some(run_id),
+    };
     let finished = runner::run_scenario(&scenario, backends, &options).await?;
     let mut report = finished.report;
     let verdict = shadowbench::gate::evaluate(&report.gate_input(), &scenario.criteria);
     report.gate_criteria = Some(scenario.criteria.clone());
     report.gate = Some(verdict.clone());
-    let dir = args
-        .out
-        .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&report.run_id));
     let written = report::write_all(
         &report,
         Some(&verdict),
@@ -399,6 +404,9 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     println!("report written to {}:", dir.display());
     for p in &written {
         println!("  {}", p.display());
+    }
+    if let Some(e) = &report.methodology.samples.export {
+        println!("  {} ({} rows)", dir.join(&e.file).display(), e.rows);
     }
     match finished.stopped_by {
         Some(e) => Err(e.into()),

@@ -2,6 +2,7 @@
 //! stores (ingest policy), builds ground truth and the workload, routes writes, runs the
 //! load generator and turns the outcome into a [`Report`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
@@ -10,8 +11,8 @@ use crate::dataset::{Dataset, synthetic};
 use crate::error::{ConfigError, Error, StoreError};
 use crate::ingest::{IngestOptions, ingest};
 use crate::load::{self, FanOutWriter, RunOptions, Targets};
-use crate::measure::GroundTruth;
 use crate::measure::Side;
+use crate::measure::{CollectorConfig, GroundTruth};
 use crate::report::{self, Report, ReportContext, SideInfo};
 use crate::scenario::{DatasetSource, IngestPolicy, Scenario, WorkloadSpec};
 use crate::store::exact::ExactStore;
@@ -25,6 +26,11 @@ use crate::workload::{
 pub struct RunnerOptions {
     /// Progress bars on stderr (ingest and run).
     pub progress: bool,
+    /// Stream one row per side of every operation to this Parquet file during the run.
+    pub samples: Option<PathBuf>,
+    /// The report's run id (default: from the start time and the scenario name), so a
+    /// caller can name the output directory before the run.
+    pub run_id: Option<String>,
 }
 
 /// A finished scenario run.
@@ -153,6 +159,14 @@ pub async fn run_scenario(
         b: b.clone(),
         writer,
     };
+    let sample_writer = match &options.samples {
+        Some(path) => Some(report::parquet::SampleWriter::spawn(
+            path,
+            scenario.plan.warmup,
+            [a.kind(), b.kind(), targets.writer.kind()],
+        )?),
+        None => None,
+    };
     let outcome = load::run(
         &scenario.plan,
         targets,
@@ -161,18 +175,30 @@ pub async fn run_scenario(
         &RunOptions {
             progress: options.progress,
             labels: Some(labels),
-            collector: Default::default(),
+            collector: CollectorConfig {
+                tap: sample_writer.as_ref().map(|w| w.tap()),
+                ..CollectorConfig::default()
+            },
         },
     )
     .await
-    .map_err(|e| in_file(e.to_string()))?;
+    .map_err(|e| in_file(e.to_string()));
+    let export = match sample_writer {
+        // Finished even when the run failed, so no writer thread outlives it.
+        Some(w) => Some(w.finish()?),
+        None => None,
+    };
+    let outcome = outcome?;
 
     let resources = [
         a.resources().await.map_err(|e| e.to_string()),
         b.resources().await.map_err(|e| e.to_string()),
     ];
     let ctx = ReportContext {
-        run_id: report::run_id(outcome.started_at, &scenario.name),
+        run_id: options
+            .run_id
+            .clone()
+            .unwrap_or_else(|| report::run_id(outcome.started_at, &scenario.name)),
         scenario: scenario.info(),
         plan: scenario.plan.clone(),
         k: scenario.k,
@@ -184,6 +210,23 @@ pub async fn run_scenario(
         warnings,
     };
     let mut report = report::build(ctx, &outcome);
+    if let Some((path, rows)) = export {
+        let dropped = outcome.measurements.tap_dropped;
+        if dropped > 0 {
+            report.warnings.push(format!(
+                "samples.parquet lacks {dropped} operations: its writer fell behind the run \
+                 (the report's figures include them)"
+            ));
+        }
+        report.methodology.samples.export = Some(report::SampleExport {
+            file: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            rows,
+            operations_dropped: dropped,
+        });
+    }
     if scenario.validate {
         let (Some(pg), Some(os)) = (opened.pgvector.clone(), opened.opensearch.clone()) else {
             return Err(in_file(

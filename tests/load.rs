@@ -428,6 +428,7 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
         .arg(&scenario)
         .arg("--out")
         .arg(&out_dir)
+        .arg("--samples")
         .output()
         .expect("run shadowbench");
     let (stdout, stderr) = (
@@ -473,6 +474,36 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
     ] {
         assert!(out_dir.join(f).exists(), "{f} written");
     }
+    // samples.parquet: one row per side of every operation, agreeing with the report.
+    let export = r
+        .methodology
+        .samples
+        .export
+        .as_ref()
+        .expect("samples export");
+    assert_eq!(export.operations_dropped, 0);
+    let df = {
+        use polars::prelude::*;
+        ParquetReader::new(std::fs::File::open(out_dir.join("samples.parquet")).unwrap())
+            .finish()
+            .unwrap()
+    };
+    assert_eq!(df.height() as u64, export.rows);
+    let warmup = df.column("warmup").unwrap().bool().unwrap();
+    let side = df.column("side").unwrap().str().unwrap();
+    let outcome = df.column("outcome").unwrap().str().unwrap();
+    for (s, label) in [(Side::A, "a"), (Side::B, "b")] {
+        let measured_ok = (0..df.height())
+            .filter(|&i| {
+                warmup.get(i) == Some(false)
+                    && side.get(i) == Some(label)
+                    && outcome.get(i) == Some("ok")
+            })
+            .count() as u64;
+        let op = r.backend(s).unwrap().op(OpKind::Search).unwrap();
+        assert_eq!(measured_ok, op.successes, "side {label}");
+    }
+    assert!(stdout.contains("samples.parquet ("), "{stdout}");
     let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(
         md.starts_with("# shadowbench: cli check\n\n**Verdict: FAIL** (failed: qps_min"),

@@ -620,7 +620,7 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
     let finished = shadowbench::runner::run_scenario(
         &scenario,
         &backends,
-        &shadowbench::runner::RunnerOptions { progress: false },
+        &shadowbench::runner::RunnerOptions::default(),
     )
     .await
     .expect("replay run");

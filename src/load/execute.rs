@@ -160,6 +160,7 @@ pub(crate) async fn execute(
         }
     };
     ctx.send(Event::Done {
+        seq,
         op: kind,
         intended: ctx.offset(intended),
         lag,

@@ -47,6 +47,8 @@ pub struct QualitySample {
 #[derive(Debug, Clone)]
 pub enum Event {
     Done {
+        /// The operation's sequence number in the schedule.
+        seq: u64,
         op: OpKind,
         /// Intended start, from the run's start.
         intended: Duration,
@@ -91,7 +93,19 @@ pub struct CollectorConfig {
     pub max_tenants: usize,
     /// Channel capacity; workers wait when the collector falls behind.
     pub capacity: usize,
+    /// Receives a copy of every completed operation (warmup included) for an exporter.
+    pub tap: Option<EventTap>,
 }
+
+/// Rows handed to a tap at once.
+const TAP_BATCH: usize = 1024;
+
+/// A copy of every completed operation for an exporter (`samples.parquet`), in batches
+/// over a bounded channel to a consumer off the runtime. A batch that does not fit is
+/// dropped and counted in [`Measurements::tap_dropped`]: a slow disk never stalls the
+/// collector, and never silently loses rows.
+#[derive(Debug, Clone)]
+pub struct EventTap(pub std::sync::mpsc::SyncSender<Vec<Event>>);
 
 impl Default for CollectorConfig {
     fn default() -> Self {
@@ -100,6 +114,7 @@ impl Default for CollectorConfig {
             late_after: Duration::from_millis(10),
             max_tenants: 256,
             capacity: 8192,
+            tap: None,
         }
     }
 }
@@ -154,6 +169,10 @@ pub struct Measurements {
     pub last_finished: Option<Duration>,
     /// Latest intended start of a measured operation.
     pub last_intended: Option<Duration>,
+    /// Operations sent to the [`EventTap`] (warmup included).
+    pub tapped: u64,
+    /// Operations the [`EventTap`] could not take (its consumer fell behind).
+    pub tap_dropped: u64,
 }
 
 impl Measurements {
@@ -200,6 +219,7 @@ pub struct Aggregator {
     m: Measurements,
     timeline: Timeline,
     live: Arc<LiveStats>,
+    tap_batch: Vec<Event>,
 }
 
 impl Aggregator {
@@ -209,6 +229,7 @@ impl Aggregator {
             config,
             m: Measurements::default(),
             live: Arc::new(LiveStats::default()),
+            tap_batch: Vec::new(),
         }
     }
 
@@ -217,6 +238,12 @@ impl Aggregator {
     }
 
     pub fn record(&mut self, event: Event) {
+        if self.config.tap.is_some() && matches!(event, Event::Done { .. }) {
+            self.tap_batch.push(event.clone());
+            if self.tap_batch.len() >= TAP_BATCH {
+                self.flush_tap(false);
+            }
+        }
         match event {
             Event::Dropped { op, intended, lag } => {
                 self.live.dropped.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +258,7 @@ impl Aggregator {
                 self.note_intended(intended);
             }
             Event::Done {
+                seq: _,
                 op,
                 intended,
                 lag,
@@ -307,7 +335,31 @@ impl Aggregator {
         }
     }
 
+    /// Hands the batch to the tap: without waiting during the run (a full channel drops
+    /// and counts it), waiting at the end, when nothing is being timed any more.
+    fn flush_tap(&mut self, last: bool) {
+        let Some(EventTap(tx)) = &self.config.tap else {
+            return;
+        };
+        if self.tap_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.tap_batch, Vec::with_capacity(TAP_BATCH));
+        let n = batch.len() as u64;
+        let sent = if last {
+            tx.send(batch).is_ok()
+        } else {
+            tx.try_send(batch).is_ok()
+        };
+        if sent {
+            self.m.tapped += n;
+        } else {
+            self.m.tap_dropped += n;
+        }
+    }
+
     pub fn finish(mut self) -> Measurements {
+        self.flush_tap(true);
         self.m.timeline = self.timeline.finish();
         self.m
     }
@@ -364,6 +416,7 @@ mod tests {
 
     fn done(intended: u64, lag: u64, a: Result<(), ErrorClass>, q: Option<f64>) -> Event {
         Event::Done {
+            seq: intended,
             op: OpKind::Search,
             intended: ms(intended),
             lag: ms(lag),
@@ -457,6 +510,7 @@ mod tests {
         });
         for t in ["a", "b", "a"] {
             agg.record(Event::Done {
+                seq: 0,
                 op: OpKind::Search,
                 intended: ms(0),
                 lag: ms(0),

@@ -333,6 +333,7 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
             dropped: m.dropped_total(),
             dropped_in_warmup: m.dropped_in_warmup,
             skipped_inputs: outcome.skipped_inputs,
+            export: None,
         },
         notes,
     }
@@ -533,6 +534,7 @@ mod tests {
                 detail: (!ok).then(|| "refused".to_string()),
             };
             agg.record(Event::Done {
+                seq: i,
                 op: OpKind::Search,
                 intended: Duration::from_millis(i * 100),
                 lag: Duration::ZERO,

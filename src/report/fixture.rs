@@ -276,6 +276,11 @@ pub fn sample_report() -> Report {
                 dropped: 0,
                 dropped_in_warmup: 0,
                 skipped_inputs: 0,
+                export: Some(super::SampleExport {
+                    file: "samples.parquet".into(),
+                    rows: 5950,
+                    operations_dropped: 0,
+                }),
             },
             notes: vec![
                 "percentiles come from HDR histograms (µs, 3 significant digits), merged, \

@@ -274,10 +274,7 @@ fn methodology(s: &mut String, report: &Report) {
             m.offered_rate_per_s
         ));
     }
-    li(format!(
-        "Samples: {} scheduled, {} discarded in warmup, {} dropped.",
-        m.samples.scheduled, m.samples.warmup_discarded, m.samples.dropped
-    ));
+    li(m.samples.sentence());
     li(format!(
         "Workload: {}; ground truth: {}.",
         m.workload, m.ground_truth

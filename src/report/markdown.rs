@@ -32,6 +32,11 @@ pub(super) fn bytes(b: Option<u64>) -> String {
     }
 }
 
+/// Free text made safe for a table cell: a `|` would end the cell, a newline the row.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
 /// Renders the report (with its gate verdict, when evaluated) as Markdown.
 pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     let mut s = String::new();
@@ -82,14 +87,14 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             let result = match c.status {
                 Status::Pass => "pass".to_string(),
                 Status::Fail => "**FAIL**".to_string(),
-                Status::NoData => format!("no data: {}", c.detail),
+                Status::NoData => format!("no data: {}", cell(&c.detail)),
                 Status::Skipped => "skipped".to_string(),
             };
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
-                c.name,
-                c.threshold,
+                cell(&c.name),
+                cell(&c.threshold),
                 opt(c.measured, 3),
                 result
             );
@@ -97,7 +102,7 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     }
 
     let _ = writeln!(s, "\n## Side by side\n");
-    let labels: Vec<String> = report.backends.iter().map(|b| b.label.clone()).collect();
+    let labels: Vec<String> = report.backends.iter().map(|b| cell(&b.label)).collect();
     let _ = writeln!(s, "| metric | {} |", labels.join(" | "));
     let _ = writeln!(s, "|---|{}", "---|".repeat(labels.len()));
     let ops: Vec<OpKind> = OpKind::ALL
@@ -215,11 +220,7 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             m.offered_rate_per_s
         );
     }
-    let _ = writeln!(
-        s,
-        "- Samples: {} scheduled, {} discarded in warmup, {} dropped.",
-        m.samples.scheduled, m.samples.warmup_discarded, m.samples.dropped
-    );
+    let _ = writeln!(s, "- {}", m.samples.sentence());
     let _ = writeln!(
         s,
         "- Workload: {}; ground truth: {}.",
@@ -286,6 +287,23 @@ mod tests {
     #[test]
     fn a_gated_report_renders_verdict_criteria_table_and_warnings() {
         insta::assert_snapshot!(render(&sample_report(), Some(&sample_verdict())));
+    }
+
+    #[test]
+    fn free_text_cannot_break_a_table_row() {
+        let mut report = sample_report();
+        report.backends[0].label = "pg|a".into();
+        let mut verdict = sample_verdict();
+        verdict.criteria[0].status = Status::NoData;
+        verdict.criteria[0].detail = "no samples | see\nwarnings".into();
+        let md = render(&report, Some(&verdict));
+        let row = md
+            .lines()
+            .find(|l| l.contains("no data:"))
+            .expect("the no-data row");
+        assert!(row.contains("no samples \\| see warnings"), "{row}");
+        assert_eq!(row.matches(" | ").count(), 3, "{row}");
+        assert!(md.contains("| metric | pg\\|a |"), "{md}");
     }
 
     #[test]

@@ -137,6 +137,42 @@ pub struct Samples {
     pub dropped_in_warmup: u64,
     /// Input lines skipped as bad (recorded logs).
     pub skipped_inputs: u64,
+    /// The per-operation export, when the run wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<SampleExport>,
+}
+
+impl Samples {
+    /// "Samples: … scheduled, … discarded in warmup, … dropped." plus the export, for
+    /// report.md and report.html alike.
+    pub fn sentence(&self) -> String {
+        let mut s = format!(
+            "Samples: {} scheduled, {} discarded in warmup, {} dropped.",
+            self.scheduled, self.warmup_discarded, self.dropped
+        );
+        if let Some(e) = &self.export {
+            s.push_str(&format!(" Per-operation rows: {} ({} rows", e.file, e.rows));
+            if e.operations_dropped > 0 {
+                s.push_str(&format!(
+                    ", {} operations missing: its writer fell behind",
+                    e.operations_dropped
+                ));
+            }
+            s.push_str(").");
+        }
+        s
+    }
+}
+
+/// `samples.parquet`, as written during the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleExport {
+    /// File name inside the report directory.
+    pub file: String,
+    /// One per side of every operation, warmup included (column `warmup`).
+    pub rows: u64,
+    /// Operations missing from the file because its writer fell behind.
+    pub operations_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

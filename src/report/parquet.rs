@@ -12,7 +12,8 @@ use polars::prelude::*;
 
 use super::ReportError;
 use crate::error::ErrorClass;
-use crate::measure::collector::{QualitySample, SideSample};
+use crate::measure::Event;
+use crate::measure::collector::{EventTap, QualitySample, SideSample};
 use crate::measure::{OpKind, Side};
 use crate::store::BackendKind;
 
@@ -24,7 +25,8 @@ pub const DEFAULT_CHUNK_ROWS: usize = 50_000;
 /// One side of one operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRow {
-    /// Sequence number of the operation; both sides of a paired read share it.
+    /// The operation's sequence number in the schedule; both sides of a paired read
+    /// share it.
     pub op_index: u64,
     /// Intended start, from the run's start (ms).
     pub intended_start_ms: f64,
@@ -276,6 +278,88 @@ pub fn write_samples(
     Ok(n)
 }
 
+/// Rows per channel batch the tap may hold before it drops (and counts) a batch:
+/// 64 × 1024 operations, a few MB.
+const TAP_CHANNEL_BATCHES: usize = 64;
+
+/// Streams a run's operations into `samples.parquet` from a thread of its own, so
+/// Parquet encoding and disk writes never run on the async runtime that times the
+/// requests. Feed the run's collector with [`SampleWriter::tap`]; after the run,
+/// [`SampleWriter::finish`] writes the footer and returns the path and row count.
+pub struct SampleWriter {
+    tap: Option<EventTap>,
+    thread: std::thread::JoinHandle<Result<(PathBuf, u64), ReportError>>,
+}
+
+impl SampleWriter {
+    /// Starts the writer thread. `warmup` marks rows intended before it; `backends`
+    /// names the backend behind side A, side B and the writer.
+    pub fn spawn(
+        path: &Path,
+        warmup: Duration,
+        backends: [BackendKind; 3],
+    ) -> Result<Self, ReportError> {
+        let mut sink = SampleSink::create(path)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(TAP_CHANNEL_BATCHES);
+        let thread = std::thread::Builder::new()
+            .name("samples.parquet".into())
+            .spawn(move || {
+                for batch in rx {
+                    for event in batch {
+                        let Event::Done {
+                            seq,
+                            op,
+                            intended,
+                            sides,
+                            quality,
+                            ..
+                        } = event
+                        else {
+                            continue;
+                        };
+                        let rows = SampleRow::from_done(
+                            seq,
+                            op,
+                            intended,
+                            intended < warmup,
+                            &sides,
+                            quality.as_ref(),
+                            |s| backends[s.index()],
+                        );
+                        for row in rows {
+                            sink.push(row)?;
+                        }
+                    }
+                }
+                let rows = sink.rows();
+                Ok((sink.finish()?, rows))
+            })
+            .map_err(|e| ReportError::Samples {
+                path: path.to_path_buf(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(SampleWriter {
+            tap: Some(EventTap(tx)),
+            thread,
+        })
+    }
+
+    /// The tap for the run's [`crate::measure::CollectorConfig`].
+    pub fn tap(&self) -> EventTap {
+        self.tap.clone().expect("taken only by finish")
+    }
+
+    /// Waits for the rows still queued (every tap clone must be dropped, i.e. the run
+    /// finished), writes the footer and moves the file into place.
+    pub fn finish(mut self) -> Result<(PathBuf, u64), ReportError> {
+        drop(self.tap.take());
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +454,83 @@ mod tests {
         assert_eq!(df.height(), 10);
         let idx = df.column("op_index").unwrap().u64().unwrap();
         assert_eq!(idx.get(9), Some(4));
+    }
+
+    #[test]
+    fn the_writer_thread_takes_a_collectors_tap_and_marks_warmup_rows() {
+        use crate::measure::collector::{Aggregator, CollectorConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let warmup = Duration::from_millis(300);
+        let writer = SampleWriter::spawn(
+            &path,
+            warmup,
+            [
+                BackendKind::Pgvector,
+                BackendKind::Opensearch,
+                BackendKind::Pgvector,
+            ],
+        )
+        .unwrap();
+        let mut agg = Aggregator::new(CollectorConfig {
+            warmup,
+            tap: Some(writer.tap()),
+            ..CollectorConfig::default()
+        });
+        let side = |side, ms| SideSample {
+            side,
+            latency: Duration::from_millis(ms),
+            service: Duration::from_millis(ms),
+            finished: Duration::from_millis(ms),
+            outcome: Ok(()),
+            detail: None,
+        };
+        // 2500 reads (more than one tap batch), 100 ms apart, then one write.
+        for i in 0..2500u64 {
+            agg.record(Event::Done {
+                seq: i,
+                op: OpKind::Search,
+                intended: Duration::from_millis(i * 100),
+                lag: Duration::ZERO,
+                sides: vec![side(Side::A, 2), side(Side::B, 3)],
+                quality: Some(QualitySample {
+                    overlap: Some(0.9),
+                    recall: [Some(1.0), Some(0.8)],
+                    filter_class: "none",
+                    tenant: None,
+                }),
+            });
+        }
+        agg.record(Event::Done {
+            seq: 2500,
+            op: OpKind::Upsert,
+            intended: Duration::from_millis(250_000),
+            lag: Duration::ZERO,
+            sides: vec![side(Side::Writer, 4)],
+            quality: None,
+        });
+        let m = agg.finish();
+        assert_eq!((m.tapped, m.tap_dropped), (2501, 0));
+        let (written, rows) = writer.finish().unwrap();
+        assert_eq!((written, rows), (path.clone(), 5001));
+        let df = read(&path);
+        assert_eq!(df.height(), 5001);
+        let warm = df.column("warmup").unwrap().bool().unwrap();
+        // Intended at 0, 100 and 200 ms: inside the 300 ms warmup, both sides each.
+        assert_eq!(warm.sum(), Some(6));
+        let recall = df.column("recall").unwrap().f64().unwrap();
+        assert_eq!((recall.get(0), recall.get(1)), (Some(1.0), Some(0.8)));
+        let last = df.height() - 1;
+        let side_col = df.column("side").unwrap().str().unwrap();
+        assert_eq!(side_col.get(last), Some("writer"));
+        assert_eq!(
+            df.column("op").unwrap().str().unwrap().get(last),
+            Some("upsert")
+        );
+        assert_eq!(
+            df.column("op_index").unwrap().u64().unwrap().get(last),
+            Some(2500)
+        );
     }
 
     #[test]

@@ -375,7 +375,11 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     let run_id = report::run_id(chrono::Utc::now(), &scenario.name);
     let dir = args
         .out
+        .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("reports").join(&run_id));
+    if !scenario.stages.is_empty() {
+        return run_stages_cmd(backends, &args, &scenario, run_id, &dir).await;
+    }
     let options = runner::RunnerOptions {
         progress: true,
         samples: args.samples.then(|| dir.join(report::parquet::FILE_NAME)),
@@ -411,6 +415,109 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     match finished.stopped_by {
         Some(e) => Err(e.into()),
         None => Ok(verdict.outcome.exit_code()),
+    }
+}
+
+/// A staged scenario: each stage's report in `DIR/<NN>-<stage>/`, written as soon as
+/// the stage is gated, then `stages.md` and `stages.json` in `DIR`.
+async fn run_stages_cmd(
+    backends: &Backends,
+    args: &crate::cli::RunArgs,
+    scenario: &shadowbench::scenario::Scenario,
+    run_id: String,
+    dir: &std::path::Path,
+) -> Result<u8, Error> {
+    use shadowbench::report::{self, stages};
+    use shadowbench::runner;
+    let options = runner::RunnerOptions {
+        progress: true,
+        samples: None,
+        run_id: Some(run_id),
+    };
+    let staged = runner::run_stages(
+        scenario,
+        backends,
+        &options,
+        args.samples.then_some(dir),
+        |st| {
+            let stage_dir = dir.join(&st.dir_name);
+            report::write_all(
+                &st.report,
+                Some(&st.verdict),
+                &stage_dir,
+                report::WriteOptions::default(),
+            )?;
+            println!(
+                "\n== stage {} of {}: {} (mode {}) ==",
+                st.number,
+                scenario.stages.len(),
+                st.name,
+                st.mode
+            );
+            print!("{}", report::summary::render(&st.report));
+            print_verdict(&st.verdict);
+            println!("stage report written to {}", stage_dir.display());
+            Ok(())
+        },
+    )
+    .await?;
+    let summary = stages::StagesSummary {
+        scenario: scenario.name.clone(),
+        outcome: staged.outcome(),
+        stages: staged
+            .stages
+            .iter()
+            .map(|st| {
+                stages::StageSummary::new(
+                    st.number,
+                    &st.name,
+                    &st.mode.to_string(),
+                    &st.dir_name,
+                    &st.report,
+                    &st.verdict,
+                )
+            })
+            .collect(),
+        not_run: staged.not_run.clone(),
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Io(e.to_string()))?;
+    for (name, text) in [
+        (stages::JSON_FILE, json + "\n"),
+        (stages::MARKDOWN_FILE, summary.markdown()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| ConfigError::file(&path, e))?;
+    }
+    if let Some(junit) = &args.junit {
+        let mut suites: Vec<(String, Option<&shadowbench::gate::Verdict>)> = staged
+            .stages
+            .iter()
+            .map(|st| {
+                (
+                    format!("{} / {}", scenario.name, st.name),
+                    Some(&st.verdict),
+                )
+            })
+            .collect();
+        suites.extend(
+            staged
+                .not_run
+                .iter()
+                .map(|n| (format!("{} / {n}", scenario.name), None)),
+        );
+        std::fs::write(junit, report::junit::render_suites(&suites))
+            .map_err(|e| ConfigError::file(junit, e))?;
+    }
+    println!(
+        "\nstages: {:?}; {} ran, {} not run; summary in {}",
+        summary.outcome,
+        summary.stages.len(),
+        summary.not_run.len(),
+        dir.join(stages::MARKDOWN_FILE).display()
+    );
+    match staged.stopped_by {
+        Some(e) => Err(e.into()),
+        None => Ok(summary.outcome.exit_code()),
     }
 }
 

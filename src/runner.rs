@@ -9,11 +9,12 @@ use crate::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
 use crate::connect::Backends;
 use crate::dataset::{Dataset, synthetic};
 use crate::error::{ConfigError, Error, StoreError};
+use crate::gate::{Outcome, Verdict};
 use crate::ingest::{IngestOptions, ingest};
-use crate::load::{self, FanOutWriter, RunOptions, Targets};
+use crate::load::{self, FanOutWriter, LoadPlan, RunOptions, Targets};
 use crate::measure::Side;
 use crate::measure::{CollectorConfig, GroundTruth};
-use crate::report::{self, Report, ReportContext, SideInfo};
+use crate::report::{self, AdapterReport, Report, ReportContext, SideInfo};
 use crate::scenario::{DatasetSource, IngestPolicy, Scenario, WorkloadSpec};
 use crate::store::exact::ExactStore;
 use crate::store::pgvector::PgVectorStore;
@@ -42,76 +43,75 @@ pub struct Finished {
     pub stopped_by: Option<WorkloadError>,
 }
 
+/// One finished stage of a staged scenario, measured and gated.
+#[derive(Debug)]
+pub struct StageRun {
+    /// Position in the scenario, from 1.
+    pub number: usize,
+    pub name: String,
+    pub mode: MigrationMode,
+    /// Directory name for its report files: `<NN>-<name>`.
+    pub dir_name: String,
+    pub report: Report,
+    pub verdict: Verdict,
+}
+
+/// A staged scenario's outcome: the stages that ran, in order, and those skipped
+/// because an earlier stage did not pass its gate.
+#[derive(Debug)]
+pub struct Staged {
+    pub stages: Vec<StageRun>,
+    pub not_run: Vec<String>,
+    pub stopped_by: Option<WorkloadError>,
+}
+
+impl Staged {
+    /// The worst outcome among the stages that ran; inconclusive when a stage could not
+    /// be run at all.
+    pub fn outcome(&self) -> Outcome {
+        let worst = self
+            .stages
+            .iter()
+            .map(|s| s.verdict.outcome)
+            .max_by_key(|o| match o {
+                Outcome::Pass => 0,
+                Outcome::Inconclusive => 1,
+                Outcome::Fail => 2,
+            })
+            .unwrap_or(Outcome::Inconclusive);
+        if worst == Outcome::Pass && !self.not_run.is_empty() {
+            Outcome::Inconclusive
+        } else {
+            worst
+        }
+    }
+}
+
+/// Directory name of stage `number` (from 1): `03-read_split_10_`.
+pub fn stage_dir_name(number: usize, name: &str) -> String {
+    format!("{number:02}-{}", report::slug(name))
+}
+
 /// Runs `scenario` against the stores configured in `backends` (table/index names and
-/// the dimension are taken from the scenario and its dataset).
+/// the dimension are taken from the scenario and its dataset). A staged scenario is
+/// run by [`run_stages`].
 pub async fn run_scenario(
     scenario: &Scenario,
     backends: &Backends,
     options: &RunnerOptions,
 ) -> Result<Finished, Error> {
-    let in_file = |message: String| -> Error {
-        match &scenario.file {
-            Some(f) => ConfigError::file(f, message).into(),
-            None => ConfigError::invalid("scenario", message).into(),
-        }
-    };
-    let dataset: Option<Arc<Dataset>> = match &scenario.dataset {
-        None => None,
-        Some(DatasetSource::Path(p)) => Some(Arc::new(Dataset::load(p)?)),
-        Some(DatasetSource::Synthetic(spec)) => Some(Arc::new(synthetic(spec))),
-    };
-    let backends = configure(scenario, backends, dataset.as_deref())?;
-
-    let mut warnings = Vec::new();
-    let opened = open_sides(
-        scenario,
-        &backends,
-        dataset.as_deref(),
-        options,
-        &mut warnings,
-    )
-    .await?;
-
-    let truth = match &dataset {
-        Some(ds) => Some(Arc::new(GroundTruth::from_dataset(ds)?)),
-        None => None,
-    };
-    let (workload, truth_note): (Box<dyn Workload>, Option<String>) = match &scenario.workload {
-        WorkloadSpec::Dataset(spec) => {
-            let ds = dataset
-                .as_deref()
-                .expect("validated: a dataset workload has a dataset");
-            let w = DatasetQueries::new(ds, spec.clone(), truth.as_deref())
-                .map_err(|e| in_file(e.to_string()))?;
-            let s = w.truth_sources();
-            let note = format!(
-                "prepared per query and filter: {} from the dataset's neighbour lists, {} by \
-                 the exact store; distances recomputed client-side; tie-tolerant (≤ k-th \
-                 distance × (1 + 1e-6) + 1e-9)",
-                s.dataset_lists, s.exact_store
-            );
-            (Box::new(w), Some(note))
-        }
-        WorkloadSpec::Synthetic(spec) => {
-            let ds = dataset
-                .clone()
-                .expect("validated: a synthetic workload has a dataset");
-            let w = SyntheticWorkload::new(ds, spec.clone()).map_err(|e| in_file(e.to_string()))?;
-            (Box::new(w), Some(computed_truth_note()))
-        }
-        WorkloadSpec::Recorded(spec) => {
-            let spec = RecordedSpec {
-                dimension: dataset.as_ref().map(|d| d.dimension),
-                ..spec.clone()
-            };
-            let w = RecordedLog::open(spec)?;
-            (Box::new(w), truth.as_ref().map(|_| computed_truth_note()))
-        }
-    };
-
-    let [a, b] = opened.sides.clone();
-    let mut adapter_handle: Option<Arc<VectorStoreAdapter>> = None;
-    let (writer, writer_note): (Arc<dyn VectorStore>, String) = match scenario.mode.as_str() {
+    if !scenario.stages.is_empty() {
+        return Err(in_file(
+            scenario,
+            "stages: a staged scenario is run stage by stage (runner::run_stages)".into(),
+        ));
+    }
+    let prep = Prepared::open(scenario, backends, options).await?;
+    let [a, b] = prep.opened.sides.clone();
+    let (writer, writer_note, adapter): (Arc<dyn VectorStore>, String, _) = match scenario
+        .mode
+        .as_str()
+    {
         "direct" => {
             let mut stores = vec![a.clone(), b.clone()];
             // pgvector is the source of truth during the migration: written first.
@@ -119,62 +119,320 @@ pub async fn run_scenario(
             let w = FanOutWriter::new(stores);
             let order: Vec<String> = w.stores().iter().map(|s| s.kind().to_string()).collect();
             let note = format!("direct fan-out, in order: {}", order.join(" then "));
-            (Arc::new(w), note)
+            (Arc::new(w), note, None)
         }
         mode => {
             let mode = MigrationMode::parse("backends.mode", mode)?;
-            let (Some(pg), Some(os)) = (opened.pgvector.clone(), opened.opensearch.clone()) else {
-                return Err(in_file(format!(
-                    "backends.mode: {mode} routes writes through the migration adapter, which \
-                     needs pgvector and opensearch sides"
-                )));
-            };
-            let adapter = Arc::new(
-                VectorStoreAdapter::new(pg, Some(os), mode, AdapterConfig::default()).await?,
-            );
-            adapter_handle = Some(adapter.clone());
+            let adapter = prep.adapter(scenario, mode).await?;
             (
-                adapter,
+                adapter.clone(),
                 format!("migration adapter in mode {mode} (pgvector first, outbox for OpenSearch)"),
+                Some(adapter),
             )
         }
     };
     let labels = side_labels(scenario.sides);
-    let infos = [
-        SideInfo {
-            side: Side::A,
-            backend: a.kind(),
-            label: labels[0].clone(),
-            index_params: a.index_params(),
-        },
-        SideInfo {
-            side: Side::B,
-            backend: b.kind(),
-            label: labels[1].clone(),
-            index_params: b.index_params(),
-        },
-    ];
-    let targets = Targets {
-        a: a.clone(),
-        b: b.clone(),
+    let leg = Leg {
+        plan: &scenario.plan,
+        scenario: scenario.info(),
+        mode: scenario.mode.clone(),
+        infos: [
+            side_info(Side::A, &a, labels[0].clone()),
+            side_info(Side::B, &b, labels[1].clone()),
+        ],
+        reads: [a.clone(), b.clone()],
+        resources_of: [a, b],
         writer,
+        writer_note,
+        adapter: adapter.map(|a| (a, None)),
+        samples: options.samples.clone(),
+        run_id: options.run_id.clone(),
     };
-    let sample_writer = match &options.samples {
+    measure(scenario, &prep, leg, options).await
+}
+
+/// Runs a staged scenario: before each stage the migration adapter switches to the
+/// stage's mode, then the stage is measured, validated (when the scenario validates)
+/// and gated with its own criteria. The run stops at the first stage that does not
+/// pass, as a progressive rollout would. `on_stage` receives each stage as soon as it
+/// is gated (to write its report before the next one starts); `samples_dir`, when
+/// given, receives `<stage dir>/samples.parquet` for every stage.
+pub async fn run_stages(
+    scenario: &Scenario,
+    backends: &Backends,
+    options: &RunnerOptions,
+    samples_dir: Option<&std::path::Path>,
+    mut on_stage: impl FnMut(&StageRun) -> Result<(), Error>,
+) -> Result<Staged, Error> {
+    let Some(first) = scenario.stages.first() else {
+        return Err(in_file(scenario, "stages: the scenario has none".into()));
+    };
+    let prep = Prepared::open(scenario, backends, options).await?;
+    let adapter = prep.adapter(scenario, first.mode).await?;
+    let (Some(pg), Some(os)) = (prep.opened.pgvector.clone(), prep.opened.opensearch.clone())
+    else {
+        unreachable!("Prepared::adapter checked both sides");
+    };
+    let pg: Arc<dyn VectorStore> = pg;
+    let base_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| report::run_id(chrono::Utc::now(), &scenario.name));
+    let mut staged = Staged {
+        stages: Vec::new(),
+        not_run: Vec::new(),
+        stopped_by: None,
+    };
+    for (i, stage) in scenario.stages.iter().enumerate() {
+        let number = i + 1;
+        if staged.stopped_by.is_some()
+            || staged
+                .stages
+                .last()
+                .is_some_and(|s| s.verdict.outcome != Outcome::Pass)
+        {
+            staged.not_run.push(stage.name.clone());
+            continue;
+        }
+        adapter.set_mode(stage.mode)?;
+        let dir_name = stage_dir_name(number, &stage.name);
+        // Reads the adapter routes (read_split, opensearch) are what callers are served:
+        // side b reads through it; pgvector, queried directly on side a, is the control.
+        let served = matches!(
+            stage.mode,
+            MigrationMode::ReadSplit { .. } | MigrationMode::Opensearch
+        );
+        let (b, b_info) = if served {
+            let b: Arc<dyn VectorStore> = adapter.clone();
+            let info = SideInfo {
+                side: Side::B,
+                backend: BackendKind::Opensearch,
+                label: format!("served ({})", stage.mode),
+                index_params: os.index_params(),
+            };
+            (b, info)
+        } else {
+            (os.clone(), side_info(Side::B, &os, "opensearch".into()))
+        };
+        let leg = Leg {
+            plan: &stage.plan,
+            scenario: crate::report::ScenarioInfo {
+                name: format!("{} / {}", scenario.name, stage.name),
+                ..scenario.info()
+            },
+            mode: stage.mode.to_string(),
+            infos: [side_info(Side::A, &pg, "pgvector".into()), b_info],
+            reads: [pg.clone(), b],
+            resources_of: [pg.clone(), os.clone()],
+            writer: adapter.clone(),
+            writer_note: format!(
+                "migration adapter in mode {} (pgvector first, outbox for OpenSearch)",
+                stage.mode
+            ),
+            adapter: Some((adapter.clone(), served.then_some(Side::B))),
+            samples: samples_dir.map(|d| d.join(&dir_name).join(report::parquet::FILE_NAME)),
+            run_id: Some(format!("{base_id}-{dir_name}")),
+        };
+        let finished = measure(scenario, &prep, leg, options).await?;
+        let mut report = finished.report;
+        if served {
+            report.warnings.push(format!(
+                "side b is what callers of the adapter are served in mode {} (OpenSearch for \
+                 the routed share, with fallback to pgvector); side a queries pgvector \
+                 directly as the control, so pgvector carries both sides' reads",
+                stage.mode
+            ));
+        }
+        let verdict = crate::gate::evaluate(&report.gate_input(), &stage.criteria);
+        report.gate_criteria = Some(stage.criteria.clone());
+        report.gate = Some(verdict.clone());
+        let run = StageRun {
+            number,
+            name: stage.name.clone(),
+            mode: stage.mode,
+            dir_name,
+            report,
+            verdict,
+        };
+        on_stage(&run)?;
+        staged.stopped_by = finished.stopped_by;
+        staged.stages.push(run);
+    }
+    Ok(staged)
+}
+
+fn in_file(scenario: &Scenario, message: String) -> Error {
+    match &scenario.file {
+        Some(f) => ConfigError::file(f, message).into(),
+        None => ConfigError::invalid("scenario", message).into(),
+    }
+}
+
+fn side_info(side: Side, store: &Arc<dyn VectorStore>, label: String) -> SideInfo {
+    SideInfo {
+        side,
+        backend: store.kind(),
+        label,
+        index_params: store.index_params(),
+    }
+}
+
+/// What every measured stretch of a scenario shares: the dataset, the opened stores
+/// and the ground truth (kept in step with every acknowledged write across stages).
+struct Prepared {
+    dataset: Option<Arc<Dataset>>,
+    opened: Opened,
+    truth: Option<Arc<GroundTruth>>,
+    warnings: Vec<String>,
+}
+
+impl Prepared {
+    async fn open(
+        scenario: &Scenario,
+        backends: &Backends,
+        options: &RunnerOptions,
+    ) -> Result<Prepared, Error> {
+        let dataset: Option<Arc<Dataset>> = match &scenario.dataset {
+            None => None,
+            Some(DatasetSource::Path(p)) => Some(Arc::new(Dataset::load(p)?)),
+            Some(DatasetSource::Synthetic(spec)) => Some(Arc::new(synthetic(spec))),
+        };
+        let backends = configure(scenario, backends, dataset.as_deref())?;
+        let mut warnings = Vec::new();
+        let opened = open_sides(
+            scenario,
+            &backends,
+            dataset.as_deref(),
+            options,
+            &mut warnings,
+        )
+        .await?;
+        let truth = match &dataset {
+            Some(ds) => Some(Arc::new(GroundTruth::from_dataset(ds)?)),
+            None => None,
+        };
+        Ok(Prepared {
+            dataset,
+            opened,
+            truth,
+            warnings,
+        })
+    }
+
+    /// The migration adapter over the opened pgvector and OpenSearch stores.
+    async fn adapter(
+        &self,
+        scenario: &Scenario,
+        mode: MigrationMode,
+    ) -> Result<Arc<VectorStoreAdapter>, Error> {
+        let (Some(pg), Some(os)) = (self.opened.pgvector.clone(), self.opened.opensearch.clone())
+        else {
+            return Err(in_file(
+                scenario,
+                format!(
+                    "backends.mode: {mode} routes writes through the migration adapter, which \
+                     needs pgvector and opensearch sides"
+                ),
+            ));
+        };
+        Ok(Arc::new(
+            VectorStoreAdapter::new(pg, Some(os), mode, AdapterConfig::default()).await?,
+        ))
+    }
+
+    /// A fresh workload (each stage replays the same query stream from its start).
+    fn workload(&self, scenario: &Scenario) -> Result<(Box<dyn Workload>, Option<String>), Error> {
+        let in_file = |m: String| in_file(scenario, m);
+        Ok(match &scenario.workload {
+            WorkloadSpec::Dataset(spec) => {
+                let ds = self
+                    .dataset
+                    .as_deref()
+                    .expect("validated: a dataset workload has a dataset");
+                let w = DatasetQueries::new(ds, spec.clone(), self.truth.as_deref())
+                    .map_err(|e| in_file(e.to_string()))?;
+                let s = w.truth_sources();
+                let note = format!(
+                    "prepared per query and filter: {} from the dataset's neighbour lists, {} \
+                     by the exact store; distances recomputed client-side; tie-tolerant (≤ \
+                     k-th distance × (1 + 1e-6) + 1e-9)",
+                    s.dataset_lists, s.exact_store
+                );
+                (Box::new(w), Some(note))
+            }
+            WorkloadSpec::Synthetic(spec) => {
+                let ds = self
+                    .dataset
+                    .clone()
+                    .expect("validated: a synthetic workload has a dataset");
+                let w =
+                    SyntheticWorkload::new(ds, spec.clone()).map_err(|e| in_file(e.to_string()))?;
+                (Box::new(w), Some(computed_truth_note()))
+            }
+            WorkloadSpec::Recorded(spec) => {
+                let spec = RecordedSpec {
+                    dimension: self.dataset.as_ref().map(|d| d.dimension),
+                    ..spec.clone()
+                };
+                let w = RecordedLog::open(spec)?;
+                (
+                    Box::new(w),
+                    self.truth.as_ref().map(|_| computed_truth_note()),
+                )
+            }
+        })
+    }
+}
+
+/// One measured stretch of load: a whole single run, or one stage.
+struct Leg<'a> {
+    plan: &'a LoadPlan,
+    scenario: crate::report::ScenarioInfo,
+    /// How writes were routed, for the report.
+    mode: String,
+    infos: [SideInfo; 2],
+    reads: [Arc<dyn VectorStore>; 2],
+    /// The stores whose size and memory the report compares (side a, side b).
+    resources_of: [Arc<dyn VectorStore>; 2],
+    writer: Arc<dyn VectorStore>,
+    writer_note: String,
+    /// The adapter, when it takes part, and the side that reads through it.
+    adapter: Option<(Arc<VectorStoreAdapter>, Option<Side>)>,
+    samples: Option<PathBuf>,
+    run_id: Option<String>,
+}
+
+/// Runs the load of one leg and turns it into a report, validated when the scenario
+/// says so.
+async fn measure(
+    scenario: &Scenario,
+    prep: &Prepared,
+    leg: Leg<'_>,
+    options: &RunnerOptions,
+) -> Result<Finished, Error> {
+    let (workload, truth_note) = prep.workload(scenario)?;
+    let [a, b] = leg.reads;
+    let stats_before = leg.adapter.as_ref().map(|(ad, _)| ad.stats());
+    let sample_writer = match &leg.samples {
         Some(path) => Some(report::parquet::SampleWriter::spawn(
             path,
-            scenario.plan.warmup,
-            [a.kind(), b.kind(), targets.writer.kind()],
+            leg.plan.warmup,
+            [a.kind(), b.kind(), leg.writer.kind()],
         )?),
         None => None,
     };
     let outcome = load::run(
-        &scenario.plan,
-        targets,
+        leg.plan,
+        Targets {
+            a,
+            b,
+            writer: leg.writer,
+        },
         workload,
-        truth,
+        prep.truth.clone(),
         &RunOptions {
             progress: options.progress,
-            labels: Some(labels),
+            labels: Some([leg.infos[0].label.clone(), leg.infos[1].label.clone()]),
             collector: CollectorConfig {
                 tap: sample_writer.as_ref().map(|w| w.tap()),
                 ..CollectorConfig::default()
@@ -182,7 +440,7 @@ pub async fn run_scenario(
         },
     )
     .await
-    .map_err(|e| in_file(e.to_string()));
+    .map_err(|e| in_file(scenario, e.to_string()));
     let export = match sample_writer {
         // Finished even when the run failed, so no writer thread outlives it.
         Some(w) => Some(w.finish()?),
@@ -190,24 +448,24 @@ pub async fn run_scenario(
     };
     let outcome = outcome?;
 
+    let [ra, rb] = &leg.resources_of;
     let resources = [
-        a.resources().await.map_err(|e| e.to_string()),
-        b.resources().await.map_err(|e| e.to_string()),
+        ra.resources().await.map_err(|e| e.to_string()),
+        rb.resources().await.map_err(|e| e.to_string()),
     ];
     let ctx = ReportContext {
-        run_id: options
+        run_id: leg
             .run_id
-            .clone()
             .unwrap_or_else(|| report::run_id(outcome.started_at, &scenario.name)),
-        scenario: scenario.info(),
-        plan: scenario.plan.clone(),
+        scenario: leg.scenario,
+        plan: leg.plan.clone(),
         k: scenario.k,
-        mode: scenario.mode.clone(),
-        sides: infos,
-        writer: writer_note,
+        mode: leg.mode,
+        sides: leg.infos,
+        writer: leg.writer_note,
         resources,
         ground_truth: truth_note,
-        warnings,
+        warnings: prep.warnings.clone(),
     };
     let mut report = report::build(ctx, &outcome);
     if let Some((path, rows)) = export {
@@ -227,14 +485,25 @@ pub async fn run_scenario(
             operations_dropped: dropped,
         });
     }
+    if let (Some((adapter, reads_on_side)), Some(before)) = (&leg.adapter, &stats_before) {
+        report.adapter = Some(AdapterReport {
+            mode: adapter.mode().to_string(),
+            reads_on_side: *reads_on_side,
+            stats: adapter.stats().since(before),
+            breaker_at_end: adapter.breaker_state(),
+            outbox_depth_at_end: adapter.outbox().depth().await.ok(),
+        });
+    }
     if scenario.validate {
-        let (Some(pg), Some(os)) = (opened.pgvector.clone(), opened.opensearch.clone()) else {
+        let (Some(pg), Some(os)) = (prep.opened.pgvector.clone(), prep.opened.opensearch.clone())
+        else {
             return Err(in_file(
+                scenario,
                 "validate = true needs a pgvector and an opensearch side".to_string(),
             ));
         };
         // Writes the outbox still holds are part of what OpenSearch must end up with.
-        if let Some(adapter) = &adapter_handle {
+        if let Some((adapter, _)) = &leg.adapter {
             let drained = adapter.drain_outbox().await?;
             if drained.remaining > 0 {
                 report.warnings.push(format!(

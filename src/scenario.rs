@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::adapter::MigrationMode;
 use crate::dataset::SyntheticSpec as DataSpec;
 use crate::error::ConfigError;
 use crate::load::{Arrival, LoadModel, LoadPlan, RateShape, RateStep, Stop};
@@ -39,6 +40,20 @@ pub struct Scenario {
     /// Run `validate` (pgvector vs OpenSearch, record by record) after the load.
     pub validate: bool,
     /// The gate's criteria for this scenario.
+    pub criteria: crate::gate::Criteria,
+    /// Steps of a progressive rollout (`[[stages]]`), run in order through the migration
+    /// adapter, each measured and gated on its own; empty for a single run.
+    pub stages: Vec<Stage>,
+}
+
+/// One step of a staged run: the adapter's mode, how long it runs and its gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub mode: MigrationMode,
+    /// The scenario's load plan with this stage's overrides.
+    pub plan: LoadPlan,
+    /// The scenario's `[gate]` with this stage's `gate` keys on top.
     pub criteria: crate::gate::Criteria,
 }
 
@@ -98,7 +113,21 @@ struct RawScenario {
     /// Validate pgvector against OpenSearch record by record after the run.
     validate: Option<bool>,
     /// Success criteria; omitted keys keep the migration plan's defaults.
-    gate: Option<crate::gate::Criteria>,
+    gate: Option<toml::Table>,
+    #[serde(default)]
+    stages: Vec<RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Option<String>,
+    mode: String,
+    rate: Option<f64>,
+    warmup_s: Option<f64>,
+    duration_s: Option<f64>,
+    /// Criteria keys that override the scenario's `[gate]` for this stage.
+    gate: Option<toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,6 +575,40 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
     }
 
     let plan = load_plan(raw.load, seed, log_timing, speed)?;
+    let base_gate = raw.gate.unwrap_or_default();
+    let criteria = criteria("gate", &base_gate, None)?;
+    let stages = raw
+        .stages
+        .into_iter()
+        .enumerate()
+        .map(|(i, st)| stage(i, st, &plan, &base_gate))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mode = if let Some(first) = stages.first() {
+        if raw.backends.mode.is_some() {
+            return Err(bad(
+                "backends.mode",
+                "a staged scenario sets the mode per stage ([[stages]] mode = ...)",
+            ));
+        }
+        if sides != [BackendKind::Pgvector, BackendKind::Opensearch] {
+            return Err(bad(
+                "stages",
+                "stages run through the migration adapter: backends.a must be pgvector and \
+                 backends.b opensearch",
+            ));
+        }
+        let mut names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(
+                "stages",
+                format!("stage name {:?} is used twice", w[0]),
+            ));
+        }
+        first.mode.to_string()
+    } else {
+        mode
+    };
     Ok(Scenario {
         name,
         description: raw.description,
@@ -560,7 +623,71 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         k,
         plan,
         validate: raw.validate.unwrap_or(false),
-        criteria: raw.gate.unwrap_or_default(),
+        criteria,
+        stages,
+    })
+}
+
+/// The criteria from `base` (the scenario's `[gate]`) with `over` (a stage's) on top.
+fn criteria(
+    field: &str,
+    base: &toml::Table,
+    over: Option<&toml::Table>,
+) -> Result<crate::gate::Criteria, Invalid> {
+    let mut t = base.clone();
+    if let Some(o) = over {
+        t.extend(o.clone());
+    }
+    crate::gate::Criteria::deserialize(toml::Value::Table(t))
+        .map_err(|e| bad(field, e.to_string().trim_end().to_string()))
+}
+
+fn stage(i: usize, st: RawStage, plan: &LoadPlan, gate: &toml::Table) -> Result<Stage, Invalid> {
+    // Numbered from 1, as a reader counts the [[stages]] tables in the file.
+    let field = |f: &str| format!("[[stages]] #{} {f}", i + 1);
+    let mode = MigrationMode::parse(&field("mode"), &st.mode).map_err(|e| {
+        bad(
+            &field("mode"),
+            format!("{:?} is not a migration mode ({e})", st.mode),
+        )
+    })?;
+    let name = match st.name {
+        Some(n) if n.trim().is_empty() => return Err(bad(&field("name"), "must not be empty")),
+        Some(n) => n,
+        None => mode.to_string(),
+    };
+    let mut plan = plan.clone();
+    if let Some(w) = st.warmup_s {
+        plan.warmup = seconds(&field("warmup_s"), w)?;
+    }
+    if let Some(d) = st.duration_s {
+        plan.stop = Stop::After(seconds(&field("duration_s"), d)?);
+    }
+    if let Some(r) = st.rate {
+        match &mut plan.model {
+            LoadModel::OpenLoop { rate, .. } if !matches!(rate, RateShape::FromLog { .. }) => {
+                *rate = RateShape::Constant { per_second: r };
+            }
+            _ => {
+                return Err(bad(
+                    &field("rate"),
+                    "only applies to an open loop with a rate (not a closed loop or a log's \
+                     own timing)",
+                ));
+            }
+        }
+    }
+    plan.validate().map_err(|e| match e {
+        ConfigError::Invalid { flag, message } => {
+            (field(flag.trim_start_matches("load.")), message)
+        }
+        other => bad(&field("load"), other.to_string()),
+    })?;
+    Ok(Stage {
+        name,
+        mode,
+        plan,
+        criteria: criteria(&field("gate"), gate, st.gate.as_ref())?,
     })
 }
 
@@ -696,6 +823,89 @@ mod tests {
 
     fn parse(text: &str) -> Result<Scenario, String> {
         Scenario::parse(text, Some(Path::new("scenarios/t.toml"))).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn stages_inherit_the_load_and_gate_and_override_them() {
+        let s = parse(
+            r#"
+            [dataset]
+            path = "../datasets/debian-minilm-5k"
+            [load]
+            rate = 50
+            warmup_s = 2
+            duration_s = 10
+            [gate]
+            skip = ["qps_min"]
+            p95_ms_max = 150
+            [[stages]]
+            mode = "shadow_read"
+            [[stages]]
+            name = "one percent"
+            mode = "read_split(1)"
+            rate = 20
+            duration_s = 5
+            gate = { p95_ms_max = 100, overlap_min = 0.5 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.mode, "shadow_read",
+            "the first stage's mode prepares the run"
+        );
+        assert_eq!(s.stages.len(), 2);
+        let [a, b] = [&s.stages[0], &s.stages[1]];
+        assert_eq!(
+            (a.name.as_str(), a.mode),
+            ("shadow_read", MigrationMode::ShadowRead)
+        );
+        assert_eq!(a.plan, s.plan);
+        assert_eq!(a.criteria, s.criteria);
+        assert_eq!(s.criteria.p95_ms_max, 150.0);
+        assert_eq!(b.mode, MigrationMode::ReadSplit { percent: 1.0 });
+        assert_eq!(b.plan.stop, Stop::After(Duration::from_secs(5)));
+        assert_eq!(b.plan.warmup, Duration::from_secs(2));
+        assert!(matches!(
+            b.plan.model,
+            LoadModel::OpenLoop { rate: RateShape::Constant { per_second }, .. } if per_second == 20.0
+        ));
+        assert_eq!(b.criteria.p95_ms_max, 100.0);
+        assert_eq!(b.criteria.overlap_min, 0.5);
+        assert_eq!(b.criteria.skip, ["qps_min"], "unset keys come from [gate]");
+    }
+
+    #[test]
+    fn bad_stages_are_named_by_their_position() {
+        let base = "[dataset]\npath = \"d\"\n[load]\nrate = 5\nduration_s = 1\n";
+        for (stages, wanted) in [
+            (
+                "[[stages]]\nmode = \"shadow_read\"\n[[stages]]\nmode = \"read_split(200)\"\n",
+                "scenarios/t.toml: [[stages]] #2 mode: \"read_split(200)\" is not a migration mode",
+            ),
+            (
+                "[[stages]]\nmode = \"dual_write\"\nduration_s = -1\n",
+                "[[stages]] #1 duration_s: must be a number of seconds",
+            ),
+            (
+                "[[stages]]\nmode = \"dual_write\"\ngate = { p95 = 3 }\n",
+                "[[stages]] #1 gate: unknown field `p95`",
+            ),
+            (
+                "[[stages]]\nmode = \"dual_write\"\n[[stages]]\nmode = \"dual_write\"\n",
+                "stages: stage name \"dual_write\" is used twice",
+            ),
+            (
+                "[backends]\nmode = \"dual_write\"\n[[stages]]\nmode = \"opensearch\"\n",
+                "backends.mode: a staged scenario sets the mode per stage",
+            ),
+            (
+                "[backends]\nb = \"exact\"\n[[stages]]\nmode = \"opensearch\"\n",
+                "stages: stages run through the migration adapter",
+            ),
+        ] {
+            let err = parse(&format!("{base}{stages}")).unwrap_err();
+            assert!(err.contains(wanted), "{err}\nwanted: {wanted}");
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! Circuit breaker for the OpenSearch side: opens after consecutive failures, stays
 //! open for a cool-down, then half-opens to let a single probe through.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
@@ -14,6 +14,14 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Open => "open",
+        }
+    }
+
     /// 0 closed, 1 half-open, 2 open (for the Prometheus gauge).
     pub fn as_gauge(self) -> u8 {
         match self {

@@ -8,7 +8,7 @@ pub mod mode;
 pub mod outbox;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -97,7 +97,7 @@ struct Counters {
 }
 
 /// Counters since the adapter was created.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AdapterStats {
     pub reads_pgvector: u64,
     pub reads_opensearch: u64,
@@ -114,6 +114,32 @@ pub struct AdapterStats {
     /// Records whose OpenSearch write failed and were left in the outbox.
     pub secondary_write_failures: u64,
     pub outbox_drained: u64,
+}
+
+impl AdapterStats {
+    /// What happened between `before` (an earlier snapshot) and `self`.
+    pub fn since(&self, before: &AdapterStats) -> AdapterStats {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        AdapterStats {
+            reads_pgvector: d(self.reads_pgvector, before.reads_pgvector),
+            reads_opensearch: d(self.reads_opensearch, before.reads_opensearch),
+            fallbacks: d(self.fallbacks, before.fallbacks),
+            fallbacks_breaker_open: d(self.fallbacks_breaker_open, before.fallbacks_breaker_open),
+            mirrors_completed: d(self.mirrors_completed, before.mirrors_completed),
+            mirror_errors: d(self.mirror_errors, before.mirror_errors),
+            mirror_dropped: d(self.mirror_dropped, before.mirror_dropped),
+            mirror_skipped_breaker_open: d(
+                self.mirror_skipped_breaker_open,
+                before.mirror_skipped_breaker_open,
+            ),
+            writes_acknowledged: d(self.writes_acknowledged, before.writes_acknowledged),
+            secondary_write_failures: d(
+                self.secondary_write_failures,
+                before.secondary_write_failures,
+            ),
+            outbox_drained: d(self.outbox_drained, before.outbox_drained),
+        }
+    }
 }
 
 /// Result of one drain pass.

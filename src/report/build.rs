@@ -133,6 +133,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         timeline: m.timeline.clone(),
         warnings: Vec::new(),
         consistency: None,
+        adapter: None,
         gate_criteria: None,
         gate: None,
     };

@@ -336,6 +336,7 @@ pub fn sample_report() -> Report {
                 .into(),
         ],
         consistency: None,
+        adapter: None,
         gate_criteria: None,
         gate: None,
     }

@@ -13,6 +13,33 @@ fn esc(s: &str) -> String {
 /// One `<testsuite>` named after the run; a criterion without data is a failure too,
 /// because missing data must never pass a gate.
 pub fn render(suite: &str, verdict: &Verdict) -> String {
+    render_suites(&[(suite.to_string(), Some(verdict))])
+}
+
+/// One `<testsuite>` per gated run, e.g. per stage of a staged scenario; a suite
+/// without a verdict (a stage not run because an earlier one did not pass) holds one
+/// skipped test case.
+pub fn render_suites(suites: &[(String, Option<&Verdict>)]) -> String {
+    let mut out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n".to_string();
+    for (suite, verdict) in suites {
+        match verdict {
+            Some(v) => out += &suite_xml(suite, v),
+            None => {
+                out += &format!(
+                    "  <testsuite name=\"{}\" tests=\"1\" failures=\"0\" skipped=\"1\">\n    \
+                     <testcase classname=\"shadowbench.gate\" name=\"not run\"><skipped \
+                     message=\"an earlier stage did not pass its gate\"/></testcase>\n  \
+                     </testsuite>\n",
+                    esc(suite)
+                )
+            }
+        }
+    }
+    out += "</testsuites>\n";
+    out
+}
+
+fn suite_xml(suite: &str, verdict: &Verdict) -> String {
     let failures = verdict
         .criteria
         .iter()
@@ -24,7 +51,7 @@ pub fn render(suite: &str, verdict: &Verdict) -> String {
         .filter(|c| c.status == Status::Skipped)
         .count();
     let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n",
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n",
         esc(suite),
         verdict.criteria.len()
     );
@@ -50,7 +77,7 @@ pub fn render(suite: &str, verdict: &Verdict) -> String {
         }
         out += "</testcase>\n";
     }
-    out += "  </testsuite>\n</testsuites>\n";
+    out += "  </testsuite>\n";
     out
 }
 
@@ -74,5 +101,17 @@ mod tests {
             xml.contains("measured 500 (threshold &lt; 200 ms)"),
             "{xml}"
         );
+    }
+
+    #[test]
+    fn stages_are_suites_and_a_stage_not_run_is_skipped() {
+        let v = evaluate(&Measured::default(), &Criteria::default());
+        let xml = render_suites(&[("s / shadow".into(), Some(&v)), ("s / split".into(), None)]);
+        assert_eq!(xml.matches("<testsuite ").count(), 2, "{xml}");
+        assert!(
+            xml.contains("name=\"s / split\" tests=\"1\" failures=\"0\" skipped=\"1\""),
+            "{xml}"
+        );
+        assert!(xml.ends_with("</testsuites>\n"));
     }
 }

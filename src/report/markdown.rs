@@ -266,6 +266,9 @@ pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
         opt(r.index_bytes, 3),
         opt(r.memory_bytes, 3)
     ));
+    if let Some(ad) = &report.adapter {
+        out.push(adapter_sentence(ad));
+    }
     let sch = &report.scheduler;
     out.push(format!(
         "Scheduler lag p50/p99/max: {} / {} / {} ms; late (> {} ms): {}; dropped: {}.",
@@ -277,6 +280,29 @@ pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
         sch.dropped
     ));
     out
+}
+
+fn adapter_sentence(ad: &crate::report::AdapterReport) -> String {
+    let st = &ad.stats;
+    let mut s = format!("Adapter in mode {}", ad.mode);
+    if ad.reads_on_side.is_some() {
+        s.push_str(&format!(
+            ": reads served {} by pgvector, {} by OpenSearch, {} fallbacks to pgvector ({} with \
+             the breaker open)",
+            st.reads_pgvector, st.reads_opensearch, st.fallbacks, st.fallbacks_breaker_open
+        ));
+    }
+    s.push_str(&format!(
+        "; writes acknowledged {}, {} deferred to the outbox, {} drained; breaker {} and \
+         outbox depth {} at the end (counters include the warmup).",
+        st.writes_acknowledged,
+        st.secondary_write_failures,
+        st.outbox_drained,
+        ad.breaker_at_end.as_str(),
+        ad.outbox_depth_at_end
+            .map_or_else(|| "unknown".to_string(), |d| d.to_string())
+    ));
+    s
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod parquet;
 pub mod plots;
 #[cfg(test)]
 mod schema;
+pub mod stages;
 pub mod summary;
 mod write;
 
@@ -58,6 +59,9 @@ pub struct Report {
     /// Record-by-record consistency of pgvector and OpenSearch, when the scenario validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<crate::validate::ValidationReport>,
+    /// What the migration adapter did, when reads or writes went through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterReport>,
     /// The criteria the run was gated with (so `shadowbench gate` re-judges it the same way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_criteria: Option<crate::gate::Criteria>,
@@ -162,6 +166,21 @@ impl Samples {
         }
         s
     }
+}
+
+/// The migration adapter's part in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterReport {
+    /// The mode it routed by, e.g. `read_split(10)`.
+    pub mode: String,
+    /// Which side read through it: `writer` (writes only) or `b` (side b's reads are
+    /// what callers of the adapter are served, with fallback).
+    pub reads_on_side: Option<Side>,
+    /// Its counters over the run, warmup included.
+    pub stats: crate::adapter::AdapterStats,
+    pub breaker_at_end: crate::adapter::BreakerState,
+    /// Outbox entries still undelivered to OpenSearch at the end of the load.
+    pub outbox_depth_at_end: Option<u64>,
 }
 
 /// `samples.parquet`, as written during the run.
@@ -376,8 +395,12 @@ impl Report {
 
 /// `<UTC timestamp>-<name>`, with the name reduced to `[A-Za-z0-9_-]`.
 pub fn run_id(started_at: DateTime<Utc>, scenario: &str) -> String {
-    let name: String = scenario
-        .chars()
+    format!("{}-{}", started_at.format("%Y%m%dT%H%M%SZ"), slug(scenario))
+}
+
+/// `name` reduced to `[A-Za-z0-9_-]`, for file and directory names.
+pub fn slug(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -385,8 +408,7 @@ pub fn run_id(started_at: DateTime<Utc>, scenario: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{}-{name}", started_at.format("%Y%m%dT%H%M%SZ"))
+        .collect()
 }
 
 #[cfg(test)]

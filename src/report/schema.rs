@@ -52,6 +52,29 @@ fn a_gated_report_matches_the_schema() {
 }
 
 #[test]
+fn a_report_with_the_adapters_counters_matches_the_schema_and_reads_back() {
+    let mut r = sample_report();
+    r.adapter = Some(super::AdapterReport {
+        mode: "read_split(10)".into(),
+        reads_on_side: Some(crate::measure::Side::B),
+        stats: crate::adapter::AdapterStats {
+            reads_pgvector: 900,
+            reads_opensearch: 100,
+            fallbacks: 2,
+            writes_acknowledged: 40,
+            ..Default::default()
+        },
+        breaker_at_end: crate::adapter::BreakerState::Closed,
+        outbox_depth_at_end: Some(0),
+    });
+    let text = json::to_string(&r);
+    let errors = violations(&serde_json::from_str(&text).unwrap());
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let back: super::Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.adapter, r.adapter);
+}
+
+#[test]
 fn a_real_report_matches_the_schema_and_reads_back() {
     let v: Value = serde_json::from_str(REAL_REPORT).unwrap();
     let errors = violations(&v);

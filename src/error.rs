@@ -158,6 +158,9 @@ pub enum Error {
     Io(String),
     #[error("{0}")]
     Failed(String),
+    /// A service the command needs did not answer (not a backend store).
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl Error {
@@ -166,6 +169,7 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::Store(e) if e.is_unreachable() => 3,
+            Error::Unreachable(_) => 3,
             Error::Store(
                 StoreError::Dimension { .. }
                 | StoreError::NonFinite { .. }

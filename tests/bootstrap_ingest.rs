@@ -185,6 +185,27 @@ fn bad_input_gives_one_clear_line_and_the_right_exit_code() {
     ]));
     assert!(!out.contains(secret) && !err.contains(secret), "{err}");
 
+    // http-load against a service that is not there: exit 3, before any attack.
+    let out_dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(cli(&name)
+        .args([
+            "http-load",
+            "--target",
+            "http://127.0.0.1:1",
+            "--dataset",
+            DATASET,
+            "--run-time",
+            "1s",
+            "--out",
+        ])
+        .arg(out_dir.path()));
+    assert_eq!(code, 3, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("127.0.0.1:1/metrics") && err.contains("shadowbench serve"),
+        "{err}"
+    );
+
     // Dataset dimension differs from the configured one: exit 2, names the flag.
     let (code, _, err) =
         run(cli(&name).args(["ingest", "--dataset", DATASET, "--vector-dimension", "128"]));

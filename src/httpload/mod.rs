@@ -67,7 +67,12 @@ pub enum HttpLoadError {
     #[error(
         "{url}: cannot read the service's metrics ({detail}); is `shadowbench serve` running there?"
     )]
-    Scrape { url: String, detail: String },
+    Scrape {
+        url: String,
+        detail: String,
+        /// Nothing answered (connection refused or timed out), as opposed to a bad answer.
+        unreachable: bool,
+    },
     #[error("goose: {0}")]
     Goose(String),
     #[error("{path}: {source}")]
@@ -81,6 +86,9 @@ impl From<HttpLoadError> for Error {
     fn from(e: HttpLoadError) -> Self {
         match e {
             HttpLoadError::Config(c) => Error::Config(c),
+            e @ HttpLoadError::Scrape {
+                unreachable: true, ..
+            } => Error::Unreachable(e.to_string()),
             other => Error::Failed(other.to_string()),
         }
     }
@@ -309,23 +317,23 @@ async fn scrape(client: &reqwest::Client, target: &Url) -> Result<Scrape, HttpLo
     let url = target
         .join("/metrics")
         .map_err(|e| ConfigError::invalid("--target", e.to_string()))?;
-    let err = |detail: String| HttpLoadError::Scrape {
+    let err = |detail: String, unreachable: bool| HttpLoadError::Scrape {
         url: url.to_string(),
         detail,
+        unreachable,
     };
-    let resp = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| err(e.without_url().to_string()))?;
+    let resp = client.get(url.clone()).send().await.map_err(|e| {
+        let unreachable = e.is_connect() || e.is_timeout();
+        err(e.without_url().to_string(), unreachable)
+    })?;
     if !resp.status().is_success() {
-        return Err(err(format!("HTTP {}", resp.status())));
+        return Err(err(format!("HTTP {}", resp.status()), false));
     }
     let text = resp
         .text()
         .await
-        .map_err(|e| err(e.without_url().to_string()))?;
-    Scrape::parse(&text).map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.without_url().to_string(), false))?;
+    Scrape::parse(&text).map_err(|e| err(e.to_string(), false))
 }
 
 /// Runs the attack and writes goose's reports and `http-load.json` into `out_dir`.

@@ -417,7 +417,7 @@ async fn measure(
         Some(path) => Some(report::parquet::SampleWriter::spawn(
             path,
             leg.plan.warmup,
-            [a.kind(), b.kind(), leg.writer.kind()],
+            [leg.infos[0].backend, leg.infos[1].backend, leg.writer.kind()],
         )?),
         None => None,
     };

@@ -17,8 +17,8 @@ echo "== bootstrap"
 $sb bootstrap
 echo "== ingest (dual_write through the adapter)"
 $sb ingest --dataset datasets/debian-minilm-5k --mode dual_write
-echo "== sync (backfill pgvector -> OpenSearch; resumable)"
-$sb sync
+echo "== sync (backfill pgvector -> OpenSearch; resumable), then merge away the replaced copies"
+$sb sync --expunge-deletes
 echo "== validate (record by record)"
 $sb validate
 echo "== run scenarios/quickstart.toml"

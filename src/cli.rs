@@ -105,6 +105,11 @@ pub struct SyncArgs {
     /// Ignore an interrupted run's checkpoint and copy everything again.
     #[arg(long)]
     pub restart: bool,
+    /// After the backfill, merge away the deleted copies the rewrite left in OpenSearch's
+    /// segments (`_forcemerge?only_expunge_deletes=true`), so size and memory figures
+    /// count live documents only.
+    #[arg(long)]
+    pub expunge_deletes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -61,7 +61,7 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
         progress: true,
     };
     let index = backends.os_config()?.index.clone();
-    let s = sync::sync(pg, os, &index, &opts).await?;
+    let s = sync::sync(pg, os.clone(), &index, &opts).await?;
     if let Some(after) = &s.resumed_after {
         println!(
             "resumed after {after} ({} records were copied before the interruption)",
@@ -72,6 +72,16 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
         "synced {} records into opensearch index {index} in {:.1}s ({:.0} records/s)",
         s.copied, s.seconds, s.records_per_second
     );
+    if args.expunge_deletes {
+        let started = std::time::Instant::now();
+        let (before, after) = os
+            .expunge_deletes(std::time::Duration::from_secs(3600))
+            .await?;
+        println!(
+            "expunged deleted documents from {index}: {before} before, {after} after ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(0)
 }
 

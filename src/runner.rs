@@ -417,7 +417,11 @@ async fn measure(
         Some(path) => Some(report::parquet::SampleWriter::spawn(
             path,
             leg.plan.warmup,
-            [leg.infos[0].backend, leg.infos[1].backend, leg.writer.kind()],
+            [
+                leg.infos[0].backend,
+                leg.infos[1].backend,
+                leg.writer.kind(),
+            ],
         )?),
         None => None,
     };

@@ -113,6 +113,29 @@ async fn sync_resumes_after_a_kill_and_ends_identical() {
         out.contains("matched 5000") && out.contains("CONSISTENT: 100%"),
         "{out}"
     );
+
+    // A full rewrite leaves a deleted copy of every document in the segments until they
+    // merge; --expunge-deletes merges them away and the resource figures show it.
+    let (code, out) = run(cli(&name).args(["sync", "--restart", "--expunge-deletes"]));
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("expunged deleted documents"))
+        .unwrap_or_else(|| panic!("no expunge line: {out}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let (before, after) = (nums[0], nums[1]);
+    eprintln!("{line}");
+    assert!(before > 0 && after < before, "{line}");
+    // only_expunge_deletes leaves segments under 10% deleted alone.
+    assert!(after <= 500, "{line}");
+    let usage = os.resources().await.unwrap();
+    assert_eq!(usage.live_entries, Some(5000));
+    assert_eq!(usage.deleted_entries, Some(after));
+    let (code, out) = run(cli(&name).arg("validate"));
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test]

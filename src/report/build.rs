@@ -340,6 +340,9 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
     }
 }
 
+/// Above this share of deleted entries in a store's files, its size figures are flagged.
+const DELETED_SHARE_WARNING: f64 = 0.1;
+
 fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<String> {
     let mut w = ctx.warnings.clone();
     let m = &outcome.measurements;
@@ -400,6 +403,21 @@ fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<S
                     b.label
                 ));
             }
+        }
+    }
+    for r in &report.resources.sides {
+        let Some(u) = &r.usage else { continue };
+        if let Some(share) = u.deleted_share().filter(|s| *s > DELETED_SHARE_WARNING) {
+            w.push(format!(
+                "{}: {} of {} entries ({:.0}%) are deleted or replaced copies that still \
+                 occupy its files; its size and memory figures (and the ratios) include them \
+                 (OpenSearch: force-merge with only_expunge_deletes, e.g. `shadowbench sync \
+                 --expunge-deletes`; pgvector: VACUUM)",
+                r.label,
+                u.deleted_entries.unwrap_or(0),
+                u.deleted_entries.unwrap_or(0) + u.live_entries.unwrap_or(0),
+                share * 100.0
+            ));
         }
     }
     let dropped = m.dropped_total();
@@ -506,11 +524,14 @@ mod tests {
                     index_bytes: Some(50),
                     memory_bytes: None,
                     notes: vec![],
+                    ..Default::default()
                 }),
                 Ok(ResourceUsage {
                     data_bytes: Some(300),
                     index_bytes: Some(25),
                     memory_bytes: Some(7),
+                    live_entries: Some(100),
+                    deleted_entries: Some(100),
                     notes: vec![],
                 }),
             ],
@@ -601,6 +622,11 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("A/A"), "{all}");
+        // Side b's files hold as many deleted copies as live entries.
+        assert!(
+            all.contains("100 of 200 entries (50%) are deleted or replaced copies"),
+            "{all}"
+        );
         let r = build(ctx(BackendKind::Exact, BackendKind::Exact), &outcome(false));
         assert!(
             r.warnings.iter().any(|w| w.starts_with("A/A run (exact")),

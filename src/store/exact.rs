@@ -174,6 +174,8 @@ impl VectorStore for ExactStore {
             data_bytes: Some(bytes),
             index_bytes: Some(0),
             memory_bytes: Some(bytes),
+            live_entries: Some(self.len() as u64),
+            deleted_entries: Some(0),
             notes: vec!["exact store: raw f32 vector bytes; no index".to_string()],
         })
     }

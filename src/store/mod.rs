@@ -59,8 +59,26 @@ pub struct ResourceUsage {
     /// Memory the vector index occupies (pgvector: index pages held in shared_buffers;
     /// OpenSearch: `_plugins/_knn/stats` graph memory, which only native engines report).
     pub memory_bytes: Option<u64>,
+    /// Records the store holds now (OpenSearch: primaries' `docs.count`; pgvector: the
+    /// statistics collector's `n_live_tup`, an estimate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_entries: Option<u64>,
+    /// Replaced or deleted copies still occupying space (OpenSearch: `docs.deleted`,
+    /// whose vectors stay in the segment files until Lucene merges them; pgvector:
+    /// `n_dead_tup`, until VACUUM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_entries: Option<u64>,
     /// How each figure was obtained, for the report.
     pub notes: Vec<String>,
+}
+
+impl ResourceUsage {
+    /// Deleted entries as a share of all entries the files hold, when both are known.
+    pub fn deleted_share(&self) -> Option<f64> {
+        let (live, deleted) = (self.live_entries?, self.deleted_entries?);
+        let all = live + deleted;
+        (all > 0).then(|| deleted as f64 / all as f64)
+    }
 }
 
 /// Index parameters as built, for reports.

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use url::Url;
 
 use super::{BackendKind, BootstrapOutcome, Health, IndexParams, ResourceUsage, VectorStore};
@@ -357,6 +357,67 @@ impl OpenSearchStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Merges away the segments' deleted documents (`_forcemerge` with
+    /// `only_expunge_deletes`), so that size figures count live documents only.
+    ///
+    /// OpenSearch keeps soft-deleted documents while a shard's peer-recovery retention
+    /// lease still retains their operations, and a merge cannot drop them before. So this
+    /// flushes, waits (up to `timeout`) until every lease has moved past the shard's
+    /// `max_seq_no` (the lease sync runs about every 30 s), then merges, waiting for the
+    /// merge. Returns the deleted documents before and after.
+    pub async fn expunge_deletes(&self, timeout: Duration) -> Result<(u64, u64), StoreError> {
+        let deadline = Instant::now() + timeout;
+        let pattern = self.search_pattern();
+        let deleted = |v: &Value| {
+            v.pointer("/_all/primaries/docs/deleted")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        let stats_path = format!("/{pattern}/_stats/docs");
+        let reply = self.call(Method::Get, &stats_path, &[], None).await?;
+        let before = deleted(&self.expect_ok(Method::Get, &stats_path, reply)?);
+        let flush = format!("/{pattern}/_flush");
+        let reply = self.call(Method::Post, &flush, &[], None).await?;
+        self.expect_ok(Method::Post, &flush, reply)?;
+        let shards = format!("/{pattern}/_stats");
+        let query = [
+            ("level", "shards"),
+            ("filter_path", "**.retention_leases,**.seq_no"),
+        ];
+        loop {
+            let reply = self.call(Method::Get, &shards, &query, None).await?;
+            if leases_caught_up(&self.expect_ok(Method::Get, &shards, reply)?) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout {
+                    backend: BACKEND,
+                    detail: format!(
+                        "waiting for the retention leases of {pattern} to release deleted \
+                         documents"
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let path = format!("/{pattern}/_forcemerge");
+        let reply = self
+            .call_with(
+                Method::Post,
+                &path,
+                &[("only_expunge_deletes", "true")],
+                None,
+                false,
+                Some(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await?;
+        self.expect_ok(Method::Post, &path, reply)?;
+        self.refresh().await?;
+        let reply = self.call(Method::Get, &stats_path, &[], None).await?;
+        let after = deleted(&self.expect_ok(Method::Get, &stats_path, reply)?);
+        Ok((before, after))
+    }
+
     /// Deletes `{index}`, every `{index}_*` index and the template (tests, `reset`).
     /// Returns the names of what was deleted.
     pub async fn drop_all(&self) -> Result<Vec<String>, StoreError> {
@@ -451,7 +512,7 @@ impl OpenSearchStore {
         query: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<Reply, StoreError> {
-        self.call_with(method, path, query, body, false).await
+        self.call_with(method, path, query, body, false, None).await
     }
 
     async fn call_with(
@@ -461,6 +522,7 @@ impl OpenSearchStore {
         query: &[(&str, &str)],
         body: Option<Vec<u8>>,
         ndjson: bool,
+        timeout: Option<Duration>,
     ) -> Result<Reply, StoreError> {
         let started = Instant::now();
         let mut headers = HeaderMap::new();
@@ -473,7 +535,7 @@ impl OpenSearchStore {
         let query = if query.is_empty() { None } else { Some(query) };
         let response = self
             .client
-            .send(method, path, headers, query, body, None)
+            .send(method, path, headers, query, body, timeout)
             .await
             .map_err(|e| self.transport_error(method, path, &e))?;
         let status = response.status_code().as_u16();
@@ -542,7 +604,7 @@ impl OpenSearchStore {
     async fn bulk(&self, body: Vec<u8>, docs: &[(String, String)]) -> Result<(), StoreError> {
         let path = "/_bulk";
         let reply = self
-            .call_with(Method::Post, path, &[], Some(body), true)
+            .call_with(Method::Post, path, &[], Some(body), true, None)
             .await?;
         let v = self.expect_ok(Method::Post, path, reply)?;
         check_bulk_response(&v, docs)
@@ -729,7 +791,7 @@ impl VectorStore for OpenSearchStore {
         let pattern = self.search_pattern();
 
         // Store size and per-extension Lucene file sizes.
-        let path = format!("/{pattern}/_stats/store,segments");
+        let path = format!("/{pattern}/_stats/store,segments,docs");
         let reply = self
             .call(
                 Method::Get,
@@ -746,6 +808,16 @@ impl VectorStore for OpenSearchStore {
             let v = self.expect_ok(Method::Get, &path, reply)?;
             let stats = IndexStats::from_stats(&v);
             usage.data_bytes = stats.primary_store_bytes;
+            usage.live_entries = stats.primary_docs;
+            usage.deleted_entries = stats.primary_deleted_docs;
+            if let (Some(live), Some(deleted)) = (stats.primary_docs, stats.primary_deleted_docs) {
+                usage.notes.push(format!(
+                    "live_entries / deleted_entries: primaries' docs.count {live} / \
+                     docs.deleted {deleted} (_stats/docs); a deleted document's vector stays \
+                     in the segment files, and in index_bytes, until Lucene merges it away \
+                     (POST /{pattern}/_forcemerge?only_expunge_deletes=true)"
+                ));
+            }
             // Like for like with pgvector's pg_relation_size(hnsw index): the vector
             // index is the Lucene vector files (HNSW graph .vex + vectors .vec + metadata).
             usage.index_bytes = stats.vector_file_bytes;
@@ -1302,6 +1374,8 @@ fn parse_source(source: &Value) -> Result<Record, StoreError> {
 #[derive(Debug, Default, PartialEq)]
 struct IndexStats {
     primary_store_bytes: Option<u64>,
+    primary_docs: Option<u64>,
+    primary_deleted_docs: Option<u64>,
     /// Lucene vector files (`vec`, `vex`, `vem`, ... ) over all shard copies.
     vector_file_bytes: Option<u64>,
     vector_file_exts: Vec<String>,
@@ -1330,10 +1404,45 @@ impl IndexStats {
         }
         Self {
             primary_store_bytes,
+            primary_docs: v
+                .pointer("/_all/primaries/docs/count")
+                .and_then(Value::as_u64),
+            primary_deleted_docs: v
+                .pointer("/_all/primaries/docs/deleted")
+                .and_then(Value::as_u64),
             vector_file_bytes,
             vector_file_exts,
         }
     }
+}
+
+/// Whether, in a `_stats?level=shards` answer, every shard copy's retention leases retain
+/// nothing at or below its `max_seq_no` (so a merge may drop its soft-deleted documents).
+fn leases_caught_up(v: &Value) -> bool {
+    let Some(indices) = v.get("indices").and_then(Value::as_object) else {
+        return true;
+    };
+    indices
+        .values()
+        .filter_map(|i| i.get("shards").and_then(Value::as_object))
+        .flat_map(|shards| shards.values())
+        .filter_map(Value::as_array)
+        .flatten()
+        .all(|copy| {
+            let max_seq_no = copy
+                .pointer("/seq_no/max_seq_no")
+                .and_then(Value::as_i64)
+                .unwrap_or(-1);
+            copy.pointer("/retention_leases/leases")
+                .and_then(Value::as_array)
+                .is_none_or(|leases| {
+                    leases.iter().all(|l| {
+                        l.get("retaining_seq_no")
+                            .and_then(Value::as_i64)
+                            .is_some_and(|r| r > max_seq_no)
+                    })
+                })
+        })
 }
 
 /// Sum of `nodes.*.graph_memory_usage` (KB) in a `_plugins/_knn/stats` answer.
@@ -1480,6 +1589,20 @@ fn is_connection_error(e: &opensearch::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_release_deleted_documents_once_past_max_seq_no() {
+        let stats = |retaining: i64| {
+            serde_json::json!({"indices": {"i": {"shards": {"0": [{
+                "seq_no": {"max_seq_no": 10024, "local_checkpoint": 10024},
+                "retention_leases": {"leases": [{"id": "peer_recovery/x", "retaining_seq_no": retaining}]}
+            }]}}}})
+        };
+        assert!(!leases_caught_up(&stats(0)));
+        assert!(!leases_caught_up(&stats(10024)));
+        assert!(leases_caught_up(&stats(10025)));
+        assert!(leases_caught_up(&serde_json::json!({})));
+    }
 
     fn cfg() -> OpenSearchConfig {
         let mut c = OpenSearchConfig::new(vec![Url::parse("http://127.0.0.1:9200").unwrap()]);

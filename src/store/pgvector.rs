@@ -589,7 +589,9 @@ impl VectorStore for PgVectorStore {
     async fn resources(&self) -> Result<ResourceUsage, StoreError> {
         let row = sqlx::query(
             "SELECT pg_relation_size(to_regclass($1))::int8, pg_relation_size(to_regclass($2))::int8, \
-             pg_total_relation_size(to_regclass($1))::int8",
+             pg_total_relation_size(to_regclass($1))::int8, \
+             (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = to_regclass($1)), \
+             (SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = to_regclass($1))",
         )
         .bind(&self.cfg.table)
         .bind(self.index_name())
@@ -599,7 +601,11 @@ impl VectorStore for PgVectorStore {
         let table: Option<i64> = row.try_get(0).map_err(|e| self.err(e))?;
         let index: Option<i64> = row.try_get(1).map_err(|e| self.err(e))?;
         let total: Option<i64> = row.try_get(2).map_err(|e| self.err(e))?;
+        let live: Option<i64> = row.try_get(3).map_err(|e| self.err(e))?;
+        let dead: Option<i64> = row.try_get(4).map_err(|e| self.err(e))?;
         Ok(ResourceUsage {
+            live_entries: live.map(|n| n.max(0) as u64),
+            deleted_entries: dead.map(|n| n.max(0) as u64),
             data_bytes: total.map(|b| b as u64),
             index_bytes: index.map(|b| b as u64),
             // pgvector answers from shared_buffers/page cache and needs the whole HNSW
@@ -614,6 +620,7 @@ impl VectorStore for PgVectorStore {
                     i = self.index_name()
                 ),
                 "pgvector: memory_bytes = index size (HNSW must be resident in shared_buffers/page cache to be fast); an estimate, not a reading".to_string(),
+                "pgvector: live_entries / deleted_entries = n_live_tup / n_dead_tup from pg_stat_user_tables (the statistics collector's estimates; dead tuples hold space until VACUUM, and a vacuumed index keeps its size for reuse)".to_string(),
             ],
         })
     }

@@ -147,6 +147,7 @@ pub async fn run_scenario(
         adapter: adapter.map(|a| (a, None)),
         samples: options.samples.clone(),
         run_id: options.run_id.clone(),
+        validate: scenario.validate,
     };
     measure(scenario, &prep, leg, options).await
 }
@@ -183,6 +184,7 @@ pub async fn run_stages(
         not_run: Vec::new(),
         stopped_by: None,
     };
+    let mut previous: Option<MigrationMode> = None;
     for (i, stage) in scenario.stages.iter().enumerate() {
         let number = i + 1;
         if staged.stopped_by.is_some()
@@ -194,7 +196,20 @@ pub async fn run_stages(
             staged.not_run.push(stage.name.clone());
             continue;
         }
-        adapter.set_mode(stage.mode)?;
+        let switch = match previous.replace(stage.mode) {
+            Some(from) => Some(switch_mode(&adapter, from, stage.mode).await?),
+            None => {
+                adapter.set_mode(stage.mode)?;
+                None
+            }
+        };
+        // A mode that does not write to OpenSearch (a rollback to pgvector) promises it
+        // no copy, so the stage is not validated and not gated on consistency.
+        let validate = scenario.validate && stage.mode.writes_opensearch();
+        let mut criteria = stage.criteria.clone();
+        if scenario.validate && !validate {
+            criteria.skip.push("consistency_min_pct".to_string());
+        }
         let dir_name = stage_dir_name(number, &stage.name);
         // Reads the adapter routes (read_split, opensearch) are what callers are served:
         // side b reads through it; pgvector, queried directly on side a, is the control.
@@ -232,9 +247,20 @@ pub async fn run_stages(
             adapter: Some((adapter.clone(), served.then_some(Side::B))),
             samples: samples_dir.map(|d| d.join(&dir_name).join(report::parquet::FILE_NAME)),
             run_id: Some(format!("{base_id}-{dir_name}")),
+            validate,
         };
         let finished = measure(scenario, &prep, leg, options).await?;
         let mut report = finished.report;
+        if let Some(ad) = report.adapter.as_mut() {
+            ad.switch = switch;
+        }
+        if scenario.validate && !validate {
+            report.warnings.push(format!(
+                "mode {}: OpenSearch receives no writes in this stage, so the stores were not \
+                 validated and consistency was not gated",
+                stage.mode
+            ));
+        }
         if served {
             report.warnings.push(format!(
                 "side b is what callers of the adapter are served in mode {} (OpenSearch for \
@@ -243,8 +269,8 @@ pub async fn run_stages(
                 stage.mode
             ));
         }
-        let verdict = crate::gate::evaluate(&report.gate_input(), &stage.criteria);
-        report.gate_criteria = Some(stage.criteria.clone());
+        let verdict = crate::gate::evaluate(&report.gate_input(), &criteria);
+        report.gate_criteria = Some(criteria);
         report.gate = Some(verdict.clone());
         let run = StageRun {
             number,
@@ -259,6 +285,29 @@ pub async fn run_stages(
         staged.stages.push(run);
     }
     Ok(staged)
+}
+
+/// Switches the adapter between stages and delivers what the outbox holds, timed as a
+/// rollback drill times it (no reads are in flight: the previous stage's load is over).
+async fn switch_mode(
+    adapter: &VectorStoreAdapter,
+    from: MigrationMode,
+    to: MigrationMode,
+) -> Result<report::ModeSwitch, Error> {
+    let depth = adapter.outbox().depth().await.ok();
+    let t0 = std::time::Instant::now();
+    adapter.set_mode(to)?;
+    let switch_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // Writes acknowledged before the switch were promised to OpenSearch too.
+    let drained = adapter.drain_outbox().await?;
+    Ok(report::ModeSwitch {
+        from: from.to_string(),
+        to: to.to_string(),
+        switch_ms,
+        outbox_depth_at_switch: depth,
+        outbox_drained_ms: (drained.remaining == 0).then(|| t0.elapsed().as_secs_f64() * 1000.0),
+        outbox_remaining: drained.remaining,
+    })
 }
 
 fn in_file(scenario: &Scenario, message: String) -> Error {
@@ -400,6 +449,8 @@ struct Leg<'a> {
     adapter: Option<(Arc<VectorStoreAdapter>, Option<Side>)>,
     samples: Option<PathBuf>,
     run_id: Option<String>,
+    /// Validate pgvector against OpenSearch after the load.
+    validate: bool,
 }
 
 /// Runs the load of one leg and turns it into a report, validated when the scenario
@@ -496,9 +547,10 @@ async fn measure(
             stats: adapter.stats().since(before),
             breaker_at_end: adapter.breaker_state(),
             outbox_depth_at_end: adapter.outbox().depth().await.ok(),
+            switch: None,
         });
     }
-    if scenario.validate {
+    if leg.validate {
         let (Some(pg), Some(os)) = (prep.opened.pgvector.clone(), prep.opened.opensearch.clone())
         else {
             return Err(in_file(

@@ -49,6 +49,9 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
             name = "cutover"
             mode = "opensearch"
             [[stages]]
+            name = "rollback"
+            mode = "pgvector"
+            [[stages]]
             name = "impossible"
             mode = "read_split(100)"
             duration_s = 2
@@ -78,7 +81,7 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     );
     // The fourth stage cannot meet its p95 < 0.001 ms: the run fails (1) and stops.
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("== stage 2 of 5: split-50 (mode read_split(50)) =="));
+    assert!(stdout.contains("== stage 2 of 6: split-50 (mode read_split(50)) =="));
 
     let summary: StagesSummary =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("stages.json")).unwrap())
@@ -87,13 +90,24 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     assert_eq!(summary.outcome, Outcome::Fail);
     assert_eq!(summary.not_run, ["never"]);
     let names: Vec<&str> = summary.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["shadow", "split-50", "cutover", "impossible"]);
-    for st in &summary.stages[..3] {
+    assert_eq!(
+        names,
+        ["shadow", "split-50", "cutover", "rollback", "impossible"]
+    );
+    for st in &summary.stages[..4] {
         assert_eq!(st.outcome, Outcome::Pass, "{}: {:?}", st.name, st.failed);
+    }
+    for st in &summary.stages[..3] {
         assert_eq!(st.consistency_pct, Some(100.0), "{}", st.name);
     }
-    assert_eq!(summary.stages[3].outcome, Outcome::Fail);
-    assert_eq!(summary.stages[3].failed, ["p95_ms_max"]);
+    // pgvector mode promises OpenSearch nothing: not validated, consistency not gated.
+    assert_eq!(summary.stages[3].consistency_pct, None);
+    // Every stage replays the same operations from the start, which OpenSearch already
+    // received in the stages before the rollback, so the stores agree again; but
+    // p95 < 0.001 ms cannot be met.
+    let last = &summary.stages[4];
+    assert_eq!(last.outcome, Outcome::Fail);
+    assert_eq!(last.failed, ["p95_ms_max"]);
 
     // Shadow: both stores queried directly; the adapter only routes writes.
     let shadow = report::json::read(&out_dir.join("01-shadow/report.json")).unwrap();
@@ -135,20 +149,37 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     let ad = cut.adapter.as_ref().unwrap();
     assert!(ad.stats.reads_opensearch > 100, "{:?}", ad.stats);
     assert_eq!((ad.stats.reads_pgvector, ad.stats.fallbacks), (0, 0));
+    let sw = ad.switch.as_ref().expect("timed switch");
+    assert_eq!(
+        (sw.from.as_str(), sw.to.as_str()),
+        ("read_split(50)", "opensearch")
+    );
+
+    // Rollback: switched and the outbox delivered, timed; not validated.
+    let back = report::json::read(&out_dir.join("04-rollback/report.json")).unwrap();
+    let sw = back.adapter.as_ref().unwrap().switch.as_ref().unwrap();
+    eprintln!("rollback switch: {sw:?}");
+    assert_eq!(
+        (sw.from.as_str(), sw.to.as_str()),
+        ("opensearch", "pgvector")
+    );
+    assert!(sw.outbox_drained_ms.is_some() && sw.outbox_remaining == 0);
+    assert!(back.consistency.is_none());
+    assert!(back.warnings.iter().any(|w| w.contains("not validated")));
 
     for f in [
         "stages.md",
         "01-shadow/report.md",
         "01-shadow/report.html",
         "01-shadow/samples.parquet",
-        "04-impossible/report.md",
+        "05-impossible/report.md",
     ] {
         assert!(out_dir.join(f).exists(), "{f} written");
     }
-    assert!(!out_dir.join("05-never").exists());
+    assert!(!out_dir.join("06-never").exists());
     let md = std::fs::read_to_string(out_dir.join("stages.md")).unwrap();
-    assert!(md.contains("**Verdict: FAIL** (4 of 5 stages ran"), "{md}");
+    assert!(md.contains("**Verdict: FAIL** (5 of 6 stages ran"), "{md}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testsuite ").count(), 5, "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 6, "{xml}");
     assert!(xml.contains("name=\"staged check / never\""), "{xml}");
 }

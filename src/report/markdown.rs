@@ -285,6 +285,19 @@ pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
 fn adapter_sentence(ad: &crate::report::AdapterReport) -> String {
     let st = &ad.stats;
     let mut s = format!("Adapter in mode {}", ad.mode);
+    if let Some(sw) = &ad.switch {
+        s.push_str(&format!(
+            " (switched from {} in {:.3} ms; outbox depth {} at the switch, {})",
+            sw.from,
+            sw.switch_ms,
+            sw.outbox_depth_at_switch
+                .map_or_else(|| "unknown".to_string(), |d| d.to_string()),
+            match sw.outbox_drained_ms {
+                Some(d) => format!("empty after {d:.1} ms"),
+                None => format!("{} entries left undelivered", sw.outbox_remaining),
+            }
+        ));
+    }
     if ad.reads_on_side.is_some() {
         s.push_str(&format!(
             ": reads served {} by pgvector, {} by OpenSearch, {} fallbacks to pgvector ({} with \

@@ -181,6 +181,22 @@ pub struct AdapterReport {
     pub breaker_at_end: crate::adapter::BreakerState,
     /// Outbox entries still undelivered to OpenSearch at the end of the load.
     pub outbox_depth_at_end: Option<u64>,
+    /// The switch into this mode before the load (stages after the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<ModeSwitch>,
+}
+
+/// A mode switch between two stages, timed: the switch itself, then delivering what the
+/// outbox held (acknowledged writes OpenSearch was promised), as a rollback drill does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeSwitch {
+    pub from: String,
+    pub to: String,
+    pub switch_ms: f64,
+    pub outbox_depth_at_switch: Option<u64>,
+    /// From the switch until the outbox was empty; `None` when entries remained.
+    pub outbox_drained_ms: Option<f64>,
+    pub outbox_remaining: u64,
 }
 
 /// `samples.parquet`, as written during the run.

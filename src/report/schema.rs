@@ -66,6 +66,14 @@ fn a_report_with_the_adapters_counters_matches_the_schema_and_reads_back() {
         },
         breaker_at_end: crate::adapter::BreakerState::Closed,
         outbox_depth_at_end: Some(0),
+        switch: Some(super::ModeSwitch {
+            from: "read_split(1)".into(),
+            to: "read_split(10)".into(),
+            switch_ms: 0.004,
+            outbox_depth_at_switch: Some(3),
+            outbox_drained_ms: Some(12.5),
+            outbox_remaining: 0,
+        }),
     });
     let text = json::to_string(&r);
     let errors = violations(&serde_json::from_str(&text).unwrap());

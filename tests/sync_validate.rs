@@ -189,15 +189,10 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
 #[tokio::test]
 async fn dual_write_ingest_of_the_20k_dataset_validates_at_100_percent() {
     let path = std::env::var("SHADOWBENCH_DATASET_20K").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/datasets/debian-minilm-20k"
-        )
-        .to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-20k").to_string()
     });
-    let ds = shadowbench::dataset::Dataset::load(std::path::Path::new(&path)).unwrap_or_else(|e| {
-        panic!("the 20k dataset is required (set SHADOWBENCH_DATASET_20K): {e}")
-    });
+    let ds = shadowbench::dataset::Dataset::load(std::path::Path::new(&path))
+        .unwrap_or_else(|e| panic!("the shipped 20k dataset is required: {e}"));
     assert_eq!(ds.train.len(), 20_000);
     let name = common::unique_name("dw20k");
     let pg = common::pg_store_with(common::pg_config(&name, 384)).await;

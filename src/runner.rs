@@ -155,7 +155,8 @@ pub async fn run_scenario(
 /// Runs a staged scenario: before each stage the migration adapter switches to the
 /// stage's mode, then the stage is measured, validated (when the scenario validates)
 /// and gated with its own criteria. The run stops at the first stage that does not
-/// pass, as a progressive rollout would. `on_stage` receives each stage as soon as it
+/// pass, as a progressive rollout would, except for stages marked `always` (a rollback
+/// drill), which run whatever happened before them. `on_stage` receives each stage as soon as it
 /// is gated (to write its report before the next one starts); `samples_dir`, when
 /// given, receives `<stage dir>/samples.parquet` for every stage.
 pub async fn run_stages(
@@ -185,14 +186,11 @@ pub async fn run_stages(
         stopped_by: None,
     };
     let mut previous: Option<MigrationMode> = None;
+    // Set by the first stage that does not pass; from then on only `always` stages run.
+    let mut halted = false;
     for (i, stage) in scenario.stages.iter().enumerate() {
         let number = i + 1;
-        if staged.stopped_by.is_some()
-            || staged
-                .stages
-                .last()
-                .is_some_and(|s| s.verdict.outcome != Outcome::Pass)
-        {
+        if halted && !stage.always {
             staged.not_run.push(stage.name.clone());
             continue;
         }
@@ -211,19 +209,24 @@ pub async fn run_stages(
             criteria.skip.push("consistency_min_pct".to_string());
         }
         let dir_name = stage_dir_name(number, &stage.name);
-        // Reads the adapter routes (read_split, opensearch) are what callers are served:
-        // side b reads through it; pgvector, queried directly on side a, is the control.
+        // Where the adapter routes reads (read_split, opensearch, and pgvector after a
+        // rollback), side b reads through it: what callers are served. pgvector, queried
+        // directly on side a, is the control.
         let served = matches!(
             stage.mode,
-            MigrationMode::ReadSplit { .. } | MigrationMode::Opensearch
+            MigrationMode::ReadSplit { .. } | MigrationMode::Opensearch | MigrationMode::Pgvector
         );
         let (b, b_info) = if served {
             let b: Arc<dyn VectorStore> = adapter.clone();
+            let (backend, index_params) = match stage.mode {
+                MigrationMode::Pgvector => (BackendKind::Pgvector, pg.index_params()),
+                _ => (BackendKind::Opensearch, os.index_params()),
+            };
             let info = SideInfo {
                 side: Side::B,
-                backend: BackendKind::Opensearch,
+                backend,
                 label: format!("served ({})", stage.mode),
-                index_params: os.index_params(),
+                index_params,
             };
             (b, info)
         } else {
@@ -262,10 +265,15 @@ pub async fn run_stages(
             ));
         }
         if served {
+            let routing = match stage.mode {
+                MigrationMode::Pgvector => "pgvector for every read",
+                MigrationMode::Opensearch => "OpenSearch, with fallback to pgvector",
+                _ => "OpenSearch for the routed share, pgvector for the rest and as fallback",
+            };
             report.warnings.push(format!(
-                "side b is what callers of the adapter are served in mode {} (OpenSearch for \
-                 the routed share, with fallback to pgvector); side a queries pgvector \
-                 directly as the control, so pgvector carries both sides' reads",
+                "side b is what callers of the adapter are served in mode {} ({routing}); \
+                 side a queries pgvector directly as the control, so pgvector carries both \
+                 sides' reads",
                 stage.mode
             ));
         }
@@ -281,7 +289,10 @@ pub async fn run_stages(
             verdict,
         };
         on_stage(&run)?;
-        staged.stopped_by = finished.stopped_by;
+        halted |= run.verdict.outcome != Outcome::Pass || finished.stopped_by.is_some();
+        if staged.stopped_by.is_none() {
+            staged.stopped_by = finished.stopped_by;
+        }
         staged.stages.push(run);
     }
     Ok(staged)

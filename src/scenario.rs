@@ -55,6 +55,8 @@ pub struct Stage {
     pub plan: LoadPlan,
     /// The scenario's `[gate]` with this stage's `gate` keys on top.
     pub criteria: crate::gate::Criteria,
+    /// Runs even after an earlier stage did not pass (a rollback drill).
+    pub always: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +130,7 @@ struct RawStage {
     duration_s: Option<f64>,
     /// Criteria keys that override the scenario's `[gate]` for this stage.
     gate: Option<toml::Table>,
+    always: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -688,6 +691,7 @@ fn stage(i: usize, st: RawStage, plan: &LoadPlan, gate: &toml::Table) -> Result<
         mode,
         plan,
         criteria: criteria(&field("gate"), gate, st.gate.as_ref())?,
+        always: st.always.unwrap_or(false),
     })
 }
 

@@ -58,7 +58,11 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
             gate = {{ p95_ms_max = 0.001 }}
             [[stages]]
             name = "never"
+            mode = "dual_write"
+            [[stages]]
+            name = "drill"
             mode = "pgvector"
+            always = true
             "#
         ),
     )
@@ -81,7 +85,7 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     );
     // The fourth stage cannot meet its p95 < 0.001 ms: the run fails (1) and stops.
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("== stage 2 of 6: split-50 (mode read_split(50)) =="));
+    assert!(stdout.contains("== stage 2 of 7: split-50 (mode read_split(50)) =="));
 
     let summary: StagesSummary =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("stages.json")).unwrap())
@@ -90,9 +94,17 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     assert_eq!(summary.outcome, Outcome::Fail);
     assert_eq!(summary.not_run, ["never"]);
     let names: Vec<&str> = summary.stages.iter().map(|s| s.name.as_str()).collect();
+    // "never" is skipped after the failure; "drill" is marked always and runs anyway.
     assert_eq!(
         names,
-        ["shadow", "split-50", "cutover", "rollback", "impossible"]
+        [
+            "shadow",
+            "split-50",
+            "cutover",
+            "rollback",
+            "impossible",
+            "drill"
+        ]
     );
     for st in &summary.stages[..4] {
         assert_eq!(st.outcome, Outcome::Pass, "{}: {:?}", st.name, st.failed);
@@ -105,9 +117,11 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     // Every stage replays the same operations from the start, which OpenSearch already
     // received in the stages before the rollback, so the stores agree again; but
     // p95 < 0.001 ms cannot be met.
-    let last = &summary.stages[4];
-    assert_eq!(last.outcome, Outcome::Fail);
-    assert_eq!(last.failed, ["p95_ms_max"]);
+    let failed = &summary.stages[4];
+    assert_eq!(failed.outcome, Outcome::Fail);
+    assert_eq!(failed.failed, ["p95_ms_max"]);
+    let drill = &summary.stages[5];
+    assert_eq!((drill.number, drill.outcome), (7, Outcome::Pass));
 
     // Shadow: both stores queried directly; the adapter only routes writes.
     let shadow = report::json::read(&out_dir.join("01-shadow/report.json")).unwrap();
@@ -166,6 +180,16 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     assert!(sw.outbox_drained_ms.is_some() && sw.outbox_remaining == 0);
     assert!(back.consistency.is_none());
     assert!(back.warnings.iter().any(|w| w.contains("not validated")));
+    // After the rollback, side b is what callers are served: pgvector, via the adapter.
+    assert_eq!(back.methodology.sides[1].label, "served (pgvector)");
+    let ad = back.adapter.as_ref().unwrap();
+    assert!(ad.stats.reads_pgvector > 100 && ad.stats.reads_opensearch == 0);
+    let drill = report::json::read(&out_dir.join("07-drill/report.json")).unwrap();
+    let sw = drill.adapter.as_ref().unwrap().switch.as_ref().unwrap();
+    assert_eq!(
+        (sw.from.as_str(), sw.to.as_str()),
+        ("read_split(100)", "pgvector")
+    );
 
     for f in [
         "stages.md",
@@ -178,8 +202,8 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     }
     assert!(!out_dir.join("06-never").exists());
     let md = std::fs::read_to_string(out_dir.join("stages.md")).unwrap();
-    assert!(md.contains("**Verdict: FAIL** (5 of 6 stages ran"), "{md}");
+    assert!(md.contains("**Verdict: FAIL** (6 of 7 stages ran"), "{md}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert_eq!(xml.matches("<testsuite ").count(), 6, "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 7, "{xml}");
     assert!(xml.contains("name=\"staged check / never\""), "{xml}");
 }

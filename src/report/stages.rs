@@ -117,8 +117,8 @@ impl StagesSummary {
         let _ = writeln!(s, "# shadowbench stages: {}\n", self.scenario);
         let _ = writeln!(
             s,
-            "**Verdict: {}** ({} of {} stages ran; the run stops at the first stage that \
-             does not pass)\n",
+            "**Verdict: {}** ({} of {} stages ran; after a stage that does not pass only \
+             stages marked `always` run)\n",
             outcome_word(self.outcome),
             self.stages.len(),
             self.stages.len() + self.not_run.len()

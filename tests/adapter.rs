@@ -306,7 +306,16 @@ async fn acknowledged_writes_survive_an_opensearch_outage_and_the_outbox_drains(
         );
     } // OpenSearch restarts here.
     tokio::time::sleep(Duration::from_millis(600)).await;
+    // The team rolls back now, as the drill does: switch to pgvector, then deliver the
+    // backlog OpenSearch was promised, timed.
+    let backlog = s.adapter.outbox().depth().await.unwrap();
+    let t0 = std::time::Instant::now();
+    s.adapter.set_mode(MigrationMode::Pgvector).unwrap();
     let report = s.adapter.drain_outbox().await.unwrap();
+    eprintln!(
+        "rollback with a backlog of {backlog} outbox entries: switched and delivered in {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
     assert_eq!(report.remaining, 0, "{report:?}");
     assert_eq!(report.delivered, acked + 2);
     let v = validate(s.pg.clone(), s.os.clone(), &ValidateOptions::default())

@@ -510,6 +510,15 @@ fn the_run_command_writes_a_report_and_prints_a_summary() {
         "{md}"
     );
     assert_eq!(r.methodology.load_model, "open_loop");
+    // OpenSearch's segment count is read after the load, with the resources.
+    assert!(
+        r.methodology.sides[1]
+            .index_params
+            .segments
+            .is_some_and(|n| n > 0),
+        "{:?}",
+        r.methodology.sides[1].index_params
+    );
     for side in [Side::A, Side::B] {
         assert!(
             r.backend(side)

@@ -326,7 +326,21 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
             .clone()
             .unwrap_or_else(|| "none: recall not computed".to_string()),
         seed: plan.seed,
-        sides: ctx.sides.to_vec(),
+        sides: ctx
+            .sides
+            .iter()
+            .zip(&ctx.resources)
+            .map(|(side, usage)| {
+                let mut side = side.clone();
+                // Segment counts are read with the resources, after the load.
+                if let Ok(u) = usage
+                    && u.segments.is_some()
+                {
+                    side.index_params.segments = u.segments;
+                }
+                side
+            })
+            .collect(),
         writer: ctx.writer.clone(),
         samples: Samples {
             scheduled: m.scheduled,
@@ -532,6 +546,7 @@ mod tests {
                     memory_bytes: Some(7),
                     live_entries: Some(100),
                     deleted_entries: Some(100),
+                    segments: None,
                     notes: vec![],
                 }),
             ],

@@ -176,6 +176,7 @@ impl VectorStore for ExactStore {
             memory_bytes: Some(bytes),
             live_entries: Some(self.len() as u64),
             deleted_entries: Some(0),
+            segments: None,
             notes: vec!["exact store: raw f32 vector bytes; no index".to_string()],
         })
     }

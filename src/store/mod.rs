@@ -68,6 +68,9 @@ pub struct ResourceUsage {
     /// `n_dead_tup`, until VACUUM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_entries: Option<u64>,
+    /// Lucene segments of the primaries (OpenSearch), which HNSW search visits one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u64>,
     /// How each figure was obtained, for the report.
     pub notes: Vec<String>,
 }

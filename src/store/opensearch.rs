@@ -808,6 +808,7 @@ impl VectorStore for OpenSearchStore {
             let v = self.expect_ok(Method::Get, &path, reply)?;
             let stats = IndexStats::from_stats(&v);
             usage.data_bytes = stats.primary_store_bytes;
+            usage.segments = stats.primary_segments;
             usage.live_entries = stats.primary_docs;
             usage.deleted_entries = stats.primary_deleted_docs;
             if let (Some(live), Some(deleted)) = (stats.primary_docs, stats.primary_deleted_docs) {
@@ -1376,6 +1377,7 @@ struct IndexStats {
     primary_store_bytes: Option<u64>,
     primary_docs: Option<u64>,
     primary_deleted_docs: Option<u64>,
+    primary_segments: Option<u64>,
     /// Lucene vector files (`vec`, `vex`, `vem`, ... ) over all shard copies.
     vector_file_bytes: Option<u64>,
     vector_file_exts: Vec<String>,
@@ -1409,6 +1411,9 @@ impl IndexStats {
                 .and_then(Value::as_u64),
             primary_deleted_docs: v
                 .pointer("/_all/primaries/docs/deleted")
+                .and_then(Value::as_u64),
+            primary_segments: v
+                .pointer("/_all/primaries/segments/count")
                 .and_then(Value::as_u64),
             vector_file_bytes,
             vector_file_exts,

@@ -606,6 +606,7 @@ impl VectorStore for PgVectorStore {
         Ok(ResourceUsage {
             live_entries: live.map(|n| n.max(0) as u64),
             deleted_entries: dead.map(|n| n.max(0) as u64),
+            segments: None,
             data_bytes: total.map(|b| b as u64),
             index_bytes: index.map(|b| b as u64),
             // pgvector answers from shared_buffers/page cache and needs the whole HNSW

@@ -6,11 +6,10 @@ use std::fmt::Write;
 
 use base64::Engine as _;
 
-use super::markdown::{bytes, comparison_notes, ms, opt};
+use super::Report;
+use super::markdown::{self, comparison_notes, opt};
 use super::plots::Plot;
-use super::{OpReport, Report};
 use crate::gate::{Outcome, Status, Verdict};
-use crate::measure::OpKind;
 
 /// Escapes text for HTML element content and double-quoted attribute values.
 pub fn escape(s: &str) -> String {
@@ -159,84 +158,9 @@ fn side_by_side(s: &mut String, report: &Report) {
         }
         s.push_str("</tr>\n");
     };
-    let ops: Vec<OpKind> = OpKind::ALL
-        .into_iter()
-        .filter(|op| {
-            report
-                .backends
-                .iter()
-                .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
-        })
-        .collect();
-    type Cell = fn(&OpReport) -> String;
-    let metrics: [(&str, Cell); 7] = [
-        ("requests", |o| o.requests.to_string()),
-        ("latency p50 / p95 / p99 ms", |o| {
-            format!(
-                "{} / {} / {}",
-                ms(o.latency.p50_ms),
-                ms(o.latency.p95_ms),
-                ms(o.latency.p99_ms)
-            )
-        }),
-        ("latency p99.9 / max ms", |o| {
-            format!("{} / {}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
-        }),
-        ("service time p95 ms", |o| ms(o.service_time.p95_ms)),
-        ("QPS achieved", |o| format!("{:.1}", o.achieved_qps)),
-        ("errors (rate)", |o| {
-            format!("{} ({:.3}%)", o.error_count(), o.error_rate * 100.0)
-        }),
-        ("availability", |o| {
-            format!("{:.3}%", o.availability * 100.0)
-        }),
-    ];
-    for op in ops {
-        for (name, f) in &metrics {
-            let cells = report
-                .backends
-                .iter()
-                .map(|b| b.op(op).map(f).unwrap_or_else(|| "-".into()))
-                .collect();
-            row(s, &format!("{op} {name}"), cells);
-        }
+    for (name, cells) in markdown::side_by_side(report) {
+        row(s, &name, cells);
     }
-    let recall = report
-        .backends
-        .iter()
-        .map(|b| {
-            report
-                .recall(b.side)
-                .and_then(|r| r.overall.as_ref())
-                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
-                .unwrap_or_else(|| "-".into())
-        })
-        .collect();
-    row(
-        s,
-        &format!("recall@{} vs exact", report.methodology.k),
-        recall,
-    );
-    let usage = |side| {
-        report
-            .resources
-            .sides
-            .iter()
-            .find(|r| r.side == side)
-            .and_then(|r| r.usage.as_ref())
-    };
-    let index = report
-        .backends
-        .iter()
-        .map(|b| bytes(usage(b.side).and_then(|u| u.index_bytes)))
-        .collect();
-    row(s, "index bytes", index);
-    let memory = report
-        .backends
-        .iter()
-        .map(|b| bytes(usage(b.side).and_then(|u| u.memory_bytes)))
-        .collect();
-    row(s, "memory bytes", memory);
     s.push_str("</table>\n");
 
     for line in comparison_notes(report) {

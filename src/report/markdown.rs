@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::gate::{Outcome, Status, Verdict};
 use crate::measure::OpKind;
-use crate::report::Report;
+use crate::report::{OpReport, Report};
 
 pub(super) fn ms(v: f64) -> String {
     if v >= 100.0 {
@@ -105,89 +105,8 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     let labels: Vec<String> = report.backends.iter().map(|b| cell(&b.label)).collect();
     let _ = writeln!(s, "| metric | {} |", labels.join(" | "));
     let _ = writeln!(s, "|---|{}", "---|".repeat(labels.len()));
-    let ops: Vec<OpKind> = OpKind::ALL
-        .into_iter()
-        .filter(|op| {
-            report
-                .backends
-                .iter()
-                .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
-        })
-        .collect();
-    for op in ops {
-        let row = |name: &str, f: &dyn Fn(&crate::report::OpReport) -> String| {
-            let cells: Vec<String> = report
-                .backends
-                .iter()
-                .map(|b| {
-                    b.ops
-                        .iter()
-                        .find(|o| o.op == op)
-                        .map(f)
-                        .unwrap_or_else(|| "-".into())
-                })
-                .collect();
-            format!("| {} {name} | {} |\n", op.as_str(), cells.join(" | "))
-        };
-        s += &row("requests", &|o| o.requests.to_string());
-        s += &row("latency p50 / p95 / p99 ms", &|o| {
-            format!(
-                "{} / {} / {}",
-                ms(o.latency.p50_ms),
-                ms(o.latency.p95_ms),
-                ms(o.latency.p99_ms)
-            )
-        });
-        s += &row("latency p99.9 / max ms", &|o| {
-            format!("{} / {}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
-        });
-        s += &row("service time p95 ms", &|o| ms(o.service_time.p95_ms));
-        s += &row("QPS achieved", &|o| format!("{:.1}", o.achieved_qps));
-        s += &row("errors (rate)", &|o| {
-            format!("{} ({:.3}%)", o.error_count(), o.error_rate * 100.0)
-        });
-        s += &row("availability", &|o| {
-            format!("{:.3}%", o.availability * 100.0)
-        });
-    }
-    let recall_cells: Vec<String> = report
-        .backends
-        .iter()
-        .map(|b| {
-            report
-                .recall(b.side)
-                .and_then(|r| r.overall.as_ref())
-                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
-                .unwrap_or_else(|| "-".into())
-        })
-        .collect();
-    let _ = writeln!(
-        s,
-        "| recall@{} vs exact | {} |",
-        m.k,
-        recall_cells.join(" | ")
-    );
-    for (what, pick) in [("index bytes", 0usize), ("memory bytes", 1usize)] {
-        let cells: Vec<String> = report
-            .backends
-            .iter()
-            .map(|b| {
-                let usage = report
-                    .resources
-                    .sides
-                    .iter()
-                    .find(|r| r.side == b.side)
-                    .and_then(|r| r.usage.as_ref());
-                bytes(usage.and_then(|u| {
-                    if pick == 0 {
-                        u.index_bytes
-                    } else {
-                        u.memory_bytes
-                    }
-                }))
-            })
-            .collect();
-        let _ = writeln!(s, "| {what} | {} |", cells.join(" | "));
+    for (name, cells) in side_by_side(report) {
+        let _ = writeln!(s, "| {name} | {} |", cells.join(" | "));
     }
     let notes = comparison_notes(report);
     if report.comparison.overlap.is_some() {
@@ -247,6 +166,80 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
 
 /// The sentences under the side-by-side table (overlap, resource ratios, scheduler lag),
 /// as plain text shared by the Markdown and HTML exporters.
+/// The rows of the side-by-side table, one cell per backend in `report.backends` order:
+/// per operation type that ran, then recall and the resource figures. report.md and
+/// report.html both render these.
+pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
+    type Cell = fn(&OpReport) -> String;
+    let metrics: [(&str, Cell); 7] = [
+        ("requests", |o| o.requests.to_string()),
+        ("latency p50 / p95 / p99 ms", |o| {
+            format!(
+                "{} / {} / {}",
+                ms(o.latency.p50_ms),
+                ms(o.latency.p95_ms),
+                ms(o.latency.p99_ms)
+            )
+        }),
+        ("latency p99.9 / max ms", |o| {
+            format!("{} / {}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
+        }),
+        ("service time p95 ms", |o| ms(o.service_time.p95_ms)),
+        ("QPS achieved", |o| format!("{:.1}", o.achieved_qps)),
+        ("errors (rate)", |o| {
+            format!("{} ({:.3}%)", o.error_count(), o.error_rate * 100.0)
+        }),
+        ("availability", |o| {
+            format!("{:.3}%", o.availability * 100.0)
+        }),
+    ];
+    let per_backend = |f: &dyn Fn(&crate::report::BackendReport) -> String| {
+        report.backends.iter().map(f).collect::<Vec<String>>()
+    };
+    let mut rows = Vec::new();
+    let ran = |op: &OpKind| {
+        report
+            .backends
+            .iter()
+            .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
+    };
+    for op in OpKind::ALL.into_iter().filter(ran) {
+        for (name, f) in &metrics {
+            rows.push((
+                format!("{op} {name}"),
+                per_backend(&|b| b.op(op).map(f).unwrap_or_else(|| "-".into())),
+            ));
+        }
+    }
+    rows.push((
+        format!("recall@{} vs exact", report.methodology.k),
+        per_backend(&|b| {
+            report
+                .recall(b.side)
+                .and_then(|r| r.overall.as_ref())
+                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
+                .unwrap_or_else(|| "-".into())
+        }),
+    ));
+    let usage = |side| {
+        report
+            .resources
+            .sides
+            .iter()
+            .find(|r| r.side == side)
+            .and_then(|r| r.usage.as_ref())
+    };
+    rows.push((
+        "index bytes".to_string(),
+        per_backend(&|b| bytes(usage(b.side).and_then(|u| u.index_bytes))),
+    ));
+    rows.push((
+        "memory bytes".to_string(),
+        per_backend(&|b| bytes(usage(b.side).and_then(|u| u.memory_bytes))),
+    ));
+    rows
+}
+
 pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(o) = &report.comparison.overlap {

@@ -88,16 +88,43 @@ impl Comparison {
 pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -> Comparison {
     let mut out = Comparison::default();
     for side in [Side::A, Side::B, Side::Writer] {
-        let (Some(b), Some(c)) = (baseline.backend(side), current.backend(side)) else {
+        let Some(b) = baseline.backend(side) else {
+            continue;
+        };
+        let Some(c) = current.backend(side) else {
+            // What the baseline measured and the current run does not have is lost, not
+            // unchanged.
+            out.metrics.push(MetricDelta {
+                name: format!("{}.present", b.label),
+                baseline: 1.0,
+                current: 0.0,
+                regression: true,
+                note: "side missing from the current run".into(),
+            });
             continue;
         };
         for op in OpKind::ALL {
-            let (Some(bo), Some(co)) = (b.op(op), c.op(op)) else {
+            let Some(bo) = b.op(op) else {
                 continue;
             };
-            if bo.latency.count == 0 || co.latency.count == 0 {
+            if bo.successes == 0 {
                 continue;
             }
+            let co = c.op(op).filter(|co| co.successes > 0);
+            let Some(co) = co else {
+                let name = format!("{}.{}", c.label, op.as_str());
+                out.metrics.push(MetricDelta {
+                    name: format!("{name}.successes"),
+                    baseline: bo.successes as f64,
+                    current: c.op(op).map_or(0.0, |co| co.successes as f64),
+                    regression: true,
+                    note: format!(
+                        "no successful {op} in the current run ({} requests)",
+                        c.op(op).map_or(0, |co| co.requests)
+                    ),
+                });
+                continue;
+            };
             let name = format!("{}.{}", c.label, op.as_str());
             match (bo.histogram(), co.histogram()) {
                 (Some(bh), Some(ch)) => out.latency.push(compare_latency(&name, &bh, &ch, policy)),
@@ -125,11 +152,22 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
                 });
             }
         }
+        let base_recall = baseline.recall(side).and_then(|r| r.overall.as_ref());
+        let cur_recall = current.recall(side).and_then(|r| r.overall.as_ref());
         if side != Side::Writer
-            && let (Some(br), Some(cr)) = (
-                baseline.recall(side).and_then(|r| r.overall.as_ref()),
-                current.recall(side).and_then(|r| r.overall.as_ref()),
-            )
+            && let Some(br) = base_recall
+            && cur_recall.is_none()
+        {
+            out.metrics.push(MetricDelta {
+                name: format!("{}.recall", c.label),
+                baseline: br.mean,
+                current: f64::NAN,
+                regression: true,
+                note: "not measured by the current run".into(),
+            });
+        }
+        if side != Side::Writer
+            && let (Some(br), Some(cr)) = (base_recall, cur_recall)
         {
             out.metrics.push(MetricDelta {
                 name: format!("{}.recall", c.label),
@@ -139,6 +177,15 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
                 note: format!("tolerance −{}", policy.quality_tolerance),
             });
         }
+    }
+    if let (Some(b), None) = (&baseline.comparison.overlap, &current.comparison.overlap) {
+        out.metrics.push(MetricDelta {
+            name: "overlap".into(),
+            baseline: b.mean,
+            current: f64::NAN,
+            regression: true,
+            note: "no read was answered by both sides in the current run".into(),
+        });
     }
     if let (Some(b), Some(c)) = (&baseline.comparison.overlap, &current.comparison.overlap) {
         out.metrics.push(MetricDelta {
@@ -150,4 +197,52 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::build::sample_report;
+
+    #[test]
+    fn a_run_against_itself_has_no_regression() {
+        let r = sample_report(false);
+        let c = compare(&r, &r, &RegressionPolicy::default());
+        assert_eq!(c.regressions(), 0, "{}", c.render());
+    }
+
+    #[test]
+    fn an_outage_of_one_side_is_a_regression() {
+        let base = sample_report(false);
+        let mut cur = base.clone();
+        // Every OpenSearch search failed: no successes, no latency, no recall, no pairs.
+        let b = cur.backends.iter_mut().find(|b| b.side == Side::B).unwrap();
+        for op in &mut b.ops {
+            op.successes = 0;
+            op.latency.count = 0;
+        }
+        cur.comparison.recall.retain(|r| r.side != Side::B);
+        cur.comparison.overlap = None;
+        let c = compare(&base, &cur, &RegressionPolicy::default());
+        let names: Vec<&str> = c
+            .metrics
+            .iter()
+            .filter(|m| m.regression)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(names.contains(&"opensearch.search.successes"), "{names:?}");
+        assert!(names.contains(&"opensearch.recall"), "{names:?}");
+        assert!(names.contains(&"overlap"), "{names:?}");
+        assert!(c.regressions() >= 3);
+
+        // A side missing altogether is one too.
+        let mut gone = base.clone();
+        gone.backends.retain(|b| b.side != Side::B);
+        let c = compare(&base, &gone, &RegressionPolicy::default());
+        assert!(
+            c.metrics
+                .iter()
+                .any(|m| m.name == "opensearch.present" && m.regression)
+        );
+    }
 }

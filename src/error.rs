@@ -18,15 +18,20 @@ pub enum ErrorClass {
     BadResponse,
     /// The request was invalid (dimension, NaN, k); the caller's fault, not the backend's.
     Rejected,
+    /// Never sent: the generator could not start it within `max_lag` of its intended
+    /// time (this side's in-flight limit was full, or the scheduler itself was late).
+    /// Counted against availability, because a caller would not have been served.
+    Dropped,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 5] = [
+    pub const ALL: [ErrorClass; 6] = [
         ErrorClass::Timeout,
         ErrorClass::Connection,
         ErrorClass::Backend,
         ErrorClass::BadResponse,
         ErrorClass::Rejected,
+        ErrorClass::Dropped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +41,7 @@ impl ErrorClass {
             ErrorClass::Backend => "backend",
             ErrorClass::BadResponse => "bad_response",
             ErrorClass::Rejected => "rejected",
+            ErrorClass::Dropped => "dropped",
         }
     }
 }

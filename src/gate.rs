@@ -25,9 +25,18 @@ pub struct Criteria {
     pub consistency_min_pct: f64,
     /// Availability of each backend in the scenario must exceed this percentage.
     pub availability_min_pct: f64,
-    /// Error rate of each backend must stay below this percentage.
+    /// Error rate of each backend must stay below this percentage (dropped operations
+    /// count as errors).
     pub error_rate_max_pct: f64,
-    /// Fewer measured searches than this per backend makes latency criteria inconclusive.
+    /// Operations the generator could not start within `max_lag` (per side, percent of
+    /// the scheduled ones) must stay below this: above it the harness, not the backend,
+    /// limited the run.
+    pub dropped_max_pct: f64,
+    /// Reads the migration adapter meant for OpenSearch but served from pgvector
+    /// (fallbacks, percent) must stay below this, in runs that read through the adapter.
+    pub fallback_rate_max_pct: f64,
+    /// A criterion computed from samples (latency, QPS, recall, overlap, availability,
+    /// errors, drops, fallbacks) is inconclusive when it rests on fewer samples than this.
     pub min_samples: u64,
     /// Criteria names to skip (e.g. `qps_min` for a rate-limited scenario).
     pub skip: Vec<String>,
@@ -45,6 +54,8 @@ impl Default for Criteria {
             consistency_min_pct: 100.0,
             availability_min_pct: 99.9,
             error_rate_max_pct: 0.1,
+            dropped_max_pct: 0.1,
+            fallback_rate_max_pct: 0.1,
             min_samples: 100,
             skip: Vec::new(),
         }
@@ -68,6 +79,28 @@ pub struct Measured {
     pub availability_min_pct: Option<f64>,
     /// Highest error rate over the backends measured (percent).
     pub error_rate_max_pct: Option<f64>,
+    /// Fewest scheduled operations of any backend behind availability and error rate.
+    #[serde(default)]
+    pub operation_samples: Option<u64>,
+    /// Highest share of dropped operations over the sides (percent of scheduled).
+    #[serde(default)]
+    pub dropped_max_pct: Option<f64>,
+    /// Scored reads behind the recall figures (the fewer of the two sides).
+    #[serde(default)]
+    pub recall_samples: Option<u64>,
+    /// Paired reads behind overlap.
+    #[serde(default)]
+    pub overlap_samples: Option<u64>,
+    /// Adapter fallbacks over the reads it meant for OpenSearch (percent), when reads
+    /// went through the adapter.
+    #[serde(default)]
+    pub fallback_rate_pct: Option<f64>,
+    /// Reads the adapter meant for OpenSearch.
+    #[serde(default)]
+    pub fallback_samples: Option<u64>,
+    /// The load generator limited the run (its CPU, or its scheduler's lateness).
+    #[serde(default)]
+    pub harness_saturated: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,127 +148,167 @@ pub struct Verdict {
     pub criteria: Vec<CriterionResult>,
 }
 
-fn check(
-    name: &str,
+/// One criterion before judging: its name, threshold text, figure, the samples behind
+/// it (`None` for figures that are not sampled, such as index sizes) and the test.
+struct Rule<'a> {
+    name: &'static str,
     threshold: String,
     measured: Option<f64>,
-    ok: impl Fn(f64) -> bool,
-    skip: &[String],
-) -> CriterionResult {
-    let status = if skip.iter().any(|s| s == name) {
+    samples: Option<Option<u64>>,
+    ok: Box<dyn Fn(f64) -> bool + 'a>,
+}
+
+fn judge(rule: Rule<'_>, c: &Criteria) -> CriterionResult {
+    let mut detail = String::new();
+    let status = if c.skip.iter().any(|s| s == rule.name) {
         Status::Skipped
     } else {
-        match measured {
-            None => Status::NoData,
-            Some(v) if v.is_nan() => Status::NoData,
-            Some(v) if ok(v) => Status::Pass,
-            Some(_) => Status::Fail,
+        match (rule.measured, rule.samples) {
+            (None, _) => {
+                detail = "not measured by this run".to_string();
+                Status::NoData
+            }
+            (Some(v), _) if v.is_nan() => {
+                detail = "not measured by this run".to_string();
+                Status::NoData
+            }
+            (Some(_), Some(n)) if n.unwrap_or(0) < c.min_samples => {
+                detail = format!(
+                    "{} samples, fewer than min_samples = {}",
+                    n.unwrap_or(0),
+                    c.min_samples
+                );
+                Status::NoData
+            }
+            (Some(v), _) if (rule.ok)(v) => Status::Pass,
+            (Some(_), _) => Status::Fail,
         }
     };
     CriterionResult {
-        name: name.to_string(),
-        threshold,
-        measured,
+        name: rule.name.to_string(),
+        threshold: rule.threshold,
+        measured: rule.measured,
         status,
-        detail: String::new(),
+        detail,
     }
 }
 
 /// Evaluates every criterion. Fail if any fails; otherwise inconclusive if any has no
-/// data; pass only when every non-skipped criterion passed.
+/// data, rests on fewer than `min_samples`, or nothing was judged at all (every
+/// criterion skipped); pass only when at least one criterion passed and every
+/// non-skipped one did.
 pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
-    let skip = &c.skip;
-    let enough = |n: Option<u64>| n.is_some_and(|n| n >= c.min_samples);
-    let samples_ok = enough(m.opensearch_search_samples);
-    let gated = |v: Option<f64>| if samples_ok { v } else { None };
-    let mut out = vec![
-        check(
-            "p95_ms_max",
-            format!("< {} ms", c.p95_ms_max),
-            gated(m.opensearch_p95_ms),
-            |v| v < c.p95_ms_max,
-            skip,
-        ),
-        check(
-            "qps_min",
-            format!("> {} QPS", c.qps_min),
-            gated(m.opensearch_qps),
-            |v| v > c.qps_min,
-            skip,
-        ),
-        check(
-            "memory_ratio_max",
-            format!("< {:.0}% of pgvector", c.memory_ratio_max * 100.0),
-            m.memory_ratio,
-            |v| v < c.memory_ratio_max,
-            skip,
-        ),
-        check(
-            "index_size_ratio_max",
-            format!("< {:.0}% of pgvector", c.index_size_ratio_max * 100.0),
-            m.index_size_ratio,
-            |v| v < c.index_size_ratio_max,
-            skip,
-        ),
-    ];
+    let search = Some(m.opensearch_search_samples);
     let recall_gap = match (m.opensearch_recall, m.pgvector_recall) {
         (Some(o), Some(p)) => Some(o - p),
         _ => None,
     };
-    out.push(check(
-        "recall_no_degradation",
-        format!(
-            "opensearch recall ≥ pgvector recall − {}",
-            c.recall_tolerance
-        ),
-        recall_gap,
-        |gap| gap >= -c.recall_tolerance,
-        skip,
-    ));
-    out.push(check(
-        "overlap_min",
-        format!("≥ {}", c.overlap_min),
-        m.overlap_mean,
-        |v| v >= c.overlap_min,
-        skip,
-    ));
-    out.push(check(
-        "consistency_min_pct",
-        format!("≥ {}%", c.consistency_min_pct),
-        m.consistency_pct,
-        |v| v >= c.consistency_min_pct,
-        skip,
-    ));
-    out.push(check(
-        "availability_min_pct",
-        format!("> {}%", c.availability_min_pct),
-        m.availability_min_pct,
-        |v| v > c.availability_min_pct,
-        skip,
-    ));
-    out.push(check(
-        "error_rate_max_pct",
-        format!("< {}%", c.error_rate_max_pct),
-        m.error_rate_max_pct,
-        |v| v < c.error_rate_max_pct,
-        skip,
-    ));
-    for r in &mut out {
-        if r.status == Status::NoData {
-            r.detail = if !samples_ok && matches!(r.name.as_str(), "p95_ms_max" | "qps_min") {
-                format!(
-                    "{} OpenSearch search samples, fewer than min_samples = {}",
-                    m.opensearch_search_samples.unwrap_or(0),
-                    c.min_samples
-                )
-            } else {
-                "not measured by this run".to_string()
-            };
-        }
+    let rules = vec![
+        Rule {
+            name: "p95_ms_max",
+            threshold: format!("< {} ms", c.p95_ms_max),
+            measured: m.opensearch_p95_ms,
+            samples: search,
+            ok: Box::new(|v| v < c.p95_ms_max),
+        },
+        Rule {
+            name: "qps_min",
+            threshold: format!("> {} QPS", c.qps_min),
+            measured: m.opensearch_qps,
+            samples: search,
+            ok: Box::new(|v| v > c.qps_min),
+        },
+        Rule {
+            name: "memory_ratio_max",
+            threshold: format!("< {:.0}% of pgvector", c.memory_ratio_max * 100.0),
+            measured: m.memory_ratio,
+            samples: None,
+            ok: Box::new(|v| v < c.memory_ratio_max),
+        },
+        Rule {
+            name: "index_size_ratio_max",
+            threshold: format!("< {:.0}% of pgvector", c.index_size_ratio_max * 100.0),
+            measured: m.index_size_ratio,
+            samples: None,
+            ok: Box::new(|v| v < c.index_size_ratio_max),
+        },
+        Rule {
+            name: "recall_no_degradation",
+            threshold: format!(
+                "opensearch recall ≥ pgvector recall − {}",
+                c.recall_tolerance
+            ),
+            measured: recall_gap,
+            samples: Some(m.recall_samples),
+            ok: Box::new(|gap| gap >= -c.recall_tolerance),
+        },
+        Rule {
+            name: "overlap_min",
+            threshold: format!("≥ {}", c.overlap_min),
+            measured: m.overlap_mean,
+            samples: Some(m.overlap_samples),
+            ok: Box::new(|v| v >= c.overlap_min),
+        },
+        Rule {
+            name: "consistency_min_pct",
+            threshold: format!("≥ {}%", c.consistency_min_pct),
+            measured: m.consistency_pct,
+            samples: None,
+            ok: Box::new(|v| v >= c.consistency_min_pct),
+        },
+        Rule {
+            name: "availability_min_pct",
+            threshold: format!("> {}%", c.availability_min_pct),
+            measured: m.availability_min_pct,
+            samples: Some(m.operation_samples),
+            ok: Box::new(|v| v > c.availability_min_pct),
+        },
+        Rule {
+            name: "error_rate_max_pct",
+            threshold: format!("< {}%", c.error_rate_max_pct),
+            measured: m.error_rate_max_pct,
+            samples: Some(m.operation_samples),
+            ok: Box::new(|v| v < c.error_rate_max_pct),
+        },
+        Rule {
+            name: "dropped_max_pct",
+            threshold: format!("≤ {}% of scheduled", c.dropped_max_pct),
+            measured: m.dropped_max_pct,
+            samples: Some(m.operation_samples),
+            ok: Box::new(|v| v <= c.dropped_max_pct),
+        },
+    ];
+    let mut rules = rules;
+    rules.push(Rule {
+        name: "harness_not_saturated",
+        threshold: "the generator kept up (1 = saturated)".to_string(),
+        measured: m.harness_saturated.map(|s| if s { 1.0 } else { 0.0 }),
+        samples: None,
+        ok: Box::new(|v| v == 0.0),
+    });
+    let mut out: Vec<CriterionResult> = rules.into_iter().map(|r| judge(r, c)).collect();
+    // Only runs that read through the adapter have fallbacks to judge; elsewhere the
+    // criterion is not listed rather than "no data".
+    if m.fallback_rate_pct.is_some() {
+        out.push(judge(
+            Rule {
+                name: "fallback_rate_max_pct",
+                threshold: format!(
+                    "≤ {}% of reads meant for OpenSearch",
+                    c.fallback_rate_max_pct
+                ),
+                measured: m.fallback_rate_pct,
+                samples: Some(m.fallback_samples),
+                ok: Box::new(|v| v <= c.fallback_rate_max_pct),
+            },
+            c,
+        ));
     }
     let outcome = if out.iter().any(|r| r.status == Status::Fail) {
         Outcome::Fail
-    } else if out.iter().any(|r| r.status == Status::NoData) {
+    } else if out.iter().any(|r| r.status == Status::NoData)
+        || !out.iter().any(|r| r.status == Status::Pass)
+    {
         Outcome::Inconclusive
     } else {
         Outcome::Pass
@@ -408,6 +481,13 @@ mod tests {
             consistency_pct: Some(100.0),
             availability_min_pct: Some(100.0),
             error_rate_max_pct: Some(0.0),
+            operation_samples: Some(5000),
+            dropped_max_pct: Some(0.0),
+            recall_samples: Some(5000),
+            overlap_samples: Some(5000),
+            fallback_rate_pct: None,
+            fallback_samples: None,
+            harness_saturated: Some(false),
         }
     }
 
@@ -419,7 +499,62 @@ mod tests {
     fn everything_within_the_defaults_passes() {
         let v = evaluate(&all_good(), &Criteria::default());
         assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
-        assert_eq!(v.criteria.len(), 9);
+        assert_eq!(v.criteria.len(), 11);
+    }
+
+    #[test]
+    fn a_gate_that_judged_nothing_is_inconclusive() {
+        let names: Vec<String> = evaluate(&all_good(), &Criteria::default())
+            .criteria
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let c = Criteria {
+            skip: names,
+            ..Criteria::default()
+        };
+        let v = evaluate(&all_good(), &c);
+        assert!(v.criteria.iter().all(|r| r.status == Status::Skipped));
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(v.outcome.exit_code(), 4);
+    }
+
+    #[test]
+    fn min_samples_guards_every_sampled_criterion() {
+        let mut m = all_good();
+        m.recall_samples = Some(5);
+        m.overlap_samples = Some(5);
+        m.operation_samples = Some(5);
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        for name in [
+            "recall_no_degradation",
+            "overlap_min",
+            "availability_min_pct",
+            "error_rate_max_pct",
+            "dropped_max_pct",
+        ] {
+            assert_eq!(status(&v, name), Status::NoData, "{name}");
+        }
+        // Unsampled figures (sizes, consistency) are judged regardless.
+        assert_eq!(status(&v, "index_size_ratio_max"), Status::Pass);
+    }
+
+    #[test]
+    fn drops_and_fallbacks_fail_their_own_criteria() {
+        let mut m = all_good();
+        m.dropped_max_pct = Some(76.0);
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(status(&v, "dropped_max_pct"), Status::Fail);
+        assert_eq!(v.outcome, Outcome::Fail);
+
+        let mut m = all_good();
+        m.fallback_rate_pct = Some(100.0);
+        m.fallback_samples = Some(400);
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(status(&v, "fallback_rate_max_pct"), Status::Fail);
+        m.fallback_rate_pct = Some(0.0);
+        assert_eq!(evaluate(&m, &Criteria::default()).outcome, Outcome::Pass);
     }
 
     #[test]
@@ -453,6 +588,14 @@ mod tests {
             (
                 "error_rate_max_pct",
                 Box::new(|m| m.error_rate_max_pct = Some(0.5)),
+            ),
+            (
+                "dropped_max_pct",
+                Box::new(|m| m.dropped_max_pct = Some(1.0)),
+            ),
+            (
+                "harness_not_saturated",
+                Box::new(|m| m.harness_saturated = Some(true)),
             ),
         ];
         for (name, spoil) in cases {
@@ -493,6 +636,7 @@ mod tests {
         let v = evaluate(&m, &Criteria::default());
         assert_eq!(v.outcome, Outcome::Inconclusive);
         assert_eq!(status(&v, "p95_ms_max"), Status::NoData);
+        assert_eq!(status(&v, "qps_min"), Status::NoData);
         assert!(
             v.criteria[0].detail.contains("min_samples"),
             "{}",

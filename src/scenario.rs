@@ -39,11 +39,34 @@ pub struct Scenario {
     pub plan: LoadPlan,
     /// Run `validate` (pgvector vs OpenSearch, record by record) after the load.
     pub validate: bool,
+    /// How hard the stores are settled before measuring.
+    pub settle: Settle,
     /// The gate's criteria for this scenario.
     pub criteria: crate::gate::Criteria,
     /// Steps of a progressive rollout (`[[stages]]`), run in order through the migration
     /// adapter, each measured and gated on its own; empty for a single run.
     pub stages: Vec<Stage>,
+}
+
+/// Settling the stores before a measured window, so a just-loaded index is measured as
+/// it will serve, not while Lucene is still refreshing and merging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Settle {
+    /// Refresh, confirm counts, and wait (up to a limit) for running merges to finish.
+    #[default]
+    Refresh,
+    /// As `Refresh`, then force-merge OpenSearch to one segment per shard (slow on a
+    /// large index: the HNSW graph is rebuilt).
+    ForceMerge,
+}
+
+impl Settle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settle::Refresh => "refresh",
+            Settle::ForceMerge => "force_merge",
+        }
+    }
 }
 
 /// One step of a staged run: the adapter's mode, how long it runs and its gate.
@@ -114,6 +137,8 @@ struct RawScenario {
     load: RawLoad,
     /// Validate pgvector against OpenSearch record by record after the run.
     validate: Option<bool>,
+    /// `refresh` (default) or `force_merge`.
+    settle: Option<String>,
     /// Success criteria; omitted keys keep the migration plan's defaults.
     gate: Option<toml::Table>,
     #[serde(default)]
@@ -289,13 +314,14 @@ fn share(field: &str, v: Option<f64>) -> Result<f64, Invalid> {
 }
 
 fn seconds(field: &str, v: f64) -> Result<Duration, Invalid> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(bad(
+    // try_from also refuses values beyond what a Duration holds (1e20 s), which
+    // from_secs_f64 would panic on.
+    match Duration::try_from_secs_f64(v) {
+        Ok(d) if v.is_finite() => Ok(d),
+        _ => Err(bad(
             field,
-            format!("must be a number of seconds ≥ 0, got {v}"),
-        ))
+            format!("must be a number of seconds ≥ 0 and below 1.8e19, got {v}"),
+        )),
     }
 }
 
@@ -323,6 +349,10 @@ fn only_for(field: &str, set: bool, applies: &str) -> Result<(), Invalid> {
 }
 
 fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenario, Invalid> {
+    let settle = match one_of("settle", raw.settle.as_deref(), &["refresh", "force_merge"])? {
+        Some("force_merge") => Settle::ForceMerge,
+        _ => Settle::Refresh,
+    };
     let name = match raw.name {
         Some(n) if n.trim().is_empty() => return Err(bad("name", "must not be empty")),
         Some(n) => n,
@@ -626,6 +656,7 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         k,
         plan,
         validate: raw.validate.unwrap_or(false),
+        settle,
         criteria,
         stages,
     })

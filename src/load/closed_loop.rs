@@ -96,6 +96,6 @@ async fn worker(ctx: &Ctx, shared: &Shared, plan: &LoadPlan) {
             }
         }
         let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-        execute(ctx, seq, item.op, now, None).await;
+        execute(ctx, seq, item.op, now).await;
     }
 }

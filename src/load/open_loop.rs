@@ -1,21 +1,18 @@
 //! Open loop: a scheduler computes each operation's intended start and spawns it at that
-//! time, whether or not earlier operations have finished. An in-flight limit bounds
-//! concurrency; an operation waiting for a slot keeps its intended start (its latency
-//! includes the wait), and one that cannot start within `max_lag` is dropped and
-//! counted, never silently skipped.
+//! time, whether or not earlier operations have finished. Each side's in-flight limit
+//! bounds its concurrency (see [`super::execute`]); a side waiting for a slot keeps its
+//! intended start (its latency includes the wait), and one that cannot start within
+//! `max_lag` is dropped and counted, never silently skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use super::execute::{Ctx, execute};
 use super::schedule::{Arrival, RateShape, Schedule};
 use super::{Driven, LoadPlan, Stop};
 use crate::error::ConfigError;
-use crate::measure::Event;
-use crate::workload::{Operation, Workload};
+use crate::workload::{Workload, WorkloadError};
 
 /// Resolution of tokio's timer wheel.
 const TIMER_SLACK: Duration = Duration::from_millis(1);
@@ -23,8 +20,6 @@ const TIMER_SLACK: Duration = Duration::from_millis(1);
 pub(crate) struct OpenLoop<'a> {
     pub rate: &'a RateShape,
     pub arrival: Arrival,
-    pub in_flight: usize,
-    pub max_lag: Duration,
 }
 
 impl OpenLoop<'_> {
@@ -42,7 +37,6 @@ impl OpenLoop<'_> {
             Stop::After(d) => Some(plan.warmup + d),
             Stop::Operations(_) => None,
         };
-        let slots = Arc::new(Semaphore::new(self.in_flight.max(1)));
         let mut tasks = JoinSet::new();
         let mut driven = Driven::default();
         let mut measured = 0u64;
@@ -80,11 +74,14 @@ impl OpenLoop<'_> {
             };
             let offset = match (planned, &schedule) {
                 (Some(o), _) => o,
-                (None, Err(speed)) => item
-                    .at
-                    .map(|at| at.div_f64(*speed))
-                    .unwrap_or(last_offset)
-                    .max(last_offset),
+                (None, Err(speed)) => match item.at.map(|at| scaled(at, *speed)) {
+                    None => last_offset,
+                    Some(Ok(o)) => o.max(last_offset),
+                    Some(Err(e)) => {
+                        driven.stopped_by = Some(e);
+                        break;
+                    }
+                },
                 (None, Ok(_)) => unreachable!("a schedule always plans the offset"),
             };
             if end.is_some_and(|end| offset >= end) {
@@ -99,14 +96,8 @@ impl OpenLoop<'_> {
             // close to the intended time. An operation that starts early is timed from
             // its actual start, so this never shortens a latency.
             tokio::time::sleep_until(intended.checked_sub(TIMER_SLACK).unwrap_or(intended)).await;
-            tasks.spawn(start_one(
-                ctx.clone(),
-                seq,
-                item.op,
-                intended,
-                slots.clone(),
-                self.max_lag,
-            ));
+            let ctx = ctx.clone();
+            tasks.spawn(async move { execute(&ctx, seq, item.op, intended).await });
             // Reap finished tasks so the set stays as small as the work in flight.
             while let Some(done) = tasks.try_join_next() {
                 rethrow(done);
@@ -119,6 +110,20 @@ impl OpenLoop<'_> {
     }
 }
 
+/// A log offset divided by the replay speed, or an error naming `workload.speed` when the
+/// result is beyond what a `Duration` holds (a tiny speed).
+fn scaled(at: Duration, speed: f64) -> Result<Duration, WorkloadError> {
+    Duration::try_from_secs_f64(at.as_secs_f64() / speed).map_err(|_| {
+        WorkloadError::invalid(
+            "workload.speed",
+            format!(
+                "{speed} turns the log offset {:.3} s into a start time beyond any run",
+                at.as_secs_f64()
+            ),
+        )
+    })
+}
+
 fn rethrow(r: Result<(), tokio::task::JoinError>) {
     if let Err(e) = r {
         if e.is_panic() {
@@ -127,29 +132,17 @@ fn rethrow(r: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Waits for an in-flight slot until `intended + max_lag`, then executes or drops.
-async fn start_one(
-    ctx: Arc<Ctx>,
-    seq: u64,
-    op: Operation,
-    intended: Instant,
-    slots: Arc<Semaphore>,
-    max_lag: Duration,
-) {
-    let kind = op.kind();
-    let permit = tokio::time::timeout_at(intended + max_lag, slots.acquire_owned()).await;
-    let lag = Instant::now().saturating_duration_since(intended);
-    match permit {
-        Ok(Ok(permit)) if lag <= max_lag => {
-            execute(&ctx, seq, op, intended, Some(permit)).await;
-        }
-        _ => {
-            ctx.send(Event::Dropped {
-                op: kind,
-                intended: ctx.offset(intended),
-                lag,
-            })
-            .await;
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_replay_speed_is_an_error_not_a_panic() {
+        let e = scaled(Duration::from_secs(1), 1e-20).unwrap_err();
+        assert!(e.to_string().starts_with("workload.speed:"), "{e}");
+        assert_eq!(
+            scaled(Duration::from_secs(2), 2.0).unwrap(),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -34,16 +34,22 @@ pub struct SideSample {
 /// Quality of one paired read.
 #[derive(Debug, Clone, Default)]
 pub struct QualitySample {
-    /// overlap@k; `None` unless both sides answered.
+    /// Both sides answered, so the pair could be compared.
+    pub paired: bool,
+    /// overlap@k; `None` unless both sides answered, and when both answered nothing.
     pub overlap: Option<f64>,
-    /// recall@k of side A and side B; `None` without ground truth or an answer.
+    /// recall@k of side A and side B; `None` without ground truth or an answer, and
+    /// for reads scored after the run (they arrive through [`Measurements::record_recall`]).
     pub recall: [Option<f64>; 2],
+    /// Returned ids that violate the query's filter, per side (they count as wrong).
+    pub filter_violations: [u64; 2],
     pub filter_class: &'static str,
     /// The tenant of a tenant-filtered query.
     pub tenant: Option<String>,
 }
 
-/// What a worker reports about one scheduled operation.
+/// What a worker reports about one scheduled operation. A side that could not start
+/// within `max_lag` is in `sides` with the error class `Dropped`.
 #[derive(Debug, Clone)]
 pub enum Event {
     Done {
@@ -52,17 +58,21 @@ pub enum Event {
         op: OpKind,
         /// Intended start, from the run's start.
         intended: Duration,
-        /// Actual send − intended start (0 in closed loop).
+        /// When the scheduler started the operation − intended start (0 in closed
+        /// loop): the generator's own lateness. Waiting for a side's in-flight slot is
+        /// not lag; it is part of that side's latency.
         lag: Duration,
         sides: Vec<SideSample>,
         quality: Option<QualitySample>,
     },
-    /// Never sent: it could not start within `max_lag` of its intended time.
-    Dropped {
-        op: OpKind,
-        intended: Duration,
-        lag: Duration,
-    },
+}
+
+impl Event {
+    /// Whether any side of the operation was dropped.
+    pub fn dropped(&self) -> bool {
+        let Event::Done { sides, .. } = self;
+        sides.iter().any(|s| s.outcome == Err(ErrorClass::Dropped))
+    }
 }
 
 /// A stable label for the kind of filter a query used, for per-filter recall.
@@ -146,6 +156,8 @@ pub struct RecallMeasure {
     pub by_tenant: BTreeMap<String, RatioStats>,
     /// Samples of tenants beyond `max_tenants` (in `overall` and `by_filter` only).
     pub untracked_tenant_samples: u64,
+    /// Returned ids that violate their query's filter (each counted wrong in recall).
+    pub filter_violations: u64,
 }
 
 /// Everything the collector measured.
@@ -155,6 +167,7 @@ pub struct Measurements {
     /// Scheduler lag of measured operations (dropped ones included).
     pub lag: LatencyHistogram,
     pub late: u64,
+    /// Measured operations with at least one side dropped.
     pub dropped: BTreeMap<OpKind, u64>,
     pub dropped_in_warmup: u64,
     /// Measured operations: started plus dropped.
@@ -164,9 +177,16 @@ pub struct Measurements {
     pub recall: [RecallMeasure; 2],
     /// Reads where at least one side failed, so no overlap could be computed.
     pub unpaired: u64,
+    /// Reads both sides answered with nothing (kept out of the overlap figures).
+    pub empty_agreements: u64,
+    /// Reads whose recall is still to be scored after the run (ground truth computed
+    /// off the request path); 0 once [`crate::measure::scoring`] has run.
+    pub recall_pending: u64,
     pub timeline: Vec<TimelineSecond>,
     /// Latest completion of a measured operation, from the run's start.
     pub last_finished: Option<Duration>,
+    /// The same per side (a, b, writer): each side's rates use its own window.
+    pub last_finished_side: [Option<Duration>; 3],
     /// Latest intended start of a measured operation.
     pub last_intended: Option<Duration>,
     /// Operations sent to the [`EventTap`] (warmup included).
@@ -178,6 +198,42 @@ pub struct Measurements {
 impl Measurements {
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Records the pairing of one read: overlap, or why there is none.
+    pub fn record_pairing(&mut self, paired: bool, overlap: Option<f64>) {
+        match (paired, overlap) {
+            (true, Some(o)) => self.overlap.record(o),
+            (true, None) => self.empty_agreements += 1,
+            (false, _) => self.unpaired += 1,
+        }
+    }
+
+    /// Records recall@k of each side of one read (and its filter violations).
+    pub fn record_recall(
+        &mut self,
+        recall: [Option<f64>; 2],
+        violations: [u64; 2],
+        filter_class: &'static str,
+        tenant: Option<&str>,
+        max_tenants: usize,
+    ) {
+        for (i, r) in recall.iter().enumerate() {
+            let acc = &mut self.recall[i];
+            acc.filter_violations += violations[i];
+            let Some(r) = *r else { continue };
+            acc.overall.record(r);
+            acc.by_filter.entry(filter_class).or_default().record(r);
+            if let Some(t) = tenant {
+                if let Some(s) = acc.by_tenant.get_mut(t) {
+                    s.record(r);
+                } else if acc.by_tenant.len() < max_tenants {
+                    acc.by_tenant.entry(t.to_string()).or_default().record(r);
+                } else {
+                    acc.untracked_tenant_samples += 1;
+                }
+            }
+        }
     }
 
     /// Successful measured operations of a side (all operation types).
@@ -244,95 +300,80 @@ impl Aggregator {
                 self.flush_tap(false);
             }
         }
-        match event {
-            Event::Dropped { op, intended, lag } => {
-                self.live.dropped.fetch_add(1, Ordering::Relaxed);
-                if intended < self.config.warmup {
-                    self.m.dropped_in_warmup += 1;
-                    return;
-                }
-                self.m.scheduled += 1;
-                self.m.lag.record(lag);
-                self.m.late += 1;
-                *self.m.dropped.entry(op).or_default() += 1;
-                self.note_intended(intended);
+        let dropped = event.dropped();
+        let Event::Done {
+            seq: _,
+            op,
+            intended,
+            lag,
+            sides,
+            quality,
+        } = event;
+        if dropped {
+            self.live.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        for s in &sides {
+            let i = s.side.index();
+            match s.outcome {
+                Ok(()) => self.live.completed[i].fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.live.errors[i].fetch_add(1, Ordering::Relaxed),
+            };
+            self.timeline
+                .record(s.side, s.finished, s.latency, s.outcome.is_ok());
+        }
+        if intended < self.config.warmup {
+            if dropped {
+                self.m.dropped_in_warmup += 1;
+            } else {
+                self.m.warmup_discarded += 1;
             }
-            Event::Done {
-                seq: _,
-                op,
-                intended,
-                lag,
-                sides,
-                quality,
-            } => {
-                for s in &sides {
-                    let i = s.side.index();
-                    match s.outcome {
-                        Ok(()) => self.live.completed[i].fetch_add(1, Ordering::Relaxed),
-                        Err(_) => self.live.errors[i].fetch_add(1, Ordering::Relaxed),
-                    };
-                    self.timeline
-                        .record(s.side, s.finished, s.latency, s.outcome.is_ok());
+            return;
+        }
+        self.m.scheduled += 1;
+        self.m.lag.record(lag);
+        if lag > self.config.late_after || dropped {
+            self.m.late += 1;
+        }
+        if dropped {
+            *self.m.dropped.entry(op).or_default() += 1;
+        }
+        self.note_intended(intended);
+        for s in sides {
+            if s.outcome != Err(ErrorClass::Dropped) {
+                self.m.last_finished = self.m.last_finished.max(Some(s.finished));
+                let side = &mut self.m.last_finished_side[s.side.index()];
+                *side = (*side).max(Some(s.finished));
+            }
+            let om = self.m.ops.entry((s.side, op)).or_default();
+            om.requests += 1;
+            match s.outcome {
+                Ok(()) => {
+                    om.successes += 1;
+                    om.latency.record(s.latency);
+                    om.service.record(s.service);
                 }
-                if intended < self.config.warmup {
-                    self.m.warmup_discarded += 1;
-                    return;
-                }
-                self.m.scheduled += 1;
-                self.m.lag.record(lag);
-                if lag > self.config.late_after {
-                    self.m.late += 1;
-                }
-                self.note_intended(intended);
-                for s in sides {
-                    self.m.last_finished = self.m.last_finished.max(Some(s.finished));
-                    let om = self.m.ops.entry((s.side, op)).or_default();
-                    om.requests += 1;
-                    match s.outcome {
-                        Ok(()) => {
-                            om.successes += 1;
-                            om.latency.record(s.latency);
-                            om.service.record(s.service);
-                        }
-                        Err(class) => {
-                            *om.errors.entry(class).or_default() += 1;
-                            if let Some(d) = s.detail {
-                                om.error_examples.entry(class).or_insert(d);
-                            }
-                        }
+                Err(class) => {
+                    *om.errors.entry(class).or_default() += 1;
+                    if let Some(d) = s.detail {
+                        om.error_examples.entry(class).or_insert(d);
                     }
                 }
-                if let Some(q) = quality {
-                    self.record_quality(q);
-                }
             }
+        }
+        if let Some(q) = quality {
+            self.m.record_pairing(q.paired, q.overlap);
+            self.m.record_recall(
+                q.recall,
+                q.filter_violations,
+                q.filter_class,
+                q.tenant.as_deref(),
+                self.config.max_tenants,
+            );
         }
     }
 
     fn note_intended(&mut self, intended: Duration) {
         self.m.last_intended = self.m.last_intended.max(Some(intended));
-    }
-
-    fn record_quality(&mut self, q: QualitySample) {
-        match q.overlap {
-            Some(o) => self.m.overlap.record(o),
-            None => self.m.unpaired += 1,
-        }
-        for (i, r) in q.recall.iter().enumerate() {
-            let Some(r) = *r else { continue };
-            let acc = &mut self.m.recall[i];
-            acc.overall.record(r);
-            acc.by_filter.entry(q.filter_class).or_default().record(r);
-            if let Some(t) = &q.tenant {
-                if let Some(s) = acc.by_tenant.get_mut(t) {
-                    s.record(r);
-                } else if acc.by_tenant.len() < self.config.max_tenants {
-                    acc.by_tenant.entry(t.clone()).or_default().record(r);
-                } else {
-                    acc.untracked_tenant_samples += 1;
-                }
-            }
-        }
     }
 
     /// Hands the batch to the tap: without waiting during the run (a full channel drops
@@ -439,8 +480,10 @@ mod tests {
                 },
             ],
             quality: Some(QualitySample {
+                paired: a.is_ok(),
                 overlap: q,
                 recall: [q, Some(1.0)],
+                filter_violations: [0, 0],
                 filter_class: "tenant",
                 tenant: Some("acme".into()),
             }),
@@ -491,15 +534,16 @@ mod tests {
         });
         agg.record(done(0, 5, Ok(()), Some(1.0)));
         agg.record(done(10, 50, Ok(()), Some(1.0)));
-        agg.record(Event::Dropped {
-            op: OpKind::Search,
-            intended: ms(20),
-            lag: ms(2000),
-        });
+        agg.record(done(20, 2000, Err(ErrorClass::Dropped), None));
         let m = agg.finish();
         assert_eq!((m.scheduled, m.late, m.dropped_total()), (3, 2, 1));
         assert_eq!(m.lag.count(), 3);
         assert_eq!(m.last_intended, Some(ms(20)));
+        // The dropped side counts as a request that was not served.
+        let a = &m.ops[&(Side::A, OpKind::Search)];
+        assert_eq!((a.requests, a.successes), (3, 2));
+        assert_eq!(a.errors[&ErrorClass::Dropped], 1);
+        assert_eq!(a.latency.count(), 2, "a dropped side has no latency");
     }
 
     #[test]
@@ -516,8 +560,10 @@ mod tests {
                 lag: ms(0),
                 sides: vec![],
                 quality: Some(QualitySample {
+                    paired: true,
                     overlap: Some(1.0),
                     recall: [Some(1.0), None],
+                    filter_violations: [0, 0],
                     filter_class: "tenant",
                     tenant: Some(t.into()),
                 }),

@@ -3,8 +3,10 @@
 //! gathered by one collector task that workers feed with small numeric samples.
 
 pub mod collector;
+pub mod harness;
 pub mod histogram;
 pub mod quality;
+pub mod scoring;
 pub mod timeline;
 pub mod truth;
 

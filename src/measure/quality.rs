@@ -40,24 +40,23 @@ impl TrueNeighbours {
     }
 }
 
-/// |top-k(a) ∩ top-k(b)| / k, over distinct ids. 1.0 when both sides are identical.
+/// |top-k(a) ∩ top-k(b)| / min(k, max(|top-k(a)|, |top-k(b)|)), over distinct ids: 1.0
+/// when both sides are identical, also when fewer than k records match the query and
+/// both return the same few. `None` when both answers are empty: that agreement says
+/// nothing about ranking and is counted apart (see `Measurements::empty_agreements`).
 pub fn overlap_at_k<'a>(
     a: impl IntoIterator<Item = &'a RecordId>,
     b: impl IntoIterator<Item = &'a RecordId>,
     k: usize,
-) -> f64 {
-    if k == 0 {
-        return 1.0;
-    }
+) -> Option<f64> {
     let left: HashSet<&RecordId> = a.into_iter().take(k).collect();
-    let common = b
-        .into_iter()
-        .take(k)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .filter(|id| left.contains(id))
-        .count();
-    common as f64 / k as f64
+    let right: HashSet<&RecordId> = b.into_iter().take(k).collect();
+    let denominator = k.min(left.len().max(right.len()));
+    if denominator == 0 {
+        return None;
+    }
+    let common = right.iter().filter(|id| left.contains(*id)).count();
+    Some(common as f64 / denominator as f64)
 }
 
 /// Tie-tolerant recall@k of `returned` (nearest first) against `truth`.
@@ -208,16 +207,31 @@ mod tests {
     }
 
     #[test]
-    fn overlap_counts_common_ids_over_k() {
+    fn overlap_counts_common_ids_over_the_larger_answer_capped_at_k() {
         assert_eq!(
             overlap_at_k(&ids(&["a", "b", "c"]), &ids(&["c", "a", "x"]), 3),
-            2.0 / 3.0
+            Some(2.0 / 3.0)
         );
-        assert_eq!(overlap_at_k(&ids(&["a", "b"]), &ids(&["a", "b"]), 2), 1.0);
-        // A short answer is penalised: k is the denominator.
-        assert_eq!(overlap_at_k(&ids(&["a"]), &ids(&["a"]), 2), 0.5);
+        assert_eq!(
+            overlap_at_k(&ids(&["a", "b"]), &ids(&["a", "b"]), 2),
+            Some(1.0)
+        );
+        // Two identical 3-record answers to a k = 10 query (only 3 records match) agree
+        // perfectly.
+        assert_eq!(
+            overlap_at_k(&ids(&["a", "b", "c"]), &ids(&["a", "b", "c"]), 10),
+            Some(1.0)
+        );
+        // A side that returns fewer than the other is penalised by the longer answer.
+        assert_eq!(overlap_at_k(&ids(&["a"]), &ids(&["a", "b"]), 10), Some(0.5));
         // Ranks beyond k do not count.
-        assert_eq!(overlap_at_k(&ids(&["a", "z"]), &ids(&["b", "z"]), 1), 0.0);
+        assert_eq!(
+            overlap_at_k(&ids(&["a", "z"]), &ids(&["b", "z"]), 1),
+            Some(0.0)
+        );
+        // Agreeing on nothing is not an overlap figure.
+        assert_eq!(overlap_at_k(&ids(&[]), &ids(&[]), 10), None);
+        assert_eq!(overlap_at_k(&ids(&["a"]), &ids(&[]), 10), Some(0.0));
     }
 
     #[test]

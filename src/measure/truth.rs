@@ -55,6 +55,19 @@ impl GroundTruth {
         TrueNeighbours { ids, distances }
     }
 
+    /// Exact top-k of each `(vector, k, filter)`, in order.
+    pub fn neighbours_batch(&self, queries: &[(&[f32], usize, &Filter)]) -> Vec<TrueNeighbours> {
+        queries
+            .iter()
+            .map(|(v, k, f)| self.neighbours(v, *k, f))
+            .collect()
+    }
+
+    /// Whether the stored record `id` matches `filter`; `None` when it is not stored.
+    pub fn matches(&self, id: &RecordId, filter: &Filter) -> Option<bool> {
+        self.exact.record_matches(id, filter)
+    }
+
     /// Ground truth from a precomputed id list (e.g. the dataset's `neighbors.parquet`),
     /// with the distances recomputed from the vectors. Ids without a known vector are
     /// left out.

@@ -40,6 +40,34 @@ pub struct ReportContext {
     pub warnings: Vec<String>,
 }
 
+/// The window a side's rates are computed over: from the end of the warmup to the later
+/// of the planned end and the side's own last completion (its last completion only when
+/// the workload ended early), so a side that drained slowly is not credited with the
+/// other side's shorter window.
+fn side_window_s(plan: &LoadPlan, outcome: &RunOutcome, side: Side) -> f64 {
+    let m = &outcome.measurements;
+    let last = m.last_finished_side[side.index()].unwrap_or(plan.warmup);
+    let early = outcome.exhausted || outcome.stopped_by.is_some();
+    let end = match plan.planned() {
+        Some(p) if !early => p.max(last),
+        _ => last,
+    };
+    end.saturating_sub(plan.warmup).as_secs_f64()
+}
+
+/// The window the load was offered over: the planned measured duration of a time-bound
+/// run (not the drain tail after it), else the span of the measured intended starts.
+fn offered_window_s(plan: &LoadPlan, outcome: &RunOutcome) -> f64 {
+    let early = outcome.exhausted || outcome.stopped_by.is_some();
+    match plan.stop {
+        Stop::After(d) if !early => d.as_secs_f64(),
+        _ => outcome
+            .measurements
+            .last_intended
+            .map_or(0.0, |t| t.saturating_sub(plan.warmup).as_secs_f64()),
+    }
+}
+
 pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
     let m = &outcome.measurements;
     let measured_s = outcome.measured.as_secs_f64();
@@ -66,10 +94,9 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
                     error_examples: om.error_examples.clone(),
                     error_rate: ratio(errors, requests, 0.0),
                     availability: ratio(om.successes, requests, 1.0),
-                    achieved_qps: if measured_s > 0.0 {
-                        om.successes as f64 / measured_s
-                    } else {
-                        0.0
+                    achieved_qps: match side_window_s(&ctx.plan, outcome, side) {
+                        w if w > 0.0 => om.successes as f64 / w,
+                        _ => 0.0,
                     },
                     latency: om.latency.stats(),
                     service_time: om.service.stats(),
@@ -114,6 +141,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         k: ctx.k,
         pairs: m.overlap.count(),
         unpaired: m.unpaired,
+        empty_agreements: m.empty_agreements,
         overlap: m.overlap.summary(),
         recall,
     };
@@ -136,6 +164,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         adapter: None,
         gate_criteria: None,
         gate: None,
+        harness: Some(harness_report(outcome)),
     };
     report.warnings = warnings(&ctx, outcome, &report);
     report
@@ -182,6 +211,34 @@ pub(crate) fn decode_histogram(b64: &str) -> Option<Histogram<u64>> {
         .ok()
 }
 
+/// The harness's own footprint, and whether it, not a backend, limited the run: it
+/// used nearly all cores, or its scheduler started more than 1% of operations late.
+fn harness_report(outcome: &RunOutcome) -> super::HarnessReport {
+    let m = &outcome.measurements;
+    let u = &outcome.harness;
+    let mut reasons = Vec::new();
+    if u.cpu_saturated() {
+        reasons.push(format!(
+            "the harness used {:.0}% of {} cores",
+            u.cpu_share.unwrap_or(0.0) * 100.0,
+            u.cores
+        ));
+    }
+    let late_share = m.late as f64 / m.scheduled.max(1) as f64;
+    if late_share > LATE_SHARE_WARNING {
+        reasons.push(format!(
+            "{:.1}% of operations were started late or dropped (scheduler lag p99 {:.1} ms)",
+            late_share * 100.0,
+            m.lag.stats().p99_ms
+        ));
+    }
+    super::HarnessReport {
+        usage: u.clone(),
+        saturated: !reasons.is_empty(),
+        reasons,
+    }
+}
+
 fn ratio(n: u64, d: u64, empty: f64) -> f64 {
     if d == 0 { empty } else { n as f64 / d as f64 }
 }
@@ -202,6 +259,7 @@ fn recall_report(side: Side, label: String, r: &RecallMeasure) -> RecallReport {
             .filter_map(|(k, v)| v.summary().map(|s| (k.clone(), s)))
             .collect(),
         untracked_tenant_samples: r.untracked_tenant_samples,
+        filter_violations: r.filter_violations,
     }
 }
 
@@ -271,7 +329,10 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
         "percentiles come from HDR histograms (µs, 3 significant digits), merged, never \
          averaged"
             .to_string(),
-        "QPS = successful operations in the measured window / measured_s".to_string(),
+        "QPS = a side's successful operations / that side's window (end of warmup to the \
+         later of the planned end and its own last completion); offered rate = scheduled \
+         operations / the planned window"
+            .to_string(),
         "timeline seconds count operations by the second they finished, warmup included"
             .to_string(),
     ];
@@ -297,10 +358,9 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
         load_model: load_model.to_string(),
         latency_origin: latency_origin.to_string(),
         target_rate_per_s: target,
-        offered_rate_per_s: if outcome.measured.is_zero() {
-            0.0
-        } else {
-            m.scheduled as f64 / outcome.measured.as_secs_f64()
+        offered_rate_per_s: match offered_window_s(plan, outcome) {
+            w if w > 0.0 => m.scheduled as f64 / w,
+            _ => 0.0,
         },
         rate_shape: shape,
         arrival,
@@ -321,10 +381,11 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
         k: ctx.k,
         mode: ctx.mode.clone(),
         workload: outcome.workload.clone(),
-        ground_truth: ctx
-            .ground_truth
-            .clone()
-            .unwrap_or_else(|| "none: recall not computed".to_string()),
+        ground_truth: match (&ctx.ground_truth, &outcome.scoring) {
+            (None, _) => "none: recall not computed".to_string(),
+            (Some(g), Some(Ok(s))) if s.reads > 0 => format!("{g}; {}", s.describe()),
+            (Some(g), _) => g.clone(),
+        },
         seed: plan.seed,
         sides: ctx
             .sides
@@ -437,9 +498,35 @@ fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<S
     let dropped = m.dropped_total();
     if dropped > 0 {
         w.push(format!(
-            "{dropped} operations were dropped: they could not start within max_lag of their \
-             intended time (in-flight limit reached or the generator saturated); the offered \
-             load was not delivered"
+            "LOAD NOT DELIVERED: {dropped} of {} scheduled operations ({:.1}%) were dropped: \
+             a side could not start them within max_lag of their intended time (its \
+             in-flight limit was full, or the generator was late). They count against \
+             availability and error rate, and latency percentiles are lower bounds (≥): \
+             the slowest operations were never timed",
+            m.scheduled,
+            100.0 * dropped as f64 / m.scheduled.max(1) as f64
+        ));
+    }
+    if let Some(Err(e)) = &outcome.scoring {
+        w.push(format!(
+            "recall is incomplete: the reads spilled for scoring after the run could not be \
+             scored ({e})"
+        ));
+    }
+    for r in &report.comparison.recall {
+        if r.filter_violations > 0 {
+            w.push(format!(
+                "{}: {} returned hits violate their query's filter; each counts as wrong in \
+                 recall@k",
+                r.label, r.filter_violations
+            ));
+        }
+    }
+    if let Some(h) = report.harness.as_ref().filter(|h| h.saturated) {
+        w.push(format!(
+            "HARNESS SATURATED: {}; figures may describe the generator, not the backends \
+             (the gate fails harness_not_saturated)",
+            h.reasons.join("; ")
         ));
     }
     if m.scheduled > 0 && (m.late as f64 / m.scheduled as f64) > LATE_SHARE_WARNING {
@@ -457,9 +544,9 @@ fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<S
     }
     if outcome.workload_writes {
         w.push(
-            "the workload writes: ground truth is kept in step by applying each acknowledged \
-             write to the exact store, but reads that overlap a write (and OpenSearch's \
-             refresh interval) can still lower recall transiently"
+            "the workload writes: each read is scored after the run against the truth as of \
+             the writes acknowledged before it was answered, but reads that overlap a write \
+             (and OpenSearch's refresh interval) can still lower recall transiently"
                 .to_string(),
         );
     }
@@ -577,8 +664,10 @@ mod tests {
                 lag: Duration::ZERO,
                 sides: vec![sample(Side::A, true), sample(Side::B, !b_fails || i < 5)],
                 quality: Some(QualitySample {
+                    paired: !b_fails || i < 5,
                     overlap: (!b_fails || i < 5).then_some(0.9),
                     recall: [Some(1.0), Some(0.8)],
+                    filter_violations: [0, 0],
                     filter_class: "none",
                     tenant: None,
                 }),
@@ -595,6 +684,8 @@ mod tests {
             skipped_inputs: 0,
             workload: "w".into(),
             workload_writes: false,
+            scoring: None,
+            harness: crate::measure::harness::HarnessUsage::default(),
         }
     }
 

@@ -196,6 +196,7 @@ pub fn sample_report() -> Report {
         k: 10,
         pairs: 2247,
         unpaired: 3,
+        empty_agreements: 0,
         overlap: Some(ratio(
             2247,
             0.962,
@@ -217,6 +218,7 @@ pub fn sample_report() -> Report {
                 by_filter: by_filter_a,
                 by_tenant: BTreeMap::new(),
                 untracked_tenant_samples: 0,
+                filter_violations: 0,
             },
             RecallReport {
                 side: Side::B,
@@ -231,6 +233,7 @@ pub fn sample_report() -> Report {
                 by_filter: by_filter_b,
                 by_tenant,
                 untracked_tenant_samples: 274,
+                filter_violations: 0,
             },
         ],
     };
@@ -345,6 +348,7 @@ pub fn sample_report() -> Report {
         adapter: None,
         gate_criteria: None,
         gate: None,
+        harness: None,
     }
 }
 

@@ -96,7 +96,7 @@ mod tests {
         let v = evaluate(&m, &Criteria::default());
         let xml = render("phase <3>", &v);
         assert!(xml.contains("name=\"phase &lt;3&gt;\""), "{xml}");
-        assert!(xml.contains("tests=\"9\" failures=\"9\""), "{xml}");
+        assert!(xml.contains("tests=\"11\" failures=\"11\""), "{xml}");
         assert!(
             xml.contains("measured 500 (threshold &lt; 200 ms)"),
             "{xml}"

@@ -164,30 +164,47 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     s
 }
 
-/// The sentences under the side-by-side table (overlap, resource ratios, scheduler lag),
-/// as plain text shared by the Markdown and HTML exporters.
+/// "≥ " when a latency figure is a lower bound: with dropped operations the slowest were
+/// never timed.
+fn bound(o: &OpReport) -> &'static str {
+    if o.latency_is_lower_bound() {
+        "≥ "
+    } else {
+        ""
+    }
+}
+
 /// The rows of the side-by-side table, one cell per backend in `report.backends` order:
 /// per operation type that ran, then recall and the resource figures. report.md and
 /// report.html both render these.
 pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
     type Cell = fn(&OpReport) -> String;
-    let metrics: [(&str, Cell); 7] = [
+    let metrics: [(&str, Cell); 8] = [
         ("requests", |o| o.requests.to_string()),
         ("latency p50 / p95 / p99 ms", |o| {
+            let b = bound(o);
             format!(
-                "{} / {} / {}",
+                "{b}{} / {b}{} / {b}{}",
                 ms(o.latency.p50_ms),
                 ms(o.latency.p95_ms),
                 ms(o.latency.p99_ms)
             )
         }),
         ("latency p99.9 / max ms", |o| {
-            format!("{} / {}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
+            let b = bound(o);
+            format!("{b}{} / {b}{}", ms(o.latency.p999_ms), ms(o.latency.max_ms))
         }),
         ("service time p95 ms", |o| ms(o.service_time.p95_ms)),
         ("QPS achieved", |o| format!("{:.1}", o.achieved_qps)),
         ("errors (rate)", |o| {
             format!("{} ({:.3}%)", o.error_count(), o.error_rate * 100.0)
+        }),
+        ("dropped (never sent)", |o| {
+            format!(
+                "{} ({:.3}%)",
+                o.dropped(),
+                o.dropped() as f64 * 100.0 / o.requests.max(1) as f64
+            )
         }),
         ("availability", |o| {
             format!("{:.3}%", o.availability * 100.0)

@@ -5,7 +5,7 @@
 //! (PNG charts), [`parquet`] (samples.parquet) and [`summary`] (the stdout table);
 //! [`write_all`] writes a run's report directory.
 
-mod build;
+pub(crate) mod build;
 #[cfg(test)]
 pub mod fixture;
 pub mod html;
@@ -68,6 +68,20 @@ pub struct Report {
     /// The gate's verdict against the scenario's criteria.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<crate::gate::Verdict>,
+    /// The harness's own CPU and memory over the load, and whether it limited the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<HarnessReport>,
+}
+
+/// The load generator's own footprint over the load (scoring after it excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HarnessReport {
+    #[serde(flatten)]
+    pub usage: crate::measure::harness::HarnessUsage,
+    /// The generator, not a backend, limited the run.
+    pub saturated: bool,
+    /// Why it is called saturated.
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +286,17 @@ impl OpReport {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
+
+    /// Operations of this side the generator never sent (within `requests`).
+    pub fn dropped(&self) -> u64 {
+        self.errors.get(&ErrorClass::Dropped).copied().unwrap_or(0)
+    }
+
+    /// Whether latency percentiles are lower bounds: dropped operations were never
+    /// timed, and they are the ones that would have waited longest.
+    pub fn latency_is_lower_bound(&self) -> bool {
+        self.dropped() > 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,7 +317,10 @@ pub struct Comparison {
     pub pairs: u64,
     /// Reads at least one side failed.
     pub unpaired: u64,
-    /// overlap@k = |top-k(a) ∩ top-k(b)| / k.
+    /// Reads both sides answered with nothing (not in `overlap`).
+    #[serde(default)]
+    pub empty_agreements: u64,
+    /// overlap@k = |top-k(a) ∩ top-k(b)| / min(k, max(|a|, |b|)).
     pub overlap: Option<RatioSummary>,
     /// recall@k of each side against exact ground truth (tie-tolerant).
     pub recall: Vec<RecallReport>,
@@ -309,6 +337,9 @@ pub struct RecallReport {
     pub by_tenant: BTreeMap<String, RatioSummary>,
     /// Samples of tenants beyond the per-tenant limit (in `overall` and `by_filter`).
     pub untracked_tenant_samples: u64,
+    /// Returned hits that violate their query's filter (each counted wrong).
+    #[serde(default)]
+    pub filter_violations: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -397,7 +428,40 @@ impl Report {
             consistency_pct: self.consistency.as_ref().map(|c| c.consistency_pct),
             availability_min_pct: ops.iter().map(|o| o.availability * 100.0).reduce(f64::min),
             error_rate_max_pct: ops.iter().map(|o| o.error_rate * 100.0).reduce(f64::max),
+            operation_samples: ops.iter().map(|o| o.requests).min(),
+            dropped_max_pct: ops
+                .iter()
+                .map(|o| o.dropped() as f64 * 100.0 / o.requests as f64)
+                .reduce(f64::max),
+            recall_samples: [cand, inc]
+                .iter()
+                .map(|s| {
+                    self.recall(*s)
+                        .and_then(|r| r.overall.as_ref())
+                        .map_or(0, |r| r.count)
+                })
+                .min(),
+            overlap_samples: self.comparison.overlap.as_ref().map(|o| o.count),
+            fallback_rate_pct: self.fallback().map(|(f, n)| {
+                if n == 0 {
+                    0.0
+                } else {
+                    f as f64 * 100.0 / n as f64
+                }
+            }),
+            fallback_samples: self.fallback().map(|(_, n)| n),
+            harness_saturated: self.harness.as_ref().map(|h| h.saturated),
         }
+    }
+
+    /// Fallbacks and reads the adapter meant for OpenSearch, when side b read through
+    /// the adapter (read_split and opensearch stages): what callers were really served.
+    pub fn fallback(&self) -> Option<(u64, u64)> {
+        let a = self.adapter.as_ref()?;
+        (a.reads_on_side == Some(Side::B)).then(|| {
+            let s = &a.stats;
+            (s.fallbacks, s.reads_opensearch + s.fallbacks)
+        })
     }
 
     pub fn backend(&self, side: Side) -> Option<&BackendReport> {

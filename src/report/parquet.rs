@@ -43,7 +43,9 @@ pub struct SampleRow {
     pub service_ms: f64,
     /// overlap@k of the pair; `None` unless both sides answered a read.
     pub overlap: Option<f64>,
-    /// recall@k of this side against exact ground truth; `None` without it.
+    /// recall@k of this side against exact ground truth; `None` without it, and for
+    /// reads scored after the run (recorded and synthetic workloads: their recall is in
+    /// the report only).
     pub recall: Option<f64>,
 }
 
@@ -313,10 +315,7 @@ impl SampleWriter {
                             sides,
                             quality,
                             ..
-                        } = event
-                        else {
-                            continue;
-                        };
+                        } = event;
                         let rows = SampleRow::from_done(
                             seq,
                             op,
@@ -494,6 +493,8 @@ mod tests {
                 lag: Duration::ZERO,
                 sides: vec![side(Side::A, 2), side(Side::B, 3)],
                 quality: Some(QualitySample {
+                    paired: true,
+                    filter_violations: [0, 0],
                     overlap: Some(0.9),
                     recall: [Some(1.0), Some(0.8)],
                     filter_class: "none",
@@ -564,6 +565,8 @@ mod tests {
             },
         ];
         let q = QualitySample {
+            paired: true,
+            filter_violations: [0, 0],
             overlap: None,
             recall: [Some(1.0), None],
             filter_class: "none",

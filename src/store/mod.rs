@@ -139,6 +139,28 @@ pub trait VectorStore: Send + Sync {
     async fn refresh(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// How settled the index is: segments and merges in progress (OpenSearch). Stores
+    /// without segments answer with nothing known.
+    async fn index_state(&self) -> Result<IndexState, StoreError> {
+        Ok(IndexState::default())
+    }
+
+    /// Merges the index down to `max_segments` per shard and waits for the merge
+    /// (OpenSearch `_forcemerge`); a no-op for stores without segments.
+    async fn force_merge(&self, _max_segments: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A store's index at one instant, for deciding whether measurements ran on a settled
+/// index: Lucene merging segments under a measured window changes what a search sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexState {
+    /// Primary segments.
+    pub segments: Option<u64>,
+    /// Merges running on primaries.
+    pub merges_running: Option<u64>,
 }
 
 /// Streams every record of a store in [`RecordId`] order, `page` at a time.

@@ -888,6 +888,46 @@ impl VectorStore for OpenSearchStore {
         self.expect_ok(Method::Post, &path, reply)?;
         Ok(())
     }
+
+    async fn index_state(&self) -> Result<super::IndexState, StoreError> {
+        let path = format!("/{}/_stats/segments,merge", self.search_pattern());
+        let reply = self.call(Method::Get, &path, &[], None).await?;
+        if reply.status == 404 && self.cfg.tenant_layout == TenantLayout::PerTenant {
+            return Ok(super::IndexState::default());
+        }
+        let v = self.expect_ok(Method::Get, &path, reply)?;
+        Ok(parse_index_state(&v))
+    }
+
+    async fn force_merge(&self, max_segments: u64) -> Result<(), StoreError> {
+        let path = format!("/{}/_forcemerge", self.search_pattern());
+        let n = max_segments.max(1).to_string();
+        // A merge of a large HNSW index rebuilds its graph: minutes, not seconds.
+        let reply = self
+            .call_with(
+                Method::Post,
+                &path,
+                &[("max_num_segments", n.as_str())],
+                None,
+                false,
+                Some(Duration::from_secs(3600)),
+            )
+            .await?;
+        self.expect_ok(Method::Post, &path, reply)?;
+        self.refresh().await
+    }
+}
+
+/// Segments and running merges of the primaries, from `_stats/segments,merge`.
+fn parse_index_state(v: &Value) -> super::IndexState {
+    super::IndexState {
+        segments: v
+            .pointer("/_all/primaries/segments/count")
+            .and_then(Value::as_u64),
+        merges_running: v
+            .pointer("/_all/primaries/merges/current")
+            .and_then(Value::as_u64),
+    }
 }
 
 impl OpenSearchStore {
@@ -1886,5 +1926,19 @@ mod tests {
         let e = http_error(Method::Post, "/i/_search", &reply).to_string();
         assert!(e.contains("HTTP 400: x: rrr"), "{e}");
         assert!(e.chars().count() < 400, "{}", e.len());
+    }
+
+    #[test]
+    fn index_state_reads_primary_segments_and_running_merges() {
+        let v = serde_json::json!({"_all": {"primaries": {
+            "segments": {"count": 27},
+            "merges": {"current": 2, "total": 40}
+        }}});
+        let st = parse_index_state(&v);
+        assert_eq!((st.segments, st.merges_running), (Some(27), Some(2)));
+        assert_eq!(
+            parse_index_state(&serde_json::json!({})),
+            Default::default()
+        );
     }
 }

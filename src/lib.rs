@@ -20,6 +20,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod serve;
+pub mod settle;
 pub mod store;
 pub mod sync;
 pub mod validate;

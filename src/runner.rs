@@ -473,6 +473,14 @@ async fn measure(
     options: &RunnerOptions,
 ) -> Result<Finished, Error> {
     let (workload, truth_note) = prep.workload(scenario)?;
+    // The raw stores the window measures (one entry for an A/A run), settled first.
+    let mut settle_stores: Vec<(String, Arc<dyn VectorStore>)> = Vec::new();
+    for (info, store) in leg.infos.iter().zip(&leg.resources_of) {
+        if !settle_stores.iter().any(|(_, s)| Arc::ptr_eq(s, store)) {
+            settle_stores.push((info.label.clone(), store.clone()));
+        }
+    }
+    let mut settled = crate::settle::before(&settle_stores, scenario.settle).await?;
     let [a, b] = leg.reads;
     let stats_before = leg.adapter.as_ref().map(|(ad, _)| ad.stats());
     let sample_writer = match &leg.samples {
@@ -514,10 +522,13 @@ async fn measure(
     };
     let outcome = outcome?;
 
+    // From here on the window has been measured: a backend that fails or hangs now is
+    // marked in the report, never allowed to lose it.
+    crate::settle::after(&mut settled, &settle_stores, END_READ_TIMEOUT).await;
     let [ra, rb] = &leg.resources_of;
     let resources = [
-        ra.resources().await.map_err(|e| e.to_string()),
-        rb.resources().await.map_err(|e| e.to_string()),
+        within(END_READ_TIMEOUT, ra.resources()).await,
+        within(END_READ_TIMEOUT, rb.resources()).await,
     ];
     let ctx = ReportContext {
         run_id: leg
@@ -534,6 +545,8 @@ async fn measure(
         warnings: prep.warnings.clone(),
     };
     let mut report = report::build(ctx, &outcome);
+    report.warnings.extend(settled.warnings());
+    report.settle = Some(settled);
     if let Some((path, rows)) = export {
         let dropped = outcome.measurements.tap_dropped;
         if dropped > 0 {
@@ -557,7 +570,9 @@ async fn measure(
             reads_on_side: *reads_on_side,
             stats: adapter.stats().since(before),
             breaker_at_end: adapter.breaker_state(),
-            outbox_depth_at_end: adapter.outbox().depth().await.ok(),
+            outbox_depth_at_end: within(END_READ_TIMEOUT, adapter.outbox().depth())
+                .await
+                .ok(),
             switch: None,
         });
     }
@@ -571,23 +586,38 @@ async fn measure(
         };
         // Writes the outbox still holds are part of what OpenSearch must end up with.
         if let Some((adapter, _)) = &leg.adapter {
-            let drained = adapter.drain_outbox().await?;
-            if drained.remaining > 0 {
-                report.warnings.push(format!(
+            match within(VALIDATE_TIMEOUT, adapter.drain_outbox()).await {
+                Ok(drained) if drained.remaining > 0 => report.warnings.push(format!(
                     "{} outbox entries could not be delivered to OpenSearch before validation",
                     drained.remaining
-                ));
+                )),
+                Ok(_) => {}
+                Err(e) => report.warnings.push(format!(
+                    "the outbox could not be delivered before validation: {e}"
+                )),
             }
         }
         let pg: Arc<dyn VectorStore> = pg;
-        let v =
-            crate::validate::validate(pg, os, &crate::validate::ValidateOptions::default()).await?;
-        if !v.consistent() {
-            report
-                .warnings
-                .extend(v.lines().into_iter().map(|l| format!("validate: {l}")));
+        let options = crate::validate::ValidateOptions::default();
+        match within(
+            VALIDATE_TIMEOUT,
+            crate::validate::validate(pg, os, &options),
+        )
+        .await
+        {
+            Ok(v) => {
+                if !v.consistent() {
+                    report
+                        .warnings
+                        .extend(v.lines().into_iter().map(|l| format!("validate: {l}")));
+                }
+                report.consistency = Some(v);
+            }
+            // No consistency figure: the gate reads it as no data, never as a pass.
+            Err(e) => report.warnings.push(format!(
+                "validate could not run after the load, so consistency is not measured: {e}"
+            )),
         }
-        report.consistency = Some(v);
     }
     Ok(Finished {
         report,
@@ -595,9 +625,27 @@ async fn measure(
     })
 }
 
+/// Each end-of-run reading (resources, index state, outbox depth) gets this long.
+const END_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Delivering the outbox and validating after the load get this long.
+const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `fut` within `limit`, its error or the timeout as text for the report.
+async fn within<T, E: std::fmt::Display>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+    }
+}
+
 fn computed_truth_note() -> String {
-    "computed per query by the exact store (kept in step with acknowledged writes); \
-     distances recomputed client-side; tie-tolerant (≤ k-th distance × (1 + 1e-6) + 1e-9)"
+    "exact brute force after the run, off the request path: each read is scored against \
+     the records as of the writes acknowledged before it was answered; distances \
+     recomputed client-side; tie-tolerant (≤ k-th distance × (1 + 1e-6) + 1e-9); hits \
+     that violate the query's filter are wrong"
         .to_string()
 }
 

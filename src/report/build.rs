@@ -165,6 +165,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         gate_criteria: None,
         gate: None,
         harness: Some(harness_report(outcome)),
+        settle: None,
     };
     report.warnings = warnings(&ctx, outcome, &report);
     report

@@ -349,6 +349,7 @@ pub fn sample_report() -> Report {
         gate_criteria: None,
         gate: None,
         harness: None,
+        settle: None,
     }
 }
 

@@ -199,6 +199,9 @@ fn methodology(s: &mut String, report: &Report) {
         ));
     }
     li(m.samples.sentence());
+    for c in report.conditions() {
+        li(c);
+    }
     li(format!(
         "Workload: {}; ground truth: {}.",
         m.workload, m.ground_truth

@@ -140,6 +140,9 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
         );
     }
     let _ = writeln!(s, "- {}", m.samples.sentence());
+    for c in report.conditions() {
+        let _ = writeln!(s, "- {c}");
+    }
     let _ = writeln!(
         s,
         "- Workload: {}; ground truth: {}.",

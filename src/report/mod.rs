@@ -71,6 +71,9 @@ pub struct Report {
     /// The harness's own CPU and memory over the load, and whether it limited the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harness: Option<HarnessReport>,
+    /// How the stores were settled before the window, and their index state around it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<crate::settle::SettleReport>,
 }
 
 /// The load generator's own footprint over the load (scoring after it excluded).
@@ -462,6 +465,63 @@ impl Report {
             let s = &a.stats;
             (s.fallbacks, s.reads_opensearch + s.fallbacks)
         })
+    }
+
+    /// Sentences on how the stores were settled and what the harness itself used, for
+    /// report.md and report.html alike.
+    pub fn conditions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(st) = &self.settle {
+            let stores: Vec<String> = st
+                .stores
+                .iter()
+                .map(|s| {
+                    let seg = |i: &Option<crate::store::IndexState>| {
+                        i.and_then(|i| i.segments)
+                            .map_or("-".to_string(), |n| n.to_string())
+                    };
+                    format!(
+                        "{}: {} records, segments {} → {}",
+                        s.label,
+                        s.count.map_or("?".to_string(), |c| c.to_string()),
+                        seg(&s.start),
+                        seg(&s.end)
+                    )
+                })
+                .collect();
+            out.push(format!(
+                "Settled ({}) in {:.1} s before the window; {}.",
+                st.policy,
+                st.seconds,
+                stores.join("; ")
+            ));
+        }
+        if let Some(h) = &self.harness {
+            let cpu = match (h.usage.cpu_s, h.usage.cpu_share) {
+                (Some(c), Some(sh)) => format!(
+                    "{c:.1} CPU s over {:.1} s ({:.0}% of {} cores)",
+                    h.usage.wall_s,
+                    sh * 100.0,
+                    h.usage.cores
+                ),
+                _ => "CPU not readable".to_string(),
+            };
+            let rss = h
+                .usage
+                .peak_rss_bytes
+                .map_or("peak RSS not readable".to_string(), |b| {
+                    format!("peak RSS {:.0} MiB", b as f64 / (1024.0 * 1024.0))
+                });
+            out.push(format!(
+                "Harness: {cpu}, {rss}; {}.",
+                if h.saturated {
+                    format!("SATURATED ({})", h.reasons.join("; "))
+                } else {
+                    "not saturated".to_string()
+                }
+            ));
+        }
+        out
     }
 
     pub fn backend(&self, side: Side) -> Option<&BackendReport> {

@@ -1,0 +1,207 @@
+//! Settling the stores before a measured window, and checking after it that they stayed
+//! settled. Right after a load, OpenSearch is still refreshing and merging segments; a
+//! window measured then sees a different index from the one that will serve (recall
+//! about 1 pp low on a 63k-vector load). So a run refreshes every store, optionally
+//! force-merges OpenSearch, waits for running merges to finish, confirms the counts,
+//! and records the segment count and merges at the start and the end of the window.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::StoreError;
+use crate::scenario::Settle;
+use crate::store::{IndexState, VectorStore};
+
+/// How long a run waits for running merges to finish before it measures anyway (and
+/// says so).
+pub const MERGE_WAIT: Duration = Duration::from_secs(120);
+
+/// One store's state around the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettledStore {
+    pub label: String,
+    /// Records visible to search after the refresh.
+    pub count: Option<u64>,
+    pub start: Option<IndexState>,
+    /// `None` when it could not be read at the end (the report says why).
+    pub end: Option<IndexState>,
+    /// Why a reading is missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// What settling did, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettleReport {
+    /// `refresh` or `force_merge`.
+    pub policy: String,
+    /// Time spent settling before the window.
+    pub seconds: f64,
+    pub stores: Vec<SettledStore>,
+}
+
+impl SettleReport {
+    /// Warnings: counts that differ, merges still running, segments that changed.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let counts: Vec<u64> = self.stores.iter().filter_map(|s| s.count).collect();
+        if counts.windows(2).any(|p| p[0] != p[1]) {
+            let list: Vec<String> = self
+                .stores
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.label,
+                        s.count.map_or("?".into(), |c| c.to_string())
+                    )
+                })
+                .collect();
+            w.push(format!(
+                "the stores hold different record counts after the refresh ({}): recall and \
+                 overlap compare different data",
+                list.join(", ")
+            ));
+        }
+        for s in &self.stores {
+            for e in &s.errors {
+                w.push(format!("{}: {e}", s.label));
+            }
+            if let Some(st) = s.start
+                && st.merges_running.unwrap_or(0) > 0
+            {
+                w.push(format!(
+                    "{}: {} merges were still running when the window started (waited {} s): \
+                     the index was not settled; use settle = \"force_merge\" or wait longer",
+                    s.label,
+                    st.merges_running.unwrap_or(0),
+                    MERGE_WAIT.as_secs()
+                ));
+            }
+            if let (Some(a), Some(b)) = (s.start, s.end) {
+                if a.segments != b.segments || b.merges_running.unwrap_or(0) > 0 {
+                    w.push(format!(
+                        "{}: the index changed under the window: {} → {} segments, {} merges \
+                         running at the end; figures mix two states of the index",
+                        s.label,
+                        opt(a.segments),
+                        opt(b.segments),
+                        opt(b.merges_running)
+                    ));
+                }
+            }
+        }
+        w
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
+/// Settles `stores` (distinct stores with their labels) and reads their state; a store
+/// that fails to settle fails the run before anything is measured.
+pub async fn before(
+    stores: &[(String, Arc<dyn VectorStore>)],
+    policy: Settle,
+) -> Result<SettleReport, StoreError> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    for (label, store) in stores {
+        store.refresh().await?;
+        if policy == Settle::ForceMerge {
+            store.force_merge(1).await?;
+        }
+        let deadline = Instant::now() + MERGE_WAIT;
+        let mut state = store.index_state().await?;
+        while state.merges_running.unwrap_or(0) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            state = store.index_state().await?;
+        }
+        // A merge that finished publishes its segment at the next refresh.
+        store.refresh().await?;
+        let state = store.index_state().await?;
+        out.push(SettledStore {
+            label: label.clone(),
+            count: Some(store.count().await?),
+            start: Some(state),
+            end: None,
+            errors: Vec::new(),
+        });
+    }
+    Ok(SettleReport {
+        policy: policy.as_str().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        stores: out,
+    })
+}
+
+/// Reads each store's state at the end of the window, within `timeout` each: a backend
+/// that hangs at the end is marked, never fatal.
+pub async fn after(
+    report: &mut SettleReport,
+    stores: &[(String, Arc<dyn VectorStore>)],
+    timeout: Duration,
+) {
+    for ((_, store), s) in stores.iter().zip(report.stores.iter_mut()) {
+        match tokio::time::timeout(timeout, store.index_state()).await {
+            Ok(Ok(st)) => s.end = Some(st),
+            Ok(Err(e)) => s
+                .errors
+                .push(format!("index state at the end unreadable: {e}")),
+            Err(_) => s.errors.push(format!(
+                "index state at the end unreadable: no answer within {} s",
+                timeout.as_secs()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(label: &str, count: u64, start: (u64, u64), end: Option<(u64, u64)>) -> SettledStore {
+        let st = |(s, m)| IndexState {
+            segments: Some(s),
+            merges_running: Some(m),
+        };
+        SettledStore {
+            label: label.into(),
+            count: Some(count),
+            start: Some(st(start)),
+            end: end.map(st),
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn a_settled_pair_gives_no_warning() {
+        let r = SettleReport {
+            policy: "refresh".into(),
+            seconds: 0.1,
+            stores: vec![
+                store("pgvector", 100, (0, 0), Some((0, 0))),
+                store("opensearch", 100, (18, 0), Some((18, 0))),
+            ],
+        };
+        assert!(r.warnings().is_empty(), "{:?}", r.warnings());
+    }
+
+    #[test]
+    fn merges_changed_segments_and_count_gaps_are_warned_about() {
+        let r = SettleReport {
+            policy: "refresh".into(),
+            seconds: 0.1,
+            stores: vec![
+                store("pgvector", 100, (0, 0), Some((0, 0))),
+                store("opensearch", 99, (27, 1), Some((20, 0))),
+            ],
+        };
+        let w = r.warnings().join("\n");
+        assert!(w.contains("different record counts"), "{w}");
+        assert!(w.contains("still running"), "{w}");
+        assert!(w.contains("27 → 20 segments"), "{w}");
+    }
+}

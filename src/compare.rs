@@ -58,6 +58,23 @@ impl Comparison {
                 l.change_pct,
                 if l.regression { "REGRESSION" } else { "ok" }
             );
+            for t in &l.tail {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} p{:<4} {:+.1}% (99% CI {:+.1}% .. {:+.1}%), detectable ≥ +{:.1}%{}",
+                    "",
+                    t.quantile * 100.0,
+                    t.change_pct,
+                    t.ci_low_pct,
+                    t.ci_high_pct,
+                    t.detectable_pct,
+                    if t.regression {
+                        "  TAIL REGRESSION"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         for m in &self.metrics {
             let _ = writeln!(

@@ -428,8 +428,11 @@ impl Default for RegressionPolicy {
     }
 }
 
-/// Latency regression of one backend/op: flagged only when the percentile grew beyond
-/// tolerance AND the shift is statistically significant with a meaningful effect size.
+/// Latency regression of one backend/op. Two tests, because they see different things:
+/// Mann-Whitney (with an effect-size floor) sees a shift of the body of the distribution;
+/// the bootstrap tail test sees p95/p99 growing while the body stays put (10% of requests
+/// 3× slower). Flagged when the body shifted significantly and p95 grew beyond
+/// tolerance, or when a tail test's whole confidence interval lies beyond tolerance.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LatencyComparison {
     pub name: String,
@@ -437,7 +440,76 @@ pub struct LatencyComparison {
     pub current_p95_ms: f64,
     pub change_pct: f64,
     pub test: Option<MannWhitney>,
+    /// p95 and p99, bootstrapped.
+    #[serde(default)]
+    pub tail: Vec<TailTest>,
     pub regression: bool,
+}
+
+/// A bootstrap test of one latency quantile: how much it changed, with a confidence
+/// interval from resampling both histograms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TailTest {
+    pub quantile: f64,
+    pub change_pct: f64,
+    /// Two-sided `TAIL_CONFIDENCE` interval of the relative change, percent.
+    pub ci_low_pct: f64,
+    pub ci_high_pct: f64,
+    /// The smallest increase this test would flag at these sample sizes: the tolerance
+    /// plus the interval's half-width.
+    pub detectable_pct: f64,
+    pub regression: bool,
+}
+
+/// Bootstrap replicates per tail test.
+const TAIL_REPLICATES: usize = 400;
+/// Confidence of the tail test's interval.
+const TAIL_CONFIDENCE: f64 = 0.99;
+
+/// Bootstraps the change of quantile `q` from `base` to `cur`. The q-quantile of a
+/// resample of n values is the empirical quantile at a rank U ~ Beta(⌈qn⌉, n − ⌈qn⌉ + 1)
+/// (the distribution of the ⌈qn⌉-th of n uniform order statistics), so each replicate
+/// costs one Beta draw and one histogram lookup per side, whatever n is. Seeded: the same
+/// two histograms always give the same answer.
+pub fn tail_test(
+    base: &Histogram<u64>,
+    cur: &Histogram<u64>,
+    q: f64,
+    tolerance: f64,
+) -> Option<TailTest> {
+    use rand::SeedableRng;
+    use rand_distr::{Beta, Distribution};
+    let rank = |h: &Histogram<u64>| -> Option<Beta<f64>> {
+        let n = h.len() as f64;
+        let k = (q * n).ceil().max(1.0);
+        Beta::new(k, (n - k + 1.0).max(1.0)).ok()
+    };
+    let (rb, rc) = (rank(base)?, rank(cur)?);
+    let point_b = base.value_at_quantile(q) as f64;
+    if point_b <= 0.0 || base.is_empty() || cur.is_empty() {
+        return None;
+    }
+    let point = cur.value_at_quantile(q) as f64 / point_b - 1.0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(base.len() ^ (cur.len() << 20) ^ q.to_bits());
+    let mut changes: Vec<f64> = (0..TAIL_REPLICATES)
+        .map(|_| {
+            let b = base.value_at_quantile(rb.sample(&mut rng)) as f64;
+            let c = cur.value_at_quantile(rc.sample(&mut rng)) as f64;
+            c / b.max(1.0) - 1.0
+        })
+        .collect();
+    changes.sort_by(f64::total_cmp);
+    let at = |p: f64| changes[((p * (changes.len() - 1) as f64).round()) as usize];
+    let alpha = (1.0 - TAIL_CONFIDENCE) / 2.0;
+    let (low, high) = (at(alpha), at(1.0 - alpha));
+    Some(TailTest {
+        quantile: q,
+        change_pct: point * 100.0,
+        ci_low_pct: low * 100.0,
+        ci_high_pct: high * 100.0,
+        detectable_pct: (tolerance + (high - low) / 2.0) * 100.0,
+        regression: low > tolerance,
+    })
 }
 
 pub fn compare_latency(
@@ -452,13 +524,19 @@ pub fn compare_latency(
     let test = mann_whitney(base, cur);
     let significant = test
         .is_some_and(|t| t.p_value < policy.alpha && t.prob_b_greater > policy.min_prob_greater);
+    let tail: Vec<TailTest> = [0.95, 0.99]
+        .into_iter()
+        .filter_map(|q| tail_test(base, cur, q, policy.latency_tolerance))
+        .collect();
+    let tail_regression = tail.iter().any(|t| t.regression);
     LatencyComparison {
         name: name.to_string(),
         baseline_p95_ms: b,
         current_p95_ms: c,
         change_pct: change * 100.0,
         test,
-        regression: change > policy.latency_tolerance && significant,
+        tail,
+        regression: (change > policy.latency_tolerance && significant) || tail_regression,
     }
 }
 
@@ -685,6 +763,46 @@ mod tests {
         assert!(worse.change_pct > 80.0);
         let t = worse.test.unwrap();
         assert!(t.p_value < 1e-6 && t.prob_b_greater > 0.8, "{t:?}");
+    }
+
+    #[test]
+    fn ten_percent_of_requests_three_times_slower_is_a_tail_regression() {
+        let policy = RegressionPolicy::default();
+        let base = latencies(1, 3000, 8.0);
+        // The same distribution, with every tenth request 3× slower.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut cur = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for i in 0..3000 {
+            let z: f64 = (0..12).map(|_| rng.r#gen::<f64>()).sum::<f64>() - 6.0;
+            let v = 8000.0 * (0.4 * z).exp() * if i % 10 == 0 { 3.0 } else { 1.0 };
+            cur.saturating_record(v as u64);
+        }
+        let c = compare_latency("opensearch.search", &base, &cur, &policy);
+        let t = c.test.unwrap();
+        assert!(
+            t.prob_b_greater < policy.min_prob_greater,
+            "the body barely moves, so Mann-Whitney alone misses it: {t:?}"
+        );
+        assert!(c.regression, "{c:?}");
+        let p95 = c.tail.iter().find(|t| t.quantile == 0.95).unwrap();
+        assert!(p95.regression && p95.ci_low_pct > 20.0, "{p95:?}");
+        assert!(
+            p95.detectable_pct > 20.0 && p95.detectable_pct < 60.0,
+            "{p95:?}"
+        );
+    }
+
+    #[test]
+    fn twenty_seeded_a_a_pairs_give_at_most_one_false_regression() {
+        let policy = RegressionPolicy::default();
+        let false_alarms = (0..20u64)
+            .filter(|i| {
+                let a = latencies(100 + 2 * i, 3000, 8.0);
+                let b = latencies(101 + 2 * i, 3000, 8.0);
+                compare_latency("x", &a, &b, &policy).regression
+            })
+            .count();
+        assert!(false_alarms <= 1, "{false_alarms} false regressions");
     }
 
     #[test]

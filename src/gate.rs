@@ -79,7 +79,8 @@ pub struct Measured {
     pub availability_min_pct: Option<f64>,
     /// Highest error rate over the backends measured (percent).
     pub error_rate_max_pct: Option<f64>,
-    /// Fewest scheduled operations of any backend behind availability and error rate.
+    /// Fewest searches scheduled on a read side (all operations when there were no
+    /// searches): the evidence behind availability, error rate and drops.
     #[serde(default)]
     pub operation_samples: Option<u64>,
     /// Highest share of dropped operations over the sides (percent of scheduled).

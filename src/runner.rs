@@ -480,7 +480,7 @@ async fn measure(
             settle_stores.push((info.label.clone(), store.clone()));
         }
     }
-    let mut settled = crate::settle::before(&settle_stores, scenario.settle).await?;
+    let mut settled = crate::settle::before(&settle_stores, scenario.settle).await;
     let [a, b] = leg.reads;
     let stats_before = leg.adapter.as_ref().map(|(ad, _)| ad.stats());
     let sample_writer = match &leg.samples {

@@ -100,41 +100,66 @@ fn opt(v: Option<u64>) -> String {
     v.map_or("?".into(), |v| v.to_string())
 }
 
-/// Settles `stores` (distinct stores with their labels) and reads their state; a store
-/// that fails to settle fails the run before anything is measured.
-pub async fn before(
-    stores: &[(String, Arc<dyn VectorStore>)],
-    policy: Settle,
-) -> Result<SettleReport, StoreError> {
+/// Each settling call (refresh, count, index state) gets this long; a force-merge gets
+/// an hour.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+    }
+}
+
+/// Settles `stores` (distinct stores with their labels) and reads their state. A store
+/// that cannot be settled (down, frozen) is measured anyway, as a rollback drill after an
+/// outage must be, and the report says what could not be done.
+pub async fn before(stores: &[(String, Arc<dyn VectorStore>)], policy: Settle) -> SettleReport {
     let started = Instant::now();
     let mut out = Vec::new();
     for (label, store) in stores {
-        store.refresh().await?;
-        if policy == Settle::ForceMerge {
-            store.force_merge(1).await?;
-        }
-        let deadline = Instant::now() + MERGE_WAIT;
-        let mut state = store.index_state().await?;
-        while state.merges_running.unwrap_or(0) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            state = store.index_state().await?;
-        }
-        // A merge that finished publishes its segment at the next refresh.
-        store.refresh().await?;
-        let state = store.index_state().await?;
-        out.push(SettledStore {
+        let mut s = SettledStore {
             label: label.clone(),
-            count: Some(store.count().await?),
-            start: Some(state),
+            count: None,
+            start: None,
             end: None,
             errors: Vec::new(),
-        });
+        };
+        if let Err(e) = settle_one(store.as_ref(), policy, &mut s).await {
+            s.errors.push(format!("not settled before the window: {e}"));
+        }
+        out.push(s);
     }
-    Ok(SettleReport {
+    SettleReport {
         policy: policy.as_str().to_string(),
         seconds: started.elapsed().as_secs_f64(),
         stores: out,
-    })
+    }
+}
+
+async fn settle_one(
+    store: &dyn VectorStore,
+    policy: Settle,
+    s: &mut SettledStore,
+) -> Result<(), String> {
+    bounded(CALL_TIMEOUT, store.refresh()).await?;
+    if policy == Settle::ForceMerge {
+        bounded(Duration::from_secs(3600), store.force_merge(1)).await?;
+    }
+    let deadline = Instant::now() + MERGE_WAIT;
+    let mut state = bounded(CALL_TIMEOUT, store.index_state()).await?;
+    while state.merges_running.unwrap_or(0) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        state = bounded(CALL_TIMEOUT, store.index_state()).await?;
+    }
+    // A merge that finished publishes its segment at the next refresh.
+    bounded(CALL_TIMEOUT, store.refresh()).await?;
+    s.start = Some(bounded(CALL_TIMEOUT, store.index_state()).await?);
+    s.count = Some(bounded(CALL_TIMEOUT, store.count()).await?);
+    Ok(())
 }
 
 /// Reads each store's state at the end of the window, within `timeout` each: a backend

@@ -431,7 +431,13 @@ impl Report {
             consistency_pct: self.consistency.as_ref().map(|c| c.consistency_pct),
             availability_min_pct: ops.iter().map(|o| o.availability * 100.0).reduce(f64::min),
             error_rate_max_pct: ops.iter().map(|o| o.error_rate * 100.0).reduce(f64::max),
-            operation_samples: ops.iter().map(|o| o.requests).min(),
+            // The evidence behind the rates is the reads each side was offered (rare
+            // writes and deletes do not make a run inconclusive on their own).
+            operation_samples: read_sides
+                .iter()
+                .filter_map(|s| search(*s).map(|o| o.requests))
+                .min()
+                .or_else(|| ops.iter().map(|o| o.requests).min()),
             dropped_max_pct: ops
                 .iter()
                 .map(|o| o.dropped() as f64 * 100.0 / o.requests as f64)

@@ -258,6 +258,106 @@ async fn reads_fall_back_to_pgvector_while_opensearch_is_frozen_and_the_breaker_
 }
 
 #[tokio::test]
+async fn cancelled_half_open_probes_do_not_wedge_the_breaker() {
+    let _serial = common::OUTAGE.lock().await;
+    let open_for = Duration::from_millis(800);
+    // The adapter would wait 5 s for OpenSearch; every caller below gives up after
+    // 150 ms, so each OpenSearch call ends by its future being dropped, never by the
+    // adapter's own deadline.
+    let cfg = AdapterConfig {
+        opensearch_read_timeout: Duration::from_secs(5),
+        breaker: BreakerConfig {
+            failure_threshold: 3,
+            open_for,
+        },
+        ..AdapterConfig::default()
+    };
+    let impatient = Duration::from_millis(150);
+    let s = setup(MigrationMode::DualWrite, cfg).await;
+    s.adapter.upsert_batch(&s.records).await.unwrap();
+    s.adapter.refresh().await.unwrap();
+    s.adapter.set_mode(MigrationMode::Opensearch).unwrap();
+    let q = query(&s.records[9], Filter::default());
+    s.adapter.search(&q).await.unwrap();
+    assert_eq!(
+        s.adapter.stats().reads_opensearch,
+        1,
+        "OpenSearch serves at first"
+    );
+
+    let frozen = common::Frozen::new();
+    let mut gave_up = 0;
+    for _ in 0..10 {
+        if tokio::time::timeout(impatient, s.adapter.search(&q))
+            .await
+            .is_err()
+        {
+            gave_up += 1;
+        }
+    }
+    // Three cancelled calls open the breaker; after that reads fall back to pgvector
+    // (more give-ups would only mean pgvector itself was slower than 150 ms).
+    assert!(gave_up >= 3, "{gave_up} searches gave up");
+    assert_eq!(s.adapter.breaker_state(), BreakerState::Open);
+
+    // Each cool-down ends in a half-open probe whose caller gives up: the probe is
+    // cancelled mid-call. Before the fix the breaker then stayed half-open with its
+    // probe slot taken, rejecting everything for good.
+    for round in 1..=3 {
+        tokio::time::sleep(open_for + Duration::from_millis(100)).await;
+        assert_eq!(
+            s.adapter.breaker_state(),
+            BreakerState::HalfOpen,
+            "round {round}"
+        );
+        let before = s.adapter.stats();
+        let probe = tokio::time::timeout(impatient, s.adapter.search(&q)).await;
+        assert!(
+            probe.is_err(),
+            "round {round}: the probe hangs on frozen OpenSearch"
+        );
+        assert_eq!(
+            s.adapter.stats().since(&before).fallbacks,
+            0,
+            "round {round}: the read was a probe, not rejected by the breaker"
+        );
+        assert_eq!(
+            s.adapter.breaker_state(),
+            BreakerState::Open,
+            "round {round}: a cancelled probe re-opens the breaker"
+        );
+        // While open, reads fall back instead of waiting the adapter's 5 s.
+        let got = tokio::time::timeout(Duration::from_secs(2), s.adapter.search(&q))
+            .await
+            .expect("an open breaker answers from pgvector without waiting on OpenSearch")
+            .unwrap();
+        assert_eq!(got, s.pg.search(&q).await.unwrap());
+    }
+    drop(frozen);
+
+    // Within one breaker cycle (the rest of the cool-down, then a probe) OpenSearch
+    // serves reads again.
+    let thawed = std::time::Instant::now();
+    let deadline = open_for + Duration::from_secs(3);
+    let before = s.adapter.stats().reads_opensearch;
+    while s.adapter.stats().reads_opensearch == before {
+        assert!(
+            thawed.elapsed() < deadline,
+            "OpenSearch did not serve a read within {deadline:?} of the thaw; breaker {:?}, {:?}",
+            s.adapter.breaker_state(),
+            s.adapter.stats()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.adapter.search(&q)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "OpenSearch served reads again {:.0} ms after the thaw",
+        thawed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(s.adapter.breaker_state(), BreakerState::Closed);
+}
+
+#[tokio::test]
 async fn acknowledged_writes_survive_an_opensearch_outage_and_the_outbox_drains() {
     let _serial = common::OUTAGE.lock().await;
     let cfg = AdapterConfig {

@@ -1,8 +1,14 @@
 //! Circuit breaker for the OpenSearch side: opens after consecutive failures, stays
 //! open for a cool-down, then half-opens to let a single probe through.
+//!
+//! Every call goes through a [`Permit`] that reports its outcome, and a permit that is
+//! dropped unreported (its future was cancelled by a caller's deadline, a disconnected
+//! HTTP client, an aborted task) reports a failure from `Drop`. Without that, a
+//! cancelled half-open probe would hold the single probe slot forever and the breaker
+//! would reject every later call.
 
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,14 +68,62 @@ pub struct Breaker {
     inner: Mutex<Inner>,
 }
 
-/// Permission to call the guarded backend. Report the outcome with
-/// [`Breaker::success`] or [`Breaker::failure`].
+/// What a [`Permit`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub enum PermitKind {
+    /// An ordinary call while the breaker is closed.
     Call,
     /// The single half-open probe.
     Probe,
-    Rejected,
+}
+
+/// Permission to call the guarded backend, from [`Breaker::acquire`]. Report the
+/// outcome with [`Permit::success`] or [`Permit::failure`]. A permit dropped without
+/// either counts as a failure, whatever its kind:
+///
+/// - a probe must release the probe slot, and an unfinished probe is no evidence that
+///   the backend is back, so it re-opens the breaker for its cool-down, after which a
+///   new probe is granted: the breaker recovers within one cycle;
+/// - a call whose caller gave up while the backend was still working means the
+///   backend did not answer in time for that caller. Failures only open the breaker
+///   when `failure_threshold` of them are consecutive, so occasional disconnects on a
+///   healthy backend are reset by the next success; counting them as neutral instead
+///   would mean a caller whose deadline is shorter than the adapter's own never opens
+///   the breaker against a hung backend, and never gets the fallback.
+///
+/// It owns an `Arc` of its breaker so it can move into a spawned task.
+#[must_use = "report the outcome with success() or failure(); dropping the permit counts as a failure"]
+#[derive(Debug)]
+pub struct Permit {
+    breaker: Arc<Breaker>,
+    kind: PermitKind,
+    reported: bool,
+}
+
+impl Permit {
+    pub fn kind(&self) -> PermitKind {
+        self.kind
+    }
+
+    /// The backend answered (a rejected input counts: the backend is healthy).
+    pub fn success(mut self) {
+        self.reported = true;
+        self.breaker.on_success();
+    }
+
+    /// The backend failed or did not answer in time.
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.breaker.on_failure();
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.on_failure();
+        }
+    }
 }
 
 impl Breaker {
@@ -80,8 +134,15 @@ impl Breaker {
         }
     }
 
+    /// The lock is never held across a call that can panic, but a permit reports from
+    /// `Drop`, possibly while unwinding, where a second panic would abort: so a
+    /// poisoned lock is used as is rather than unwrapped.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn state(&self) -> BreakerState {
-        let mut inner = self.inner.lock().expect("breaker lock");
+        let mut inner = self.lock();
         Self::advance(&mut inner);
         match *inner {
             Inner::Closed { .. } => BreakerState::Closed,
@@ -98,29 +159,33 @@ impl Breaker {
         }
     }
 
-    pub fn acquire(&self) -> Permit {
-        let mut inner = self.inner.lock().expect("breaker lock");
+    /// A permit to call the backend, or `None` while the breaker is open or its
+    /// half-open probe is in flight.
+    pub fn acquire(self: &Arc<Self>) -> Option<Permit> {
+        let mut inner = self.lock();
         Self::advance(&mut inner);
-        match &mut *inner {
-            Inner::Closed { .. } => Permit::Call,
-            Inner::Open { .. } => Permit::Rejected,
+        let kind = match &mut *inner {
+            Inner::Closed { .. } => PermitKind::Call,
+            Inner::Open { .. } => return None,
+            Inner::HalfOpen { probing: true } => return None,
             Inner::HalfOpen { probing } => {
-                if *probing {
-                    Permit::Rejected
-                } else {
-                    *probing = true;
-                    Permit::Probe
-                }
+                *probing = true;
+                PermitKind::Probe
             }
-        }
+        };
+        Some(Permit {
+            breaker: self.clone(),
+            kind,
+            reported: false,
+        })
     }
 
-    pub fn success(&self) {
-        *self.inner.lock().expect("breaker lock") = Inner::Closed { failures: 0 };
+    fn on_success(&self) {
+        *self.lock() = Inner::Closed { failures: 0 };
     }
 
-    pub fn failure(&self) {
-        let mut inner = self.inner.lock().expect("breaker lock");
+    fn on_failure(&self) {
+        let mut inner = self.lock();
         let open = Inner::Open {
             until: Instant::now() + self.cfg.open_for,
         };
@@ -141,50 +206,111 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    fn breaker(ms: u64) -> Breaker {
-        Breaker::new(BreakerConfig {
+    fn breaker(ms: u64) -> Arc<Breaker> {
+        Arc::new(Breaker::new(BreakerConfig {
             failure_threshold: 3,
             open_for: Duration::from_millis(ms),
+        }))
+    }
+
+    fn kind(b: &Arc<Breaker>) -> Option<PermitKind> {
+        b.acquire().map(|p| {
+            let k = p.kind();
+            // Leave the state as it was: these checks look, they do not call.
+            std::mem::forget(p);
+            k
         })
+    }
+
+    fn fail(b: &Arc<Breaker>, n: usize) {
+        for _ in 0..n {
+            b.acquire().expect("permit").failure();
+        }
     }
 
     #[test]
     fn opens_after_consecutive_failures_only() {
         let b = breaker(1000);
-        b.failure();
-        b.failure();
-        b.success();
-        b.failure();
-        b.failure();
+        fail(&b, 2);
+        b.acquire().unwrap().success();
+        fail(&b, 2);
         assert_eq!(b.state(), BreakerState::Closed);
-        b.failure();
+        fail(&b, 1);
         assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(b.acquire(), Permit::Rejected);
+        assert!(b.acquire().is_none());
     }
 
     #[test]
     fn half_opens_to_one_probe_and_closes_on_success() {
         let b = breaker(20);
-        for _ in 0..3 {
-            b.failure();
-        }
+        fail(&b, 3);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert_eq!(b.acquire(), Permit::Probe);
-        assert_eq!(b.acquire(), Permit::Rejected, "only one probe at a time");
-        b.success();
-        assert_eq!(b.acquire(), Permit::Call);
+        let probe = b.acquire().expect("probe");
+        assert_eq!(probe.kind(), PermitKind::Probe);
+        assert!(b.acquire().is_none(), "only one probe at a time");
+        probe.success();
+        assert_eq!(kind(&b), Some(PermitKind::Call));
     }
 
     #[test]
     fn a_failed_probe_reopens() {
         let b = breaker(20);
+        fail(&b, 3);
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.acquire().expect("probe");
+        assert_eq!(probe.kind(), PermitKind::Probe);
+        probe.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn a_dropped_probe_reopens_and_a_new_probe_follows_the_cool_down() {
+        let b = breaker(20);
+        fail(&b, 3);
         for _ in 0..3 {
-            b.failure();
+            std::thread::sleep(Duration::from_millis(30));
+            let probe = b.acquire().expect("a probe after the cool-down");
+            assert_eq!(probe.kind(), PermitKind::Probe);
+            drop(probe);
+            assert_eq!(
+                b.state(),
+                BreakerState::Open,
+                "a dropped probe is a failed one"
+            );
         }
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(b.acquire(), Permit::Probe);
-        b.failure();
+        b.acquire().expect("probe").success();
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_dropped_in_another_thread_frees_the_slot() {
+        let b = breaker(20);
+        fail(&b, 3);
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.acquire().expect("probe");
+        std::thread::spawn(move || drop(probe)).join().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(kind(&b), Some(PermitKind::Probe));
+    }
+
+    #[test]
+    fn dropped_calls_count_as_consecutive_failures() {
+        let b = breaker(1000);
+        for _ in 0..2 {
+            drop(b.acquire().unwrap());
+        }
+        b.acquire().unwrap().success();
+        for _ in 0..2 {
+            drop(b.acquire().unwrap());
+        }
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "a success resets the count"
+        );
+        drop(b.acquire().unwrap());
         assert_eq!(b.state(), BreakerState::Open);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
 
-pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit};
+pub use breaker::{Breaker, BreakerConfig, BreakerState, Permit, PermitKind};
 pub use mode::MigrationMode;
 pub use outbox::Outbox;
 
@@ -276,30 +276,33 @@ impl VectorStoreAdapter {
         guards
     }
 
-    /// Runs an OpenSearch call behind the breaker and deadline.
+    /// Runs an OpenSearch call behind the breaker and deadline. If this future is
+    /// dropped before the call ends (the caller's own deadline, a disconnected client),
+    /// the permit's `Drop` reports the failure, so a cancelled probe cannot wedge the
+    /// breaker half-open.
     async fn guarded<T, F>(&self, timeout: Duration, f: F) -> Result<T, GuardedError>
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
-        if self.breaker.acquire() == Permit::Rejected {
+        let Some(permit) = self.breaker.acquire() else {
             return Err(GuardedError::BreakerOpen);
-        }
+        };
         match tokio::time::timeout(timeout, f).await {
             Ok(Ok(v)) => {
-                self.breaker.success();
+                permit.success();
                 Ok(v)
             }
             Ok(Err(e)) if e.class() == ErrorClass::Rejected => {
                 // The caller's input was bad; not the backend's health.
-                self.breaker.success();
+                permit.success();
                 Err(GuardedError::Store(e))
             }
             Ok(Err(e)) => {
-                self.breaker.failure();
+                permit.failure();
                 Err(GuardedError::Store(e))
             }
             Err(_) => {
-                self.breaker.failure();
+                permit.failure();
                 Err(GuardedError::Store(StoreError::Timeout {
                     backend: "opensearch",
                     detail: format!("no answer within {} ms", timeout.as_millis()),
@@ -380,17 +383,18 @@ impl VectorStoreAdapter {
             self.counters.mirror_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if self.breaker.acquire() == Permit::Rejected {
+        let Some(permit) = self.breaker.acquire() else {
             self.counters
                 .mirror_skipped_breaker_open
                 .fetch_add(1, Ordering::Relaxed);
             return;
-        }
+        };
         let req = Arc::new(req.clone());
         let sink = self.sink.read().expect("sink lock").clone();
         let counters = self.counters.clone();
         let timeout = self.cfg.opensearch_read_timeout;
-        let breaker_report = self.breaker.clone();
+        // The permit moves into the task: if the task is aborted (runtime shutdown)
+        // its drop still reports, so a mirrored probe cannot wedge the breaker either.
         tokio::spawn(async move {
             let _slot = slot;
             let started = Instant::now();
@@ -398,19 +402,23 @@ impl VectorStoreAdapter {
             let latency = started.elapsed();
             let result = match res {
                 Ok(Ok(hits)) => {
-                    breaker_report.success();
+                    permit.success();
                     counters.mirrors_completed.fetch_add(1, Ordering::Relaxed);
                     Ok(hits)
                 }
                 Ok(Err(e)) => {
-                    if e.class() != ErrorClass::Rejected {
-                        breaker_report.failure();
+                    // A rejected input means OpenSearch answered, as in `guarded`; the
+                    // permit must be reported either way (unreported, it is a failure).
+                    if e.class() == ErrorClass::Rejected {
+                        permit.success();
+                    } else {
+                        permit.failure();
                     }
                     counters.mirror_errors.fetch_add(1, Ordering::Relaxed);
                     Err(e.class())
                 }
                 Err(_) => {
-                    breaker_report.failure();
+                    permit.failure();
                     counters.mirror_errors.fetch_add(1, Ordering::Relaxed);
                     Err(ErrorClass::Timeout)
                 }

@@ -177,13 +177,22 @@ impl Segment {
 }
 
 fn check_rate(r: f64, what: &str) -> Result<(), ShapeError> {
-    if r.is_finite() && r >= 0.0 {
-        Ok(())
-    } else {
-        Err(ShapeError::Invalid(format!(
+    if !(r.is_finite() && r >= 0.0) {
+        return Err(ShapeError::Invalid(format!(
             "{what} must be a finite rate ≥ 0 per second, got {r}"
-        )))
+        )));
     }
+    // Start times are Durations: a rate so low that a single 1/rate gap does not fit
+    // in one (under about 5.4e-20/s) would panic in `Duration::from_secs_f64`.
+    // `{:e}` because plain `{}` prints such a rate with hundreds of zeros.
+    if r > 0.0 && Duration::try_from_secs_f64(1.0 / r).is_err() {
+        return Err(ShapeError::Invalid(format!(
+            "{what} {r:e}/s is too low: 1/rate seconds between operations is more than a \
+             duration can hold (about 584 billion years); the lowest rate > 0 is {:.1e}/s",
+            1.0 / Duration::MAX.as_secs_f64()
+        )));
+    }
+    Ok(())
 }
 
 fn segments(shape: &RateShape) -> Result<Vec<Segment>, ShapeError> {
@@ -302,7 +311,9 @@ impl Schedule {
         })
     }
 
-    /// The intended offset of the next operation; `None` once the rate stays 0 forever.
+    /// The intended offset of the next operation; `None` once the rate stays 0 forever,
+    /// or once the next offset is beyond what a `Duration` holds (about 584 billion
+    /// years: only a validated but still tiny rate gets there, after a few operations).
     pub fn next_offset(&mut self) -> Option<Duration> {
         let y = match self.arrival {
             // i/rate, not a running sum, so there is no accumulated rounding.
@@ -316,7 +327,7 @@ impl Schedule {
             let gap: f64 = Exp1.sample(&mut self.rng);
             self.next_lambda += gap;
         }
-        Some(Duration::from_secs_f64(t.max(0.0)))
+        Duration::try_from_secs_f64(t.max(0.0)).ok()
     }
 }
 
@@ -457,5 +468,51 @@ mod tests {
         assert!(
             Schedule::new(&RateShape::FromLog { speed: 1.0 }, Arrival::Uniform, 0, "x").is_err()
         );
+    }
+
+    #[test]
+    fn a_rate_whose_interval_overflows_a_duration_is_an_error_not_a_panic() {
+        let tiny = [
+            RateShape::Constant { per_second: 1e-300 },
+            RateShape::Steps(vec![RateStep {
+                from: Duration::ZERO,
+                per_second: 1e-300,
+            }]),
+            RateShape::Ramp {
+                from_per_second: 1e-300,
+                to_per_second: 10.0,
+                over: secs(1.0),
+            },
+            RateShape::Ramp {
+                from_per_second: 0.0,
+                to_per_second: 1e-300,
+                over: secs(1.0),
+            },
+        ];
+        for shape in tiny {
+            let err = shape.validate("load.rate").unwrap_err().to_string();
+            assert!(err.starts_with("load.rate: "), "{shape:?}: {err}");
+            assert!(err.contains("1e-300/s is too low"), "{shape:?}: {err}");
+            for arrival in [Arrival::Uniform, Arrival::Poisson] {
+                let err = Schedule::new(&shape, arrival, 0, "load.rate").unwrap_err();
+                assert!(err.to_string().starts_with("load.rate: "), "{err}");
+            }
+        }
+        assert!(
+            RateShape::Constant {
+                per_second: f64::INFINITY
+            }
+            .validate("load.rate")
+            .is_err()
+        );
+        // Low but representable: a few offsets fit, then the schedule ends instead of
+        // panicking on one that does not.
+        let shape = RateShape::Constant { per_second: 1e-19 };
+        shape.validate("load.rate").unwrap();
+        for arrival in [Arrival::Uniform, Arrival::Poisson] {
+            let mut s = Schedule::new(&shape, arrival, 3, "load.rate").unwrap();
+            let n = std::iter::from_fn(|| s.next_offset()).take(100).count();
+            assert!((1..100).contains(&n), "{arrival:?}: {n} offsets");
+        }
     }
 }

@@ -153,7 +153,17 @@ impl RecordedLog {
             }
             Some(ts) => {
                 let first = *self.first_ts.get_or_insert(ts);
-                Some(Duration::from_secs_f64((ts - first) / 1000.0))
+                // A finite ts_ms can still be too far from the first line for a
+                // Duration (about 584 billion years), and `from_secs_f64` panics there.
+                let offset = Duration::try_from_secs_f64((ts - first) / 1000.0).map_err(|_| {
+                    // `{:e}`: plain `{}` would print all 301 digits of 1e300.
+                    self.bad(format!(
+                        "ts_ms is {:e} ms after the first line's, more than a duration \
+                         can hold (about 584 billion years)",
+                        ts - first
+                    ))
+                })?;
+                Some(offset)
             }
             None if self.spec.require_timestamps => {
                 return Err(self.bad("ts_ms is required to replay at the original timing"));
@@ -419,6 +429,28 @@ mod tests {
         );
         let err = log.next_item().unwrap().unwrap_err().to_string();
         assert!(err.contains("ts_ms is required"), "{err}");
+    }
+
+    #[test]
+    fn a_timestamp_too_far_from_the_first_is_a_bad_line_not_a_panic() {
+        let text = "{\"ts_ms\": 0, \"op\": \"search\", \"vector\": [1, 0]}\n\
+                    {\"ts_ms\": 1e300, \"op\": \"search\", \"vector\": [1, 0]}\n";
+        let mut log = RecordedLog::from_bytes(spec(BadLinePolicy::Stop), text.as_bytes().to_vec());
+        assert_eq!(log.next_item().unwrap().unwrap().at, Some(Duration::ZERO));
+        let err = log.next_item().unwrap().unwrap_err().to_string();
+        assert!(err.starts_with("log.jsonl:2: "), "{err}");
+        assert!(
+            err.contains("ts_ms is 1e300 ms after the first line's"),
+            "{err}"
+        );
+        assert!(
+            log.next_item().is_none(),
+            "the replay stops at the bad line"
+        );
+
+        let mut log = RecordedLog::from_bytes(spec(BadLinePolicy::Skip), text.as_bytes().to_vec());
+        assert_eq!(drain(&mut log).len(), 1);
+        assert_eq!(log.skipped(), 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
 use shadowbench::compare::compare;
 use shadowbench::dataset::Dataset;
 use shadowbench::error::ErrorClass;
@@ -251,4 +252,62 @@ async fn compare_against_an_opensearch_outage_reports_regressions() {
     // And the outage's own gate never passes.
     let v = gate::evaluate(&outage.gate_input(), &Criteria::default());
     assert_ne!(v.outcome, Outcome::Pass);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cutover_served_by_pgvector_while_opensearch_is_frozen_fails_the_gate() {
+    let _serial = common::OUTAGE.lock().await;
+    let ds = common::small_dataset();
+    let pg = common::pg_store(ds.dimension).await;
+    let os = common::os_store(ds.dimension).await;
+    let (pg_dyn, os_dyn): (Arc<dyn VectorStore>, Arc<dyn VectorStore>) = (pg.clone(), os.clone());
+    ingest(
+        &ds.train,
+        &[pg_dyn.clone(), os_dyn.clone()],
+        &IngestOptions::default(),
+    )
+    .await
+    .unwrap();
+    os_dyn.refresh().await.unwrap();
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            Some(os_dyn.clone()),
+            MigrationMode::Opensearch,
+            AdapterConfig {
+                opensearch_read_timeout: Duration::from_millis(200),
+                ..AdapterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let before = adapter.stats();
+    // Callers read through the adapter (side b); pgvector directly is the control.
+    let served: Arc<dyn VectorStore> = adapter.clone();
+    let p = plan(20.0, 16, 2000, 6, 5000);
+    let mut r = {
+        let _frozen = common::Frozen::new();
+        run(&ds, &p, &pg_dyn, &served).await
+    };
+    r.adapter = Some(report::AdapterReport {
+        mode: adapter.mode().to_string(),
+        reads_on_side: Some(Side::B),
+        stats: adapter.stats().since(&before),
+        breaker_at_end: adapter.breaker_state(),
+        outbox_depth_at_end: None,
+        switch: None,
+    });
+    // Every caller was answered (by pgvector): availability alone would pass.
+    assert_eq!(search(&r, Side::B).availability, 1.0);
+    let (fallbacks, meant) = r.fallback().unwrap();
+    eprintln!("{fallbacks} of {meant} reads meant for OpenSearch were served by pgvector");
+    assert!(meant >= 100 && fallbacks == meant, "{fallbacks} of {meant}");
+    let v = gate::evaluate(&r.gate_input(), &Criteria::default());
+    assert_eq!(
+        criterion(&v, "fallback_rate_max_pct"),
+        Status::Fail,
+        "{v:?}"
+    );
+    assert_eq!(v.outcome, Outcome::Fail);
 }

@@ -419,10 +419,13 @@ END
 SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$DB_NAME')\gexec
 EOF
-  psql_su -d "$DB_NAME" <<'EOF' >/dev/null
+  psql_su -d "$DB_NAME" <<EOF >/dev/null
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS vector;
 ALTER EXTENSION vector UPDATE;
+-- Resident-memory readings: which shared buffers hold the table and its index.
+CREATE EXTENSION IF NOT EXISTS pg_buffercache;
+GRANT pg_monitor TO $DB_USER;
 EOF
 }
 

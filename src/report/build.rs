@@ -287,6 +287,7 @@ fn resources_report(ctx: &ReportContext) -> ResourcesReport {
             data_bytes: div(|u| u.data_bytes),
             index_bytes: div(|u| u.index_bytes),
             memory_bytes: div(|u| u.memory_bytes),
+            resident_bytes: div(|u| u.resident_bytes),
         },
         sides,
     }
@@ -625,6 +626,7 @@ mod tests {
                     data_bytes: Some(100),
                     index_bytes: Some(50),
                     memory_bytes: None,
+                    resident_bytes: None,
                     notes: vec![],
                     ..Default::default()
                 }),
@@ -632,6 +634,7 @@ mod tests {
                     data_bytes: Some(300),
                     index_bytes: Some(25),
                     memory_bytes: Some(7),
+                    resident_bytes: None,
                     live_entries: Some(100),
                     deleted_entries: Some(100),
                     segments: None,

@@ -254,8 +254,12 @@ pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
         per_backend(&|b| bytes(usage(b.side).and_then(|u| u.index_bytes))),
     ));
     rows.push((
-        "memory bytes".to_string(),
+        "memory, working-set estimate (index files)".to_string(),
         per_backend(&|b| bytes(usage(b.side).and_then(|u| u.memory_bytes))),
+    ));
+    rows.push((
+        "memory, resident reading (JVM heap + k-NN native / shared buffers)".to_string(),
+        per_backend(&|b| bytes(usage(b.side).and_then(|u| u.resident_bytes))),
     ));
     rows
 }
@@ -275,9 +279,16 @@ pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
     }
     let r = &report.resources.ratio_b_over_a;
     out.push(format!(
-        "Resource ratios (side b / side a): index {}, memory {}.",
+        "Resource ratios (side b / side a): index {}, memory working-set estimate {}, \
+         resident memory {}. memory_ratio_max judges the {} reading.",
         opt(r.index_bytes, 3),
-        opt(r.memory_bytes, 3)
+        opt(r.memory_bytes, 3),
+        opt(r.resident_bytes, 3),
+        report
+            .gate_criteria
+            .as_ref()
+            .map_or(crate::gate::MemoryMeasure::default(), |c| c.memory_measure)
+            .as_str()
     ));
     if let Some(ad) = &report.adapter {
         out.push(adapter_sentence(ad));

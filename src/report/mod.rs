@@ -366,6 +366,8 @@ pub struct ResourceRatios {
     pub data_bytes: Option<f64>,
     pub index_bytes: Option<f64>,
     pub memory_bytes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_bytes: Option<f64>,
 }
 
 impl Report {
@@ -411,6 +413,11 @@ impl Report {
             opensearch_qps: search(cand).map(|o| o.achieved_qps),
             memory_ratio: if ratio_ok {
                 self.resources.ratio_b_over_a.memory_bytes
+            } else {
+                None
+            },
+            resident_memory_ratio: if ratio_ok {
+                self.resources.ratio_b_over_a.resident_bytes
             } else {
                 None
             },

@@ -183,6 +183,8 @@ impl VectorStore for ExactStore {
             data_bytes: Some(bytes),
             index_bytes: Some(0),
             memory_bytes: Some(bytes),
+            // In this process's memory: held, not estimated.
+            resident_bytes: Some(bytes),
             live_entries: Some(self.len() as u64),
             deleted_entries: Some(0),
             segments: None,

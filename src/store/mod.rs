@@ -56,9 +56,15 @@ pub struct ResourceUsage {
     /// Bytes of the vector index alone (pgvector: `pg_relation_size` of the HNSW/IVFFlat
     /// index; OpenSearch: the Lucene vector files `.vec`/`.vex`/`.vem`, graph and vectors).
     pub index_bytes: Option<u64>,
-    /// Memory the vector index occupies (pgvector: index pages held in shared_buffers;
-    /// OpenSearch: `_plugins/_knn/stats` graph memory, which only native engines report).
+    /// Working-set estimate of the vector index, from sizes, not a reading (pgvector:
+    /// the HNSW index size; OpenSearch: the Lucene vector files searches need resident,
+    /// or the k-NN plugin's native graph memory for native engines).
     pub memory_bytes: Option<u64>,
+    /// Memory actually held, read from the server (pgvector: shared buffers holding the
+    /// table and its vector index, from pg_buffercache; OpenSearch: JVM heap used over
+    /// all nodes plus the k-NN plugin's native graph memory). `None` when not readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_bytes: Option<u64>,
     /// Records the store holds now (OpenSearch: primaries' `docs.count`; pgvector: the
     /// statistics collector's `n_live_tup`, an estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -835,6 +835,24 @@ impl VectorStore for OpenSearchStore {
                 Ok(None) => "no graph_memory_usage".to_string(),
                 Err(e) => format!("an error ({e})"),
             };
+            let native_kb = native.as_ref().ok().copied().flatten();
+            match self.jvm_heap().await {
+                Ok(Some((used, committed))) => {
+                    usage.resident_bytes = Some(used + native_kb.unwrap_or(0) * 1024);
+                    usage.notes.push(format!(
+                        "resident_bytes: JVM heap used {used} bytes (committed {committed}) \
+                         summed over the nodes (_nodes/stats/jvm; the whole node, not only \
+                         this index) + k-NN native graph memory {} KB",
+                        native_kb.unwrap_or(0)
+                    ));
+                }
+                Ok(None) => usage
+                    .notes
+                    .push("resident_bytes: _nodes/stats/jvm reported no heap".to_string()),
+                Err(e) => usage
+                    .notes
+                    .push(format!("resident_bytes: _nodes/stats/jvm unreadable: {e}")),
+            }
             match (native, stats.vector_file_bytes) {
                 (Ok(Some(kb)), _) if kb > 0 => {
                     usage.memory_bytes = Some(kb * 1024);
@@ -937,6 +955,14 @@ impl OpenSearchStore {
     }
 
     /// Sum of `graph_memory_usage` (KB) over nodes from `_plugins/_knn/stats`.
+    /// JVM heap (used, committed) summed over the nodes, from `_nodes/stats/jvm`.
+    async fn jvm_heap(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let path = "/_nodes/stats/jvm";
+        let reply = self.call(Method::Get, path, &[], None).await?;
+        let v = self.expect_ok(Method::Get, path, reply)?;
+        Ok(sum_jvm_heap(&v))
+    }
+
     async fn knn_graph_memory(&self) -> Result<Option<u64>, StoreError> {
         let path = "/_plugins/_knn/stats";
         let reply = self.call(Method::Get, path, &[], None).await?;
@@ -947,6 +973,26 @@ impl OpenSearchStore {
 
 // ---------------------------------------------------------------------------------------
 // Pure helpers (unit-tested)
+
+/// (heap used, heap committed) in bytes, summed over `nodes.*.jvm.mem`.
+fn sum_jvm_heap(v: &Value) -> Option<(u64, u64)> {
+    let nodes = v.get("nodes")?.as_object()?;
+    let mut out: Option<(u64, u64)> = None;
+    for n in nodes.values() {
+        let used = n
+            .pointer("/jvm/mem/heap_used_in_bytes")
+            .and_then(Value::as_u64);
+        let committed = n
+            .pointer("/jvm/mem/heap_committed_in_bytes")
+            .and_then(Value::as_u64);
+        if let (Some(u), Some(c)) = (used, committed) {
+            let acc = out.get_or_insert((0, 0));
+            acc.0 += u;
+            acc.1 += c;
+        }
+    }
+    out
+}
 
 /// `{index}_{tenant}`, with the tenant lowercased and every char outside `[a-z0-9_-]`
 /// replaced by `_`. Names that would exceed 255 bytes are cut and suffixed with a hash
@@ -1940,5 +1986,15 @@ mod tests {
             parse_index_state(&serde_json::json!({})),
             Default::default()
         );
+    }
+
+    #[test]
+    fn jvm_heap_is_summed_over_nodes() {
+        let v = serde_json::json!({"nodes": {
+            "a": {"jvm": {"mem": {"heap_used_in_bytes": 100, "heap_committed_in_bytes": 400}}},
+            "b": {"jvm": {"mem": {"heap_used_in_bytes": 50, "heap_committed_in_bytes": 400}}}
+        }});
+        assert_eq!(sum_jvm_heap(&v), Some((150, 800)));
+        assert_eq!(sum_jvm_heap(&serde_json::json!({"nodes": {}})), None);
     }
 }

@@ -603,7 +603,38 @@ impl VectorStore for PgVectorStore {
         let total: Option<i64> = row.try_get(2).map_err(|e| self.err(e))?;
         let live: Option<i64> = row.try_get(3).map_err(|e| self.err(e))?;
         let dead: Option<i64> = row.try_get(4).map_err(|e| self.err(e))?;
+        // Shared buffers holding the table's pages and its index's: a reading, when the
+        // pg_buffercache extension is installed and readable (pg_monitor).
+        let buffers: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT (count(*) * current_setting('block_size')::int8)::int8 FROM pg_buffercache b \
+             WHERE b.reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND b.relfilenode IN (pg_relation_filenode(to_regclass($1)), pg_relation_filenode(to_regclass($2)))",
+        )
+        .bind(&self.cfg.table)
+        .bind(self.index_name())
+        .fetch_one(&self.pool)
+        .await;
+        let (resident, resident_note) = match buffers {
+            Ok(b) => (
+                b.map(|b| b.max(0) as u64),
+                format!(
+                    "pgvector: resident_bytes = shared buffers holding {} and {} (pg_buffercache; \
+                     pages in the OS page cache are not counted)",
+                    self.cfg.table,
+                    self.index_name()
+                ),
+            ),
+            Err(e) => (
+                None,
+                format!(
+                    "pgvector: resident_bytes not readable (pg_buffercache missing or not \
+                     permitted: {})",
+                    self.err(e)
+                ),
+            ),
+        };
         Ok(ResourceUsage {
+            resident_bytes: resident,
             live_entries: live.map(|n| n.max(0) as u64),
             deleted_entries: dead.map(|n| n.max(0) as u64),
             segments: None,
@@ -621,6 +652,7 @@ impl VectorStore for PgVectorStore {
                     i = self.index_name()
                 ),
                 "pgvector: memory_bytes = index size (HNSW must be resident in shared_buffers/page cache to be fast); an estimate, not a reading".to_string(),
+                resident_note,
                 "pgvector: live_entries / deleted_entries = n_live_tup / n_dead_tup from pg_stat_user_tables (the statistics collector's estimates; dead tuples hold space until VACUUM, and a vacuumed index keeps its size for reuse)".to_string(),
             ],
         })

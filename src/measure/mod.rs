@@ -3,6 +3,7 @@
 //! gathered by one collector task that workers feed with small numeric samples.
 
 pub mod collector;
+pub mod flat;
 pub mod harness;
 pub mod histogram;
 pub mod quality;
@@ -13,6 +14,7 @@ pub mod truth;
 use serde::{Deserialize, Serialize};
 
 pub use collector::{Collector, CollectorConfig, Event, LiveStats, Measurements, OpMeasure};
+pub use flat::{BatchQuery, BatchStats, BlockSizes, FlatIndex};
 pub use histogram::{LatencyHistogram, LatencyStats};
 pub use quality::{RatioStats, TrueNeighbours, overlap_at_k, recall_at_k};
 pub use timeline::{Timeline, TimelineSecond, TimelineSide};

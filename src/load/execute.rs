@@ -276,7 +276,6 @@ mod tests {
     use super::*;
     use crate::distance::Metric;
     use crate::record::{Filter, Record, RecordId};
-    use crate::store::exact::ExactStore;
 
     fn records() -> Vec<Record> {
         (0..20)
@@ -314,7 +313,7 @@ mod tests {
     #[test]
     fn quality_pairs_both_answers_and_counts_filter_violations_as_wrong() {
         let recs = records();
-        let gt = GroundTruth::new(ExactStore::from_records(2, Metric::Cosine, &recs).unwrap());
+        let gt = GroundTruth::from_records(2, Metric::Cosine, &recs).unwrap();
         let request = SearchRequest {
             vector: vec![1.0, 0.0],
             k: 3,

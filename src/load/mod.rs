@@ -425,9 +425,7 @@ mod tests {
     }
 
     fn truth() -> Arc<GroundTruth> {
-        Arc::new(GroundTruth::new(
-            ExactStore::from_records(2, Metric::Cosine, &records()).unwrap(),
-        ))
+        Arc::new(GroundTruth::from_records(2, Metric::Cosine, &records()).unwrap())
     }
 
     fn search(v: [f32; 2], filter: Filter) -> WorkItem {

@@ -263,7 +263,6 @@ pub fn score_ids(
 mod tests {
     use super::*;
     use crate::distance::Metric;
-    use crate::store::exact::ExactStore;
 
     fn rec(id: &str, tenant: &str, v: [f32; 2]) -> Record {
         Record::new(RecordId::new(tenant, "e", id), v.to_vec(), "m")
@@ -280,7 +279,7 @@ mod tests {
     #[test]
     fn reads_are_scored_against_the_truth_as_of_their_place_in_the_write_log() {
         let base = [rec("a", "x", [1.0, 0.0]), rec("b", "x", [0.0, 1.0])];
-        let truth = GroundTruth::new(ExactStore::from_records(2, Metric::L2, &base).unwrap());
+        let truth = GroundTruth::from_records(2, Metric::L2, &base).unwrap();
         let spill = Spill::new().unwrap();
         let near = rec("n", "x", [0.9, 0.0]);
         let q = || search([0.9, 0.0], 1, Filter::default());
@@ -318,7 +317,7 @@ mod tests {
             rec("b", "x", [0.0, 1.0]),
             rec("c", "y", [1.0, 0.0]),
         ];
-        let truth = GroundTruth::new(ExactStore::from_records(2, Metric::L2, &base).unwrap());
+        let truth = GroundTruth::from_records(2, Metric::L2, &base).unwrap();
         let spill = Spill::new().unwrap();
         spill.read(
             search([1.0, 0.0], 1, Filter::tenant("x")),
@@ -339,7 +338,7 @@ mod tests {
         let base: Vec<Record> = (0..50)
             .map(|i| rec(&format!("r{i}"), "x", [i as f32, 1.0]))
             .collect();
-        let truth = GroundTruth::new(ExactStore::from_records(2, Metric::L2, &base).unwrap());
+        let truth = GroundTruth::from_records(2, Metric::L2, &base).unwrap();
         let spill = Spill::new().unwrap();
         for i in 0..(BATCH * 2 + 7) {
             let v = [(i % 50) as f32, 1.0];

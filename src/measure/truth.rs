@@ -1,40 +1,50 @@
-//! Exact ground truth for recall: an in-memory [`ExactStore`] holding the same records
-//! as the stores under test, answering exact top-k (for filters the dataset's lists do
-//! not cover) and the true distance of any returned id.
+//! Exact ground truth for recall: a [`FlatIndex`] holding the same records as the
+//! stores under test, answering exact top-k in batches (an f32 matrix-product kernel with
+//! an exact f64 re-rank) and the true distance of any returned id. Batches run before the
+//! measured window (dataset queries) or after it (everything else, see
+//! [`super::scoring`]), never inside it.
 
-use futures::FutureExt;
+use std::sync::RwLock;
 
+use super::flat::{BatchQuery, FlatIndex};
 use crate::dataset::Dataset;
 use crate::distance::Metric;
 use crate::error::StoreError;
 use crate::measure::quality::TrueNeighbours;
 use crate::record::{Filter, Record, RecordId};
-use crate::store::VectorStore;
-use crate::store::exact::ExactStore;
 
 pub struct GroundTruth {
-    exact: ExactStore,
+    index: RwLock<FlatIndex>,
     metric: Metric,
+    threads: usize,
 }
 
 impl GroundTruth {
-    pub fn new(exact: ExactStore) -> Self {
-        let metric = exact.metric();
-        Self { exact, metric }
+    pub fn new(index: FlatIndex) -> Self {
+        Self {
+            metric: index.metric(),
+            index: RwLock::new(index),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    pub fn from_records(
+        dimension: usize,
+        metric: Metric,
+        records: &[Record],
+    ) -> Result<Self, StoreError> {
+        Ok(Self::new(FlatIndex::from_records(
+            dimension, metric, records,
+        )?))
     }
 
     /// The dataset's train records, as ingested into the stores.
     pub fn from_dataset(dataset: &Dataset) -> Result<Self, StoreError> {
-        Ok(Self::new(ExactStore::from_records(
-            dataset.dimension,
-            dataset.metric,
-            &dataset.train,
-        )?))
+        Self::from_records(dataset.dimension, dataset.metric, &dataset.train)
     }
 
-    /// Vector components a brute-force query reads (records × dimension): its cost.
-    pub fn work_per_query(&self) -> usize {
-        self.exact.len() * self.exact.dimension()
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FlatIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn metric(&self) -> Metric {
@@ -42,42 +52,49 @@ impl GroundTruth {
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
+        self.read().is_empty()
     }
 
-    /// Exact top-k under `filter`, by brute force.
+    /// Exact top-k under `filter`.
     pub fn neighbours(&self, query: &[f32], k: usize, filter: &Filter) -> TrueNeighbours {
-        let (ids, distances) = self.exact.knn(query, k, filter).into_iter().unzip();
-        TrueNeighbours { ids, distances }
+        self.neighbours_batch(&[(query, k, filter)])
+            .pop()
+            .unwrap_or_default()
     }
 
-    /// Exact top-k of each `(vector, k, filter)`, in order.
+    /// Exact top-k of each `(vector, k, filter)`, in order, on every core.
     pub fn neighbours_batch(&self, queries: &[(&[f32], usize, &Filter)]) -> Vec<TrueNeighbours> {
-        queries
+        let batch: Vec<BatchQuery<'_>> = queries
             .iter()
-            .map(|(v, k, f)| self.neighbours(v, *k, f))
-            .collect()
+            .map(|(vector, k, filter)| BatchQuery {
+                vector,
+                k: *k,
+                filter,
+            })
+            .collect();
+        self.read().knn_batch(&batch, self.threads)
     }
 
     /// Whether the stored record `id` matches `filter`; `None` when it is not stored.
     pub fn matches(&self, id: &RecordId, filter: &Filter) -> Option<bool> {
-        self.exact.record_matches(id, filter)
+        self.read().matches(id, filter)
     }
 
     /// Ground truth from a precomputed id list (e.g. the dataset's `neighbors.parquet`),
     /// with the distances recomputed from the vectors. Ids without a known vector are
     /// left out.
     pub fn from_ids(&self, query: &[f32], ids: &[RecordId], k: usize) -> TrueNeighbours {
+        let index = self.read();
         let mut out = TrueNeighbours::default();
         for id in ids {
             if out.len() == k {
                 break;
             }
-            if let Some(d) = self.true_distance(query, id) {
+            if let Some(d) = index.true_distance(query, id) {
                 out.ids.push(id.clone());
                 out.distances.push(d);
             }
@@ -87,22 +104,23 @@ impl GroundTruth {
 
     /// Distance from `query` to the stored vector of `id`, in the metric of the stores.
     pub fn true_distance(&self, query: &[f32], id: &RecordId) -> Option<f64> {
-        let v = self.exact.vector_of(id)?;
-        (v.len() == query.len()).then(|| self.metric.distance(query, &v))
+        self.read().true_distance(query, id)
     }
 
     /// Keeps the truth in step with an acknowledged write.
     pub fn apply_upsert(&self, record: &Record) -> Result<(), StoreError> {
-        // The exact store never awaits, so its future is ready on first poll.
-        self.exact
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
             .upsert(record)
-            .now_or_never()
-            .unwrap_or_else(|| Err(StoreError::backend("exact", "write did not complete")))
     }
 
     /// Keeps the truth in step with an acknowledged delete.
     pub fn apply_delete(&self, id: &RecordId) {
-        let _ = self.exact.delete(id).now_or_never();
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .delete(id);
     }
 }
 
@@ -115,18 +133,16 @@ mod tests {
     }
 
     fn truth() -> GroundTruth {
-        GroundTruth::new(
-            ExactStore::from_records(
-                2,
-                Metric::L2,
-                &[
-                    rec("a", "x", [0.0, 0.0]),
-                    rec("b", "y", [1.0, 0.0]),
-                    rec("c", "x", [3.0, 0.0]),
-                ],
-            )
-            .unwrap(),
+        GroundTruth::from_records(
+            2,
+            Metric::L2,
+            &[
+                rec("a", "x", [0.0, 0.0]),
+                rec("b", "y", [1.0, 0.0]),
+                rec("c", "x", [3.0, 0.0]),
+            ],
         )
+        .unwrap()
     }
 
     #[test]

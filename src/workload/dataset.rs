@@ -100,30 +100,13 @@ impl DatasetQueries {
             entity_type: spec.entity_type.clone(),
             ..Filter::default()
         };
-        let mut prepare = |vector: &[f32], filter: &Filter, list: Option<&Vec<i64>>| {
-            let truth = truth?;
-            // The dataset's lists are exact for "no filter" and "own tenant" only.
-            let listed = list.filter(|l| l.len() >= spec.k && filter.entity_type.is_none());
-            Some(Arc::new(match listed {
-                Some(list) => {
-                    sources.dataset_lists += 1;
-                    let ids: Vec<RecordId> = list
-                        .iter()
-                        .filter_map(|id| dataset.record_id(*id).cloned())
-                        .collect();
-                    truth.from_ids(vector, &ids, spec.k)
-                }
-                None => {
-                    sources.exact_store += 1;
-                    truth.neighbours(vector, spec.k, filter)
-                }
-            }))
-        };
-        let queries = dataset
+        // Every (query, filter) the workload can issue, with the dataset's list when it
+        // answers exactly that filter.
+        let variants: Vec<(usize, Filter, Option<&Vec<i64>>)> = dataset
             .queries
             .iter()
-            .map(|q| {
-                let unfiltered = prepare(&q.vector, &base_filter, q.neighbors.as_ref());
+            .enumerate()
+            .flat_map(|(i, q)| {
                 let tenant = q
                     .tenant_id
                     .as_ref()
@@ -133,18 +116,59 @@ impl DatasetQueries {
                             tenant_id: Some(t.clone()),
                             ..base_filter.clone()
                         };
-                        (
-                            t.clone(),
-                            prepare(&q.vector, &f, q.tenant_neighbors.as_ref()),
-                        )
+                        (i, f, q.tenant_neighbors.as_ref())
                     });
-                Prepared {
-                    vector: q.vector.clone(),
-                    unfiltered,
-                    tenant,
-                }
+                std::iter::once((i, base_filter.clone(), q.neighbors.as_ref())).chain(tenant)
             })
             .collect();
+        let mut truths: Vec<Option<Arc<TrueNeighbours>>> = vec![None; variants.len()];
+        if let Some(truth) = truth {
+            // The dataset's lists are exact for "no filter" and "own tenant" only; the
+            // rest is computed in one batch, before any window.
+            let mut computed = Vec::new();
+            for (slot, (i, filter, list)) in variants.iter().enumerate() {
+                let vector = &dataset.queries[*i].vector;
+                match list.filter(|l| l.len() >= spec.k && filter.entity_type.is_none()) {
+                    Some(list) => {
+                        sources.dataset_lists += 1;
+                        let ids: Vec<RecordId> = list
+                            .iter()
+                            .filter_map(|id| dataset.record_id(*id).cloned())
+                            .collect();
+                        truths[slot] = Some(Arc::new(truth.from_ids(vector, &ids, spec.k)));
+                    }
+                    None => computed.push(slot),
+                }
+            }
+            sources.exact_store += computed.len();
+            let batch: Vec<(&[f32], usize, &Filter)> = computed
+                .iter()
+                .map(|slot| {
+                    let (i, filter, _) = &variants[*slot];
+                    (dataset.queries[*i].vector.as_slice(), spec.k, filter)
+                })
+                .collect();
+            for (slot, t) in computed.iter().zip(truth.neighbours_batch(&batch)) {
+                truths[*slot] = Some(Arc::new(t));
+            }
+        }
+        let mut truths = variants.into_iter().zip(truths).peekable();
+        let mut queries = Vec::with_capacity(dataset.queries.len());
+        for (i, q) in dataset.queries.iter().enumerate() {
+            let (_, unfiltered) = truths.next().expect("one unfiltered variant per query");
+            let tenant = match truths.peek() {
+                Some(((j, f, _), _)) if *j == i && f.tenant_id.is_some() => {
+                    let ((_, f, _), t) = truths.next().expect("peeked");
+                    f.tenant_id.map(|tenant| (tenant, t))
+                }
+                _ => None,
+            };
+            queries.push(Prepared {
+                vector: q.vector.clone(),
+                unfiltered,
+                tenant,
+            });
+        }
         Ok(Self {
             name: dataset.name.clone(),
             rng: StdRng::seed_from_u64(spec.seed),

@@ -88,9 +88,13 @@ async fn main() {
         s.refresh().await.unwrap();
         if s.count().await.unwrap() != ds.train.len() as u64 {
             let t = Instant::now();
-            ingest(&ds.train, &[s.clone()], &IngestOptions::default())
-                .await
-                .unwrap();
+            ingest(
+                &ds.train,
+                std::slice::from_ref(s),
+                &IngestOptions::default(),
+            )
+            .await
+            .unwrap();
             s.refresh().await.unwrap();
             eprintln!(
                 "loaded {} into {} in {:.1} s",

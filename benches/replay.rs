@@ -57,6 +57,12 @@ fn write_log(ds: &Dataset, path: &std::path::Path, searches: usize, rate: f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo test --all-targets` runs bench targets too; this one is a long measurement
+    // against the backends, so it only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("replay: a benchmark; run it with `cargo bench --bench replay`");
+        return;
+    }
     let searches: usize = env("SB_REPLAY_SEARCHES", 6026);
     let log_rate: f64 = env("SB_REPLAY_LOG_RATE", 172.0);
     let speed: f64 = env("SB_REPLAY_SPEED", 1.0);

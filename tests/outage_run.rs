@@ -136,3 +136,108 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
         r.warnings
     );
 }
+
+/// OpenSearch frozen (SIGSTOP) from midway to after the run: every end-of-run reading of
+/// it hangs. The run still finishes, writes its report with those figures marked as
+/// unreadable, and never passes.
+#[tokio::test]
+async fn a_run_with_opensearch_frozen_to_the_end_still_writes_its_report() {
+    let _serial = common::OUTAGE.lock().await;
+    let name = common::unique_name("frozen");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("frozen.toml");
+    let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"
+            name = "frozen"
+            [backends]
+            a = "pgvector"
+            b = "opensearch"
+            index = "{name}"
+            [dataset]
+            path = "{dataset}"
+            ingest = "recreate"
+            [load]
+            rate = 40
+            warmup_s = 1
+            duration_s = 8
+            request_timeout_ms = 1000
+            "#
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let child = common::shadowbench(None)
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pg = common::pg_config(&name, 384);
+    let mut ingested = false;
+    for _ in 0..240 {
+        if let Ok(store) = shadowbench::store::pgvector::PgVectorStore::connect(pg.clone()).await
+            && store.count().await.is_ok_and(|n| n == 5000)
+        {
+            ingested = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ingested, "the scenario's ingest did not finish");
+    // OpenSearch's ingest and settling follow pgvector's; freeze well inside the window.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let frozen = common::Frozen::new();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(frozen);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        matches!(out.status.code(), Some(1) | Some(4)),
+        "a run whose OpenSearch hung must be judged, not abort or pass\n{stdout}\n{stderr}"
+    );
+    let r = report::json::read(&out_dir.join("report.json"))
+        .expect("report written although OpenSearch hung at the end");
+    let os_res = r
+        .resources
+        .sides
+        .iter()
+        .find(|s| s.side == Side::B)
+        .unwrap();
+    assert!(
+        os_res.usage.is_none() && os_res.error.is_some(),
+        "{os_res:?}"
+    );
+    let settle = r.settle.as_ref().unwrap();
+    let os_settle = settle
+        .stores
+        .iter()
+        .find(|s| s.label == "opensearch")
+        .unwrap();
+    assert!(
+        os_settle.end.is_none() && !os_settle.errors.is_empty(),
+        "{os_settle:?}"
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("unreadable") || w.contains("unavailable")),
+        "{:?}",
+        r.warnings
+    );
+    let os = r.backend(Side::B).unwrap().op(OpKind::Search).unwrap();
+    assert!(
+        os.errors.get(&ErrorClass::Timeout).copied().unwrap_or(0) > 0,
+        "{os:?}"
+    );
+}

@@ -555,7 +555,9 @@ fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<S
     if ctx.sides[0].backend == ctx.sides[1].backend {
         w.push(format!(
             "A/A run ({} on both sides): differences between the sides measure the noise \
-             floor of this setup, not a backend difference",
+             floor of this setup, not a backend difference. The one store carried both \
+             sides: every read queried it twice, so each side's QPS is half of what the \
+             store served, at twice the concurrency",
             ctx.sides[0].backend
         ));
     }

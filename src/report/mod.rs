@@ -471,10 +471,16 @@ impl Report {
     }
 
     /// Fallbacks and reads the adapter meant for OpenSearch, when side b read through
-    /// the adapter (read_split and opensearch stages): what callers were really served.
+    /// the adapter in a mode that routes reads to OpenSearch (read_split, opensearch):
+    /// what callers were really served. A pgvector stage (a rollback) means none.
     pub fn fallback(&self) -> Option<(u64, u64)> {
         let a = self.adapter.as_ref()?;
-        (a.reads_on_side == Some(Side::B)).then(|| {
+        let routes = matches!(
+            crate::adapter::MigrationMode::parse("adapter.mode", &a.mode),
+            Ok(crate::adapter::MigrationMode::ReadSplit { .. }
+                | crate::adapter::MigrationMode::Opensearch)
+        );
+        (a.reads_on_side == Some(Side::B) && routes).then(|| {
             let s = &a.stats;
             (s.fallbacks, s.reads_opensearch + s.fallbacks)
         })

@@ -324,15 +324,14 @@ pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
             samples: Some(m.operation_samples),
             ok: Box::new(|v| v <= c.dropped_max_pct),
         },
+        Rule {
+            name: "harness_not_saturated",
+            threshold: "the generator kept up (1 = saturated)".to_string(),
+            measured: m.harness_saturated.map(|s| if s { 1.0 } else { 0.0 }),
+            samples: None,
+            ok: Box::new(|v| v == 0.0),
+        },
     ];
-    let mut rules = rules;
-    rules.push(Rule {
-        name: "harness_not_saturated",
-        threshold: "the generator kept up (1 = saturated)".to_string(),
-        measured: m.harness_saturated.map(|s| if s { 1.0 } else { 0.0 }),
-        samples: None,
-        ok: Box::new(|v| v == 0.0),
-    });
     let mut out: Vec<CriterionResult> = rules.into_iter().map(|r| judge(r, c)).collect();
     // Only runs that read through the adapter have fallbacks to judge; elsewhere the
     // criterion is not listed rather than "no data".

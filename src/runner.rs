@@ -527,8 +527,8 @@ async fn measure(
     crate::settle::after(&mut settled, &settle_stores, END_READ_TIMEOUT).await;
     let [ra, rb] = &leg.resources_of;
     let resources = [
-        within(END_READ_TIMEOUT, ra.resources()).await,
-        within(END_READ_TIMEOUT, rb.resources()).await,
+        crate::settle::bounded(END_READ_TIMEOUT, ra.resources()).await,
+        crate::settle::bounded(END_READ_TIMEOUT, rb.resources()).await,
     ];
     let ctx = ReportContext {
         run_id: leg
@@ -570,7 +570,7 @@ async fn measure(
             reads_on_side: *reads_on_side,
             stats: adapter.stats().since(before),
             breaker_at_end: adapter.breaker_state(),
-            outbox_depth_at_end: within(END_READ_TIMEOUT, adapter.outbox().depth())
+            outbox_depth_at_end: crate::settle::bounded(END_READ_TIMEOUT, adapter.outbox().depth())
                 .await
                 .ok(),
             switch: None,
@@ -586,7 +586,7 @@ async fn measure(
         };
         // Writes the outbox still holds are part of what OpenSearch must end up with.
         if let Some((adapter, _)) = &leg.adapter {
-            match within(VALIDATE_TIMEOUT, adapter.drain_outbox()).await {
+            match crate::settle::bounded(VALIDATE_TIMEOUT, adapter.drain_outbox()).await {
                 Ok(drained) if drained.remaining > 0 => report.warnings.push(format!(
                     "{} outbox entries could not be delivered to OpenSearch before validation",
                     drained.remaining
@@ -599,7 +599,7 @@ async fn measure(
         }
         let pg: Arc<dyn VectorStore> = pg;
         let options = crate::validate::ValidateOptions::default();
-        match within(
+        match crate::settle::bounded(
             VALIDATE_TIMEOUT,
             crate::validate::validate(pg, os, &options),
         )
@@ -629,17 +629,6 @@ async fn measure(
 const END_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Delivering the outbox and validating after the load get this long.
 const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// `fut` within `limit`, its error or the timeout as text for the report.
-async fn within<T, E: std::fmt::Display>(
-    limit: std::time::Duration,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
-    }
-}
 
 fn computed_truth_note() -> String {
     "exact brute force after the run, off the request path: each read is scored against \

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::StoreError;
 use crate::scenario::Settle;
 use crate::store::{IndexState, VectorStore};
 
@@ -104,9 +103,10 @@ fn opt(v: Option<u64>) -> String {
 /// an hour.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn bounded<T>(
+/// `fut` within `limit`, its error or the timeout as text for the report.
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
     limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(limit, fut).await {
         Ok(r) => r.map_err(|e| e.to_string()),

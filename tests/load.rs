@@ -143,15 +143,7 @@ fn brute_force_recall(ds: &Dataset, request: &SearchRequest, hits: &[Hit]) -> Op
 }
 
 async fn loaded_stores(ds: &Dataset) -> (Arc<dyn VectorStore>, Arc<dyn VectorStore>) {
-    let pg: Arc<dyn VectorStore> = common::pg_store(ds.dimension).await;
-    let os: Arc<dyn VectorStore> = common::os_store(ds.dimension).await;
-    ingest(
-        &ds.train,
-        &[pg.clone(), os.clone()],
-        &IngestOptions::default(),
-    )
-    .await
-    .expect("ingest the 5k dataset");
+    let (pg, os) = common::loaded_pair(ds).await;
     warm_up(ds, &[pg.clone(), os.clone()]).await;
     (pg, os)
 }

@@ -10,6 +10,25 @@ use shadowbench::measure::{OpKind, Side};
 use shadowbench::report;
 use shadowbench::store::VectorStore;
 
+/// Waits (up to 2 min) until the run's ingest has put the 5k set into pgvector table
+/// `name`, failing if the run ends first.
+async fn wait_for_ingest(child: &mut std::process::Child, name: &str) {
+    let pg = common::pg_config(name, 384);
+    for _ in 0..240 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before the outage"
+        );
+        if let Ok(store) = shadowbench::store::pgvector::PgVectorStore::connect(pg.clone()).await
+            && store.count().await.is_ok_and(|n| n == 5000)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("the scenario's ingest did not finish");
+}
+
 #[tokio::test]
 async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvector() {
     let _serial = common::OUTAGE.lock().await;
@@ -51,22 +70,7 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
         .unwrap();
     // The ingest of 5k records comes first; wait until both stores hold them, then let
     // the measured run go for a few seconds before killing OpenSearch.
-    let pg = common::pg_config(&name, 384);
-    let mut ingested = false;
-    for _ in 0..240 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run ended before the outage"
-        );
-        if let Ok(store) = shadowbench::store::pgvector::PgVectorStore::connect(pg.clone()).await
-            && store.count().await.is_ok_and(|n| n == 5000)
-        {
-            ingested = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(ingested, "the scenario's ingest did not finish");
+    wait_for_ingest(&mut child, &name).await;
     tokio::time::sleep(Duration::from_secs(9)).await;
     let stopped = common::Stopped::new();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
@@ -169,7 +173,7 @@ async fn a_run_with_opensearch_frozen_to_the_end_still_writes_its_report() {
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let child = common::shadowbench(None)
+    let mut child = common::shadowbench(None)
         .arg("run")
         .arg(&scenario)
         .arg("--out")
@@ -178,18 +182,7 @@ async fn a_run_with_opensearch_frozen_to_the_end_still_writes_its_report() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pg = common::pg_config(&name, 384);
-    let mut ingested = false;
-    for _ in 0..240 {
-        if let Ok(store) = shadowbench::store::pgvector::PgVectorStore::connect(pg.clone()).await
-            && store.count().await.is_ok_and(|n| n == 5000)
-        {
-            ingested = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(ingested, "the scenario's ingest did not finish");
+    wait_for_ingest(&mut child, &name).await;
     // OpenSearch's ingest and settling follow pgvector's; freeze well inside the window.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let frozen = common::Frozen::new();

@@ -22,20 +22,6 @@ use shadowbench::report::{self, Report, ReportContext, SideInfo};
 use shadowbench::store::VectorStore;
 use shadowbench::workload::{DatasetQueries, DatasetQueriesSpec, QueryOrder};
 
-async fn loaded(ds: &Dataset) -> (Arc<dyn VectorStore>, Arc<dyn VectorStore>) {
-    let pg: Arc<dyn VectorStore> = common::pg_store(ds.dimension).await;
-    let os: Arc<dyn VectorStore> = common::os_store(ds.dimension).await;
-    ingest(
-        &ds.train,
-        &[pg.clone(), os.clone()],
-        &IngestOptions::default(),
-    )
-    .await
-    .expect("ingest the 5k dataset");
-    os.refresh().await.unwrap();
-    (pg, os)
-}
-
 fn plan(rate: f64, in_flight: usize, max_lag_ms: u64, secs: u64, timeout_ms: u64) -> LoadPlan {
     LoadPlan {
         model: LoadModel::OpenLoop {
@@ -128,7 +114,7 @@ fn criterion(v: &gate::Verdict, name: &str) -> Status {
 async fn an_overloaded_run_counts_its_drops_and_fails_the_gate() {
     let _serial = common::OUTAGE.lock().await;
     let ds = common::small_dataset();
-    let (pg, os) = loaded(&ds).await;
+    let (pg, os) = common::loaded_pair(&ds).await;
     // 3,000/s offered, four in flight per side, 50 ms of slack: far more than two cores
     // serve.
     let p = plan(3000.0, 4, 50, 3, 2000);
@@ -184,7 +170,7 @@ async fn an_overloaded_run_counts_its_drops_and_fails_the_gate() {
 async fn a_frozen_opensearch_stalls_only_its_own_side() {
     let _serial = common::OUTAGE.lock().await;
     let ds = common::small_dataset();
-    let (pg, os) = loaded(&ds).await;
+    let (pg, os) = common::loaded_pair(&ds).await;
     let p = plan(40.0, 16, 10_000, 8, 10_000);
     let calm = run(&ds, &p, &pg, &os).await;
 
@@ -231,7 +217,7 @@ async fn a_frozen_opensearch_stalls_only_its_own_side() {
 async fn compare_against_an_opensearch_outage_reports_regressions() {
     let _serial = common::OUTAGE.lock().await;
     let ds = common::small_dataset();
-    let (pg, os) = loaded(&ds).await;
+    let (pg, os) = common::loaded_pair(&ds).await;
     let p = plan(30.0, 16, 2000, 3, 300);
     let baseline = run(&ds, &p, &pg, &os).await;
     let outage = {

@@ -263,7 +263,6 @@ pub async fn run(
     let elapsed = start.elapsed();
     if let (Some(spill), Some(truth)) = (spill, truth) {
         let spill = Arc::into_inner(spill).expect("every worker has finished");
-        measurements.recall_pending = spill.pending();
         let max_tenants = options.collector.max_tenants;
         // CPU-bound, after the measured window: on the blocking pool.
         let (m, result) = tokio::task::spawn_blocking(move || {

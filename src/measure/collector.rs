@@ -179,9 +179,6 @@ pub struct Measurements {
     pub unpaired: u64,
     /// Reads both sides answered with nothing (kept out of the overlap figures).
     pub empty_agreements: u64,
-    /// Reads whose recall is still to be scored after the run (ground truth computed
-    /// off the request path); 0 once [`crate::measure::scoring`] has run.
-    pub recall_pending: u64,
     pub timeline: Vec<TimelineSecond>,
     /// Latest completion of a measured operation, from the run's start.
     pub last_finished: Option<Duration>,

@@ -177,7 +177,6 @@ impl Spill {
             }
         }
         summary.reads += score_batch(truth, &mut batch, m, max_tenants);
-        m.recall_pending = 0;
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
     }

@@ -164,7 +164,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         adapter: None,
         gate_criteria: None,
         gate: None,
-        harness: Some(harness_report(outcome)),
+        harness: Some(harness_report(outcome, &ctx.plan)),
         settle: None,
     };
     report.warnings = warnings(&ctx, outcome, &report);
@@ -214,7 +214,8 @@ pub(crate) fn decode_histogram(b64: &str) -> Option<Histogram<u64>> {
 
 /// The harness's own footprint, and whether it, not a backend, limited the run: it
 /// used nearly all cores, or its scheduler started more than 1% of operations late.
-fn harness_report(outcome: &RunOutcome) -> super::HarnessReport {
+fn harness_report(outcome: &RunOutcome, plan: &LoadPlan) -> super::HarnessReport {
+    let late_after_ms = plan.late_after.as_millis();
     let m = &outcome.measurements;
     let u = &outcome.harness;
     let mut reasons = Vec::new();
@@ -228,8 +229,10 @@ fn harness_report(outcome: &RunOutcome) -> super::HarnessReport {
     let late_share = m.late as f64 / m.scheduled.max(1) as f64;
     if late_share > LATE_SHARE_WARNING {
         reasons.push(format!(
-            "{:.1}% of operations were started late or dropped (scheduler lag p99 {:.1} ms)",
+            "{:.1}% of operations were started more than {} ms late or dropped (scheduler lag \
+             p99 {:.1} ms)",
             late_share * 100.0,
+            late_after_ms,
             m.lag.stats().p99_ms
         ));
     }
@@ -529,16 +532,6 @@ fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<S
             "HARNESS SATURATED: {}; figures may describe the generator, not the backends \
              (the gate fails harness_not_saturated)",
             h.reasons.join("; ")
-        ));
-    }
-    if m.scheduled > 0 && (m.late as f64 / m.scheduled as f64) > LATE_SHARE_WARNING {
-        w.push(format!(
-            "{:.1}% of operations started more than {} ms after their intended time \
-             (scheduler lag p99 {:.1} ms): the generator or the in-flight limit could not \
-             keep up",
-            100.0 * m.late as f64 / m.scheduled as f64,
-            report.scheduler.late_after_ms,
-            report.scheduler.lag.p99_ms
         ));
     }
     if ctx.ground_truth.is_none() {

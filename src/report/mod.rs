@@ -404,6 +404,7 @@ impl Report {
             .flat_map(|b| b.ops.iter())
             .filter(|o| o.requests > 0)
             .collect();
+        let fallback = self.fallback();
         crate::gate::Measured {
             opensearch_search_samples: search(cand).map(|o| o.latency.count),
             pgvector_search_samples: search(inc).map(|o| o.latency.count),
@@ -458,14 +459,14 @@ impl Report {
                 })
                 .min(),
             overlap_samples: self.comparison.overlap.as_ref().map(|o| o.count),
-            fallback_rate_pct: self.fallback().map(|(f, n)| {
+            fallback_rate_pct: fallback.map(|(f, n)| {
                 if n == 0 {
                     0.0
                 } else {
                     f as f64 * 100.0 / n as f64
                 }
             }),
-            fallback_samples: self.fallback().map(|(_, n)| n),
+            fallback_samples: fallback.map(|(_, n)| n),
             harness_saturated: self.harness.as_ref().map(|h| h.saturated),
         }
     }

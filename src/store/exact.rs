@@ -69,15 +69,6 @@ impl ExactStore {
         scored.into_iter().map(|(d, id)| (id.clone(), d)).collect()
     }
 
-    /// Whether the stored record `id` matches `filter`; `None` when it is not stored.
-    pub fn record_matches(&self, id: &RecordId, filter: &Filter) -> Option<bool> {
-        self.records
-            .read()
-            .expect("exact store lock poisoned")
-            .get(id)
-            .map(|r| filter.matches(r))
-    }
-
     /// The stored vector of a record, for client-side distance recomputation.
     pub fn vector_of(&self, id: &RecordId) -> Option<Vec<f32>> {
         self.records

@@ -187,3 +187,25 @@ pub fn shadowbench(index: Option<&str>) -> std::process::Command {
     };
     c
 }
+
+/// A fresh pgvector table and OpenSearch index, both holding `ds`'s train records and
+/// refreshed.
+pub async fn loaded_pair(
+    ds: &shadowbench::dataset::Dataset,
+) -> (
+    Arc<dyn shadowbench::store::VectorStore>,
+    Arc<dyn shadowbench::store::VectorStore>,
+) {
+    use shadowbench::store::VectorStore;
+    let pg: Arc<dyn VectorStore> = pg_store(ds.dimension).await;
+    let os: Arc<dyn VectorStore> = os_store(ds.dimension).await;
+    shadowbench::ingest::ingest(
+        &ds.train,
+        &[pg.clone(), os.clone()],
+        &shadowbench::ingest::IngestOptions::default(),
+    )
+    .await
+    .expect("ingest the dataset into both stores");
+    os.refresh().await.expect("refresh OpenSearch");
+    (pg, os)
+}

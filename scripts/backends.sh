@@ -2,6 +2,8 @@
 # Local benchmark backends for shadowbench, without Docker:
 #   * PostgreSQL 15 (Debian bookworm packages) + pgvector built from the Debian trixie source package
 #   * OpenSearch 2.19.x + k-NN plugin, assembled from Maven Central artifacts
+#   * toxiproxy (Shopify, v2.12.0), a TCP fault proxy in front of both, built with `go install`
+#     from the Go module proxy (needs Go on PATH or in /usr/local/go/bin)
 #
 # Usage: scripts/backends.sh up | down [--purge] | purge | status | env
 #
@@ -11,6 +13,12 @@
 #           .backends/ except the download cache.
 #   status  print versions and up/down state; exits non-zero if either backend is down.
 #   env     print `export ...` lines for the app:  eval "$(scripts/backends.sh env)"
+#           ML_PGVECTOR_DSN, ML_OPENSEARCH_HOSTS   the stores themselves
+#           SB_TOXIPROXY_URL                       toxiproxy's HTTP API (http://127.0.0.1:8474)
+#           SB_PROXIED_PGVECTOR_DSN                pgvector through the proxy `pgvector`
+#           SB_PROXIED_OPENSEARCH_HOSTS            OpenSearch through the proxy `opensearch`
+#           SB_BACKENDS_DIR, SB_BACKENDS_SCRIPT    where the pid files are, and this script
+#                                                  (process faults: freeze/kill in scenarios)
 #   stop-opensearch | freeze-opensearch | thaw-opensearch
 #           outage drills used by the integration tests (stop = kill; freeze = SIGSTOP, so
 #           requests hang until they time out; thaw = SIGCONT). `up` starts a stopped one again.
@@ -20,9 +28,12 @@
 #   SB_OS_VERSION (pin one OpenSearch 2.19 patch; default: newest patch on Maven Central that has
 #   the server zip, lang-painless and opensearch-knn)  SB_WAIT_TIMEOUT (180 seconds)
 #   SB_BACKENDS_DIR (default: <repo>/.backends)  SB_DEBIAN_MIRROR (http://deb.debian.org/debian)
+#   SB_TOXIPROXY_PORT (8474)  SB_PROXY_PG_PORT (55433)  SB_PROXY_OS_PORT (9201)
 #
 # Needs root for `up`/`down`/`purge` (apt-get, service users); re-executes itself via sudo if possible.
-# The services themselves run as the non-root users `postgres` and `opensearch`.
+# The services themselves run as the non-root users `postgres`, `opensearch` and `nobody` (toxiproxy).
+# The proxies `pgvector` (127.0.0.1:55433 -> 55432) and `opensearch` (127.0.0.1:9201 -> 9200) are
+# for manual drills; `shadowbench run` creates its own proxies per run (port 0) for [[faults]].
 set -euo pipefail
 
 SCRIPT_PATH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")
@@ -64,6 +75,18 @@ OS_OUT=$OS_LOG_DIR/stdout.log
 OS_RUN=$RUN/opensearch
 OS_PIDFILE=$OS_RUN/opensearch.pid
 
+TPX_VERSION=v2.12.0
+TPX_MODULE=github.com/Shopify/toxiproxy/v2/cmd/server
+TPX_PORT=${SB_TOXIPROXY_PORT:-8474}
+TPX_PG_PORT=${SB_PROXY_PG_PORT:-55433}
+TPX_OS_PORT=${SB_PROXY_OS_PORT:-9201}
+TPX_HOME=$BK/toxiproxy
+TPX_BIN=$TPX_HOME/bin/toxiproxy-server-$TPX_VERSION
+TPX_RUN=$RUN/toxiproxy
+TPX_PIDFILE=$TPX_RUN/toxiproxy.pid
+TPX_LOG=$LOGS/toxiproxy.log
+TPX_USER=nobody
+
 MVN_DEP_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.6.1
 APT_SRC_FILE=/etc/apt/sources.list.d/shadowbench-trixie-src.sources
 APT_PIN_FILE=/etc/apt/preferences.d/shadowbench-trixie-src
@@ -71,6 +94,9 @@ SAFE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 PG_DSN="postgres://$DB_USER:$DB_PASS@127.0.0.1:$PG_PORT/$DB_NAME"
 OS_URL="http://127.0.0.1:$OS_PORT"
+TPX_URL="http://127.0.0.1:$TPX_PORT"
+PROXIED_PG_DSN="postgres://$DB_USER:$DB_PASS@127.0.0.1:$TPX_PG_PORT/$DB_NAME"
+PROXIED_OS_URL="http://127.0.0.1:$TPX_OS_PORT"
 
 log() { printf '[backends] %s\n' "$*" >&2; }
 warn() { printf '[backends] WARNING: %s\n' "$*" >&2; }
@@ -714,11 +740,140 @@ wait_opensearch() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# toxiproxy (fault injection in front of both stores)
+# ---------------------------------------------------------------------------------------------
+find_go() {
+  local g
+  for g in "$(command -v go 2>/dev/null || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+    if [[ -n $g && -x $g ]]; then echo "$g"; return 0; fi
+  done
+  return 1
+}
+
+# Builds the pinned server into $TPX_HOME/bin (the Go module proxy is all it needs).
+ensure_toxiproxy() {
+  local go tmp
+  if [[ -x $TPX_BIN ]]; then
+    log "toxiproxy $TPX_VERSION already installed ($TPX_BIN)"
+    return 0
+  fi
+  go=$(find_go) || die "toxiproxy needs Go to build (go install $TPX_MODULE@$TPX_VERSION); install Go or put it on PATH"
+  log "building toxiproxy $TPX_VERSION with $($go version | cut -d' ' -f3) (go install from the module proxy)"
+  tmp=$TPX_HOME/.gobin.$$
+  rm -rf "$tmp"; mkdir -p "$tmp" "$CACHE/go"
+  if ! (cd "$CACHE" && GOBIN=$tmp GOPATH=$CACHE/go GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build \
+        GOFLAGS=-modcacherw "$go" install "$TPX_MODULE@$TPX_VERSION") >"$LOGS/toxiproxy-build.log" 2>&1; then
+    show_tail "$LOGS/toxiproxy-build.log"
+    rm -rf "$tmp"
+    die "building toxiproxy failed (see $LOGS/toxiproxy-build.log)"
+  fi
+  [[ -x $tmp/server ]] || die "go install finished but $tmp/server is missing"
+  mkdir -p "$(dirname "$TPX_BIN")"
+  mv -f "$tmp/server" "$TPX_BIN"
+  rm -rf "$tmp"
+  chmod 755 "$TPX_HOME" "$(dirname "$TPX_BIN")" "$TPX_BIN"
+  log "toxiproxy installed: $TPX_BIN"
+}
+
+tpx_pid() {
+  local pid p
+  if [[ -f $TPX_PIDFILE ]]; then
+    pid=$(cat "$TPX_PIDFILE" 2>/dev/null || true)
+    if [[ -n $pid ]] && { tr '\0' '\n' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qxF -- "$TPX_BIN"; then
+      echo "$pid"; return 0
+    fi
+  fi
+  for p in /proc/[0-9]*; do
+    if { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -qxF -- "$TPX_BIN"; then
+      echo "${p#/proc/}"; return 0
+    fi
+  done
+  return 1
+}
+
+tpx_api() { curl -sS -f -m "${3:-5}" -X "$1" "$TPX_URL$2" "${@:4}"; }
+
+start_toxiproxy() {
+  local pid i
+  mkdir -p "$TPX_RUN"
+  if pid=$(tpx_pid); then
+    log "toxiproxy already running (pid $pid)"
+  else
+    if port_open "$TPX_PORT"; then
+      die "port 127.0.0.1:$TPX_PORT is already in use by another process (set SB_TOXIPROXY_PORT)"
+    fi
+    log "starting toxiproxy $TPX_VERSION on 127.0.0.1:$TPX_PORT (user $TPX_USER, log $TPX_LOG)"
+    (
+      exec setsid nohup setpriv --reuid="$TPX_USER" --regid="$(id -g "$TPX_USER")" --clear-groups \
+        env -i PATH="$SAFE_PATH" HOME=/ "$TPX_BIN" -host 127.0.0.1 -port "$TPX_PORT"
+    ) </dev/null >>"$TPX_LOG" 2>&1 9>&- &
+    echo $! >"$TPX_PIDFILE"
+  fi
+  for ((i = 0; i < 50; i++)); do
+    tpx_api GET /version >/dev/null 2>&1 && break
+    if ! tpx_pid >/dev/null; then
+      show_tail "$TPX_LOG" 20
+      die "toxiproxy exited during startup (log: $TPX_LOG)"
+    fi
+    sleep 0.2
+  done
+  tpx_api GET /version >/dev/null || { show_tail "$TPX_LOG" 20; die "toxiproxy API not answering on $TPX_URL (log: $TPX_LOG)"; }
+  # A `go install` build reports its version as "git"; the pin is what was built.
+  TPX_RUNNING_VERSION=$TPX_VERSION
+  # /populate creates the two proxies, or leaves them be when listen and upstream already match.
+  tpx_api POST /populate 10 -H 'Content-Type: application/json' --data-binary @- >/dev/null <<EOF ||
+[{"name":"pgvector","listen":"127.0.0.1:$TPX_PG_PORT","upstream":"127.0.0.1:$PG_PORT","enabled":true},
+ {"name":"opensearch","listen":"127.0.0.1:$TPX_OS_PORT","upstream":"127.0.0.1:$OS_PORT","enabled":true}]
+EOF
+    die "toxiproxy: creating the proxies pgvector (127.0.0.1:$TPX_PG_PORT) and opensearch (127.0.0.1:$TPX_OS_PORT) failed (ports in use? log: $TPX_LOG)"
+  # Prove the path works end to end, not only that the proxies exist.
+  PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -tA "$PROXIED_PG_DSN" -c 'SELECT 1' >/dev/null 2>&1 ||
+    die "toxiproxy: pgvector is not reachable through $PROXIED_PG_DSN (is the proxy disabled or poisoned? '$0 status')"
+  curl -sS -f -m 10 "$PROXIED_OS_URL/" >/dev/null 2>&1 ||
+    die "toxiproxy: OpenSearch is not reachable through $PROXIED_OS_URL (is the proxy disabled or poisoned? '$0 status')"
+}
+
+stop_toxiproxy() {
+  local pid
+  if pid=$(tpx_pid); then
+    log "stopping toxiproxy (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  else
+    log "toxiproxy not running"
+  fi
+  rm -f "$TPX_PIDFILE"
+}
+
+# One line per proxy: name listen -> upstream, enabled, number of toxics.
+tpx_proxies_summary() {
+  local json
+  json=$(tpx_api GET /proxies) || return 1
+  # Fields of each proxy object, in the order toxiproxy writes them; toxics are counted by "type".
+  sed 's/},"/}\n"/g' <<<"$json" | while IFS= read -r line; do
+    local name listen upstream enabled ntox
+    name=$(sed -n 's/.*"name":"\([^"]*\)","listen".*/\1/p' <<<"$line")
+    [[ -n $name ]] || continue
+    listen=$(json_field listen <<<"$line")
+    upstream=$(json_field upstream <<<"$line")
+    enabled=$(sed -n 's/.*"enabled":\(true\|false\).*/\1/p' <<<"$line")
+    ntox=$(grep -o '"type":' <<<"$line" | wc -l)
+    echo "  proxy $name $listen -> $upstream enabled=$enabled toxics=$ntox"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------
 print_env() {
   echo "ML_PGVECTOR_DSN=$PG_DSN"
   echo "ML_OPENSEARCH_HOSTS=$OS_URL"
+  echo "SB_TOXIPROXY_URL=$TPX_URL"
+  echo "SB_PROXIED_PGVECTOR_DSN=$PROXIED_PG_DSN"
+  echo "SB_PROXIED_OPENSEARCH_HOSTS=$PROXIED_OS_URL"
+  echo "SB_BACKENDS_DIR=$BK"
+  echo "SB_BACKENDS_SCRIPT=$SCRIPT_PATH"
 }
 
 cmd_up() {
@@ -736,6 +891,7 @@ cmd_up() {
   check_access "$PG_OS_USER" "$BK"
   check_access "$OS_USER" "$BK"
   ensure_pgvector
+  ensure_toxiproxy
   select_os_version
   if [[ $(os_installed_version || true) != "$OS_VERSION" ]]; then
     if os_pid >/dev/null; then stop_opensearch; fi
@@ -751,21 +907,24 @@ cmd_up() {
   verify_postgres
   pg_version=$(psql_app -tA -c 'SHOW server_version')
   wait_opensearch
+  start_toxiproxy
 
   log "ready in $(( $(date +%s) - t0 ))s"
   log "PostgreSQL $pg_version + pgvector $PGVECTOR_RUNNING_VERSION on 127.0.0.1:$PG_PORT (data $PG_DATA, log $PG_LOG)"
   log "OpenSearch $OS_RUNNING_VERSION + k-NN $KNN_VERSION on 127.0.0.1:$OS_PORT (data $OS_DATA, logs $OS_LOG_DIR, pid $(os_pid || echo '?'))"
+  log "toxiproxy $TPX_RUNNING_VERSION API on $TPX_URL: pgvector via 127.0.0.1:$TPX_PG_PORT, opensearch via 127.0.0.1:$TPX_OS_PORT (pid $(tpx_pid || echo '?'))"
   print_env
 }
 
 cmd_down() {
   local purge=${1:-}
   take_lock
+  stop_toxiproxy
   stop_opensearch
   stop_postgres
   if [[ $purge == --purge ]]; then
     log "purging $BK (keeping $CACHE)"
-    rm -rf "$PG_DATA" "$OS_DATA" "$OS_HOME" "$LOGS" "$RUN"
+    rm -rf "$PG_DATA" "$OS_DATA" "$OS_HOME" "$TPX_HOME" "$LOGS" "$RUN"
   fi
   log "down"
 }
@@ -791,11 +950,18 @@ cmd_status() {
     echo "opensearch: DOWN  addr=$OS_URL (home $OS_HOME)"
     rc=1
   fi
+  if command -v curl >/dev/null 2>&1 && tpx_api GET /version >/dev/null 2>&1; then
+    echo "toxiproxy:  up    version=$TPX_VERSION api=$TPX_URL pid=$(tpx_pid || echo '?')"
+    tpx_proxies_summary || true
+  else
+    echo "toxiproxy:  DOWN  api=$TPX_URL (binary $TPX_BIN$([[ -x $TPX_BIN ]] || echo ', not installed'))"
+    rc=1
+  fi
   return "$rc"
 }
 
 usage() {
-  sed -n '2,22p' "$SCRIPT_PATH" | sed 's/^# \{0,1\}//'
+  sed -n '2,36p' "$SCRIPT_PATH" | sed 's/^# \{0,1\}//'
 }
 
 main() {

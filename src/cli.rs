@@ -6,7 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shadowbench::config::{OpenSearchConfig, PgConfig, PgIndex, Secret, TenantLayout, parse_hosts};
+use shadowbench::config::{
+    OpenSearchConfig, PgConfig, PgIndex, Secret, TenantLayout, parse_hosts, redact_dsn,
+};
 use shadowbench::connect::{BackendSelection, Backends};
 use shadowbench::distance::Metric;
 use shadowbench::error::ConfigError;
@@ -145,15 +147,40 @@ pub struct IngestArgs {
     pub mode: Option<String>,
 }
 
-/// Connection and index settings shared by every subcommand.
+/// A credential from a flag or variable: [`Secret`], so the derived `Debug` of the
+/// arguments prints `***`.
+fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+/// `--hosts` as given. URLs may carry `user:password@`, so `Debug` prints them with the
+/// credentials removed.
+#[derive(Clone)]
+pub struct HostList(pub String);
+
+impl std::fmt::Debug for HostList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted: Vec<String> = self.0.split(',').map(|h| redact_dsn(h.trim())).collect();
+        f.debug_tuple("HostList")
+            .field(&redacted.join(","))
+            .finish()
+    }
+}
+
+fn host_list(s: &str) -> Result<HostList, std::convert::Infallible> {
+    Ok(HostList(s.to_string()))
+}
+
+/// Connection and index settings shared by every subcommand. `Debug` is safe to print:
+/// the password and DSN are [`Secret`]s and the host list hides credentials.
 #[derive(Debug, Args)]
 pub struct ConnArgs {
     /// Which store(s) a command touches: pgvector, opensearch or both.
     #[arg(long, global = true, env = "ML_VECTOR_BACKEND", default_value = "both")]
     pub backend: String,
     /// OpenSearch node URLs, comma-separated.
-    #[arg(long, global = true, env = "ML_OPENSEARCH_HOSTS")]
-    pub hosts: Option<String>,
+    #[arg(long, global = true, env = "ML_OPENSEARCH_HOSTS", value_parser = host_list)]
+    pub hosts: Option<HostList>,
     #[arg(long, global = true, env = "ML_OPENSEARCH_USERNAME")]
     pub username: Option<String>,
     /// OpenSearch password (prefer the environment variable; never printed).
@@ -161,9 +188,10 @@ pub struct ConnArgs {
         long,
         global = true,
         env = "ML_OPENSEARCH_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Verify TLS certificates (true/false).
     #[arg(long, global = true, env = "ML_OPENSEARCH_VERIFY_CERTS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub verify_certs: bool,
@@ -207,8 +235,14 @@ pub struct ConnArgs {
     #[arg(long, global = true, default_value = "shared")]
     pub tenant_layout: String,
     /// PostgreSQL connection URL (falls back to DATABASE_URL; never printed).
-    #[arg(long, global = true, env = "ML_PGVECTOR_DSN", hide_env_values = true)]
-    pub pg_dsn: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "ML_PGVECTOR_DSN",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub pg_dsn: Option<Secret>,
     /// pgvector table (default: the embeddings index name).
     #[arg(long, global = true)]
     pub pg_table: Option<String>,
@@ -263,7 +297,8 @@ impl ConnArgs {
         };
         let dsn = self
             .pg_dsn
-            .clone()
+            .as_ref()
+            .map(|d| d.expose().to_string())
             .or_else(|| std::env::var("DATABASE_URL").ok())
             .filter(|s| !s.is_empty());
         let pg = match dsn {
@@ -298,7 +333,12 @@ impl ConnArgs {
                 Some(c)
             }
         };
-        let os = match self.hosts.as_deref().filter(|s| !s.is_empty()) {
+        let os = match self
+            .hosts
+            .as_ref()
+            .map(|h| h.0.as_str())
+            .filter(|s| !s.is_empty())
+        {
             None => None,
             Some(list) => {
                 let (hosts, creds) = parse_hosts("--hosts / ML_OPENSEARCH_HOSTS", list)?;
@@ -311,7 +351,7 @@ impl ConnArgs {
                     c.username = Some(u.clone());
                 }
                 if let Some(p) = &self.password {
-                    c.password = Some(Secret::new(p.clone()));
+                    c.password = Some(p.clone());
                 }
                 c.verify_certs = self.verify_certs;
                 c.index = self.embeddings_index.clone();
@@ -363,6 +403,21 @@ pub struct ServeArgs {
     /// Deadline for an OpenSearch read (served or mirrored), in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub opensearch_read_timeout_ms: u64,
+    /// An API request still running after this many milliseconds is abandoned with 504.
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    pub request_timeout_ms: u64,
+    /// API requests handled at once; one more is shed at once with 503 (/healthz and
+    /// /metrics are not limited).
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    pub max_concurrency: usize,
+    /// Accept upserts and deletes without the bearer token (the mode switch still needs
+    /// it). Without this flag and without a token, writes are refused with 403.
+    #[arg(long)]
+    pub open_writes: bool,
+    /// Read the admin token from this file (one trailing newline is ignored) instead of
+    /// SHADOWBENCH_ADMIN_TOKEN.
+    #[arg(long, env = "SHADOWBENCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +475,14 @@ pub struct RollbackDrillArgs {
     /// Also write the drill's figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Allow a target that is not a loopback address over plain http (the bearer token
+    /// would cross the network unencrypted). https targets are always allowed.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Read the admin token from this file (one trailing newline is ignored) instead of
+    /// SHADOWBENCH_ADMIN_TOKEN.
+    #[arg(long, env = "SHADOWBENCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[cfg(test)]
@@ -432,8 +495,12 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Serialises the tests that set or read `ML_*` variables (clap reads them).
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn help_never_shows_the_password() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: tests in this module do not read these variables concurrently.
         unsafe {
             std::env::set_var("ML_OPENSEARCH_PASSWORD", "hunter2-secret");
@@ -446,5 +513,38 @@ mod tests {
             std::env::remove_var("ML_OPENSEARCH_PASSWORD");
             std::env::remove_var("ML_PGVECTOR_DSN");
         }
+    }
+
+    #[test]
+    fn debug_of_the_arguments_never_prints_a_password_or_dsn() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let cli = Cli::try_parse_from([
+            "shadowbench",
+            "--password",
+            "hunter2-secret",
+            "--pg-dsn",
+            "postgres://u:pg-secret@db.internal/db",
+            "--hosts",
+            "https://admin:os-secret@os1.internal:9200,http://os2.internal:9200",
+            "status",
+        ])
+        .unwrap();
+        // The values are really there, only hidden.
+        assert_eq!(
+            cli.conn.password.as_ref().map(Secret::expose),
+            Some("hunter2-secret")
+        );
+        let debug = format!("{cli:?}");
+        for secret in ["hunter2-secret", "pg-secret", "os-secret", "db.internal"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // Hosts stay readable, without their credentials.
+        assert!(debug.contains("os1.internal:9200"), "{debug}");
+        assert!(!debug.contains("admin:"), "{debug}");
+        let b = cli.conn.backends().unwrap();
+        assert_eq!(
+            b.pg.as_ref().map(|p| p.dsn.expose()),
+            Some("postgres://u:pg-secret@db.internal/db")
+        );
     }
 }

@@ -233,13 +233,13 @@ async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Erro
     Ok(code)
 }
 
-/// The admin token for `PUT /v1/mode`; read from the environment only, so it never
-/// appears in argv, shell history or logs.
-fn admin_token() -> Option<shadowbench::config::Secret> {
-    std::env::var("SHADOWBENCH_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .map(shadowbench::config::Secret::new)
+/// The admin token guarding the service's mutating endpoints: `--admin-token-file`
+/// (or SHADOWBENCH_ADMIN_TOKEN_FILE), else SHADOWBENCH_ADMIN_TOKEN. Never a flag value,
+/// so it stays out of argv, shell history and logs.
+fn admin_token(
+    file: Option<&std::path::Path>,
+) -> Result<Option<shadowbench::config::Secret>, ConfigError> {
+    shadowbench::serve::load_admin_token(file, std::env::var("SHADOWBENCH_ADMIN_TOKEN").ok())
 }
 
 async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u8, Error> {
@@ -259,7 +259,10 @@ async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u
         max_body_bytes: args.max_body_bytes,
         record: args.record.clone(),
         record_buffer: args.record_buffer,
-        admin_token: admin_token(),
+        admin_token: admin_token(args.admin_token_file.as_deref())?,
+        open_writes: args.open_writes,
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        max_concurrency: args.max_concurrency,
         ..serve::ServeConfig::default()
     };
     cfg.validate()?;
@@ -278,14 +281,19 @@ async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u
         None
     };
     let adapter = Arc::new(VectorStoreAdapter::new(pg, os, mode, adapter_cfg).await?);
-    let switching = if cfg.admin_token.is_some() {
-        "enabled"
-    } else {
-        "disabled (set SHADOWBENCH_ADMIN_TOKEN to enable)"
+    let switching = match (cfg.admin_token.is_some(), cfg.open_writes) {
+        (true, false) => "writes and mode switching need the bearer token",
+        (true, true) => "writes are open (--open-writes); mode switching needs the bearer token",
+        (false, true) => {
+            "writes are open (--open-writes); mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN to enable)"
+        }
+        (false, false) => {
+            "read-only: writes and mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN, or --open-writes for writes)"
+        }
     };
     let running = serve::start(adapter, cfg).await?;
     println!(
-        "serving on {} in mode {}; mode switching {switching}{}",
+        "serving on {} in mode {}; {switching}{}",
         running.base_url(),
         mode,
         args.record
@@ -356,13 +364,15 @@ async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<u8, Error> {
 
 async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, Error> {
     use shadowbench::serve::drill;
-    let token = admin_token().ok_or_else(|| {
+    let token = admin_token(args.admin_token_file.as_deref())?.ok_or_else(|| {
         ConfigError::invalid(
             "SHADOWBENCH_ADMIN_TOKEN",
-            "set it to the token the service was started with",
+            "set it (or --admin-token-file) to the token the service was started with",
         )
     })?;
+    drill::check_target("--target", &args.target, args.allow_remote)?;
     let mut opts = drill::DrillOptions::new(args.target, token);
+    opts.allow_remote = args.allow_remote;
     opts.timeout = std::time::Duration::from_secs(args.timeout_s.max(1));
     let report = drill::rollback(&opts)
         .await

@@ -320,6 +320,7 @@ async fn switching_dual_write_to_opensearch_to_pgvector_under_load_loses_no_ackn
                         r.metadata.insert("v".into(), json!(n));
                         let resp = client
                             .post(format!("{base}/v1/embeddings"))
+                            .bearer_auth(TOKEN)
                             .json(&json!({
                                 "tenant_id": r.id.tenant_id, "entity_type": r.id.entity_type,
                                 "entity_id": r.id.entity_id, "vector": r.vector,
@@ -341,6 +342,7 @@ async fn switching_dual_write_to_opensearch_to_pgvector_under_load_loses_no_ackn
                                 "{base}/v1/embeddings/{}/{}/{}",
                                 r.id.tenant_id, r.id.entity_type, r.id.entity_id
                             ))
+                            .bearer_auth(TOKEN)
                             .send()
                             .await;
                         if resp.as_ref().is_ok_and(|r| r.status().is_success()) {
@@ -353,6 +355,7 @@ async fn switching_dual_write_to_opensearch_to_pgvector_under_load_loses_no_ackn
                         r.id.entity_id = format!("w{w}-{n}");
                         let resp = client
                             .post(format!("{base}/v1/embeddings"))
+                            .bearer_auth(TOKEN)
                             .json(&json!({
                                 "tenant_id": r.id.tenant_id, "entity_type": r.id.entity_type,
                                 "entity_id": r.id.entity_id, "vector": r.vector,
@@ -519,6 +522,8 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
         adapter.clone(),
         ServeConfig {
             record: Some(capture.clone()),
+            // goose's mixed scenario sends no token.
+            open_writes: true,
             ..local()
         },
     )
@@ -677,6 +682,8 @@ async fn bad_requests_get_json_4xx_naming_the_field_and_the_mode_switch_needs_th
             max_k: 50,
             max_body_bytes: 4096,
             admin_token: None,
+            // Writes open without a token; the mode switch stays closed (below).
+            open_writes: true,
             ..local()
         },
     )

@@ -71,10 +71,31 @@ impl ApiError {
                     ErrorClass::Timeout | ErrorClass::Connection => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                // StoreError messages never contain credentials (see error.rs).
-                Self::new(status, e.to_string())
+                // The caller gets the backend and the class only: store messages name
+                // hosts, ports and server-side details. The whole message is logged.
+                tracing::warn!("request failed: {e}");
+                Self::new(
+                    status,
+                    format!(
+                        "{} failed ({}); the service's log has the details",
+                        backend_of(e),
+                        e.class().as_str()
+                    ),
+                )
             }
         }
+    }
+}
+
+/// The store a failure came from, for messages without hosts.
+fn backend_of(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unreachable { backend, .. }
+        | StoreError::Auth { backend, .. }
+        | StoreError::Timeout { backend, .. }
+        | StoreError::Backend { backend, .. }
+        | StoreError::BadResponse { backend, .. } => backend,
+        _ => "the store",
     }
 }
 
@@ -365,6 +386,7 @@ impl Limits {
                     model_version: b.model_version,
                     created_at: now,
                     updated_at: now,
+                    version: None,
                 })
             })
             .collect()

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::api::ModeResponse;
 use crate::config::Secret;
+use crate::error::ConfigError;
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -18,6 +19,9 @@ pub struct DrillOptions {
     /// Give up waiting after this long.
     pub timeout: Duration,
     pub poll_every: Duration,
+    /// Send the token over plain http to a host that is not loopback
+    /// (`--allow-remote`); see [`check_target`].
+    pub allow_remote: bool,
 }
 
 impl DrillOptions {
@@ -27,6 +31,7 @@ impl DrillOptions {
             token,
             timeout: Duration::from_secs(60),
             poll_every: Duration::from_millis(5),
+            allow_remote: false,
         }
     }
 }
@@ -73,8 +78,44 @@ impl DrillReport {
     }
 }
 
+/// The drill sends the bearer token, so a plain-http target must be loopback unless
+/// `allow_remote`: otherwise the token crosses the network in clear text. https targets
+/// are always allowed. `flag` names the option in the error.
+pub fn check_target(flag: &str, base_url: &str, allow_remote: bool) -> Result<(), ConfigError> {
+    let url = url::Url::parse(base_url)
+        .map_err(|e| ConfigError::invalid(flag, format!("{base_url:?} is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_remote || is_loopback(&url) => Ok(()),
+        "http" => Err(ConfigError::invalid(
+            flag,
+            format!(
+                "{} is not a loopback address and the drill would send the admin token over \
+                 plain http; use https, or pass --allow-remote to send it anyway",
+                url.host_str().unwrap_or("?")
+            ),
+        )),
+        other => Err(ConfigError::invalid(
+            flag,
+            format!("must be an http:// or https:// URL, not {other}://"),
+        )),
+    }
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    use std::net::IpAddr;
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
+    #[error(transparent)]
+    Target(#[from] ConfigError),
     #[error("{url}: {detail}")]
     Http { url: String, detail: String },
     #[error("{url}: the service refused the mode switch ({status}): {message}")]
@@ -87,6 +128,7 @@ pub enum DrillError {
 
 /// Runs the drill against a running service.
 pub async fn rollback(opts: &DrillOptions) -> Result<DrillReport, DrillError> {
+    check_target("--target", &opts.base_url, opts.allow_remote)?;
     let base = opts.base_url.trim_end_matches('/');
     let url = format!("{base}/v1/mode");
     let http = |e: reqwest::Error| DrillError::Http {
@@ -167,6 +209,28 @@ fn ms(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_over_plain_http_only_to_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:8080",
+            "https://serve.example.com",
+        ] {
+            assert!(check_target("--target", ok, false).is_ok(), "{ok}");
+        }
+        let e = check_target("--target", "http://10.0.0.7:8080", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--target") && e.contains("--allow-remote"),
+            "{e}"
+        );
+        assert!(check_target("--target", "http://10.0.0.7:8080", true).is_ok());
+        assert!(check_target("--target", "ftp://127.0.0.1", true).is_err());
+        assert!(check_target("--target", "not a url", true).is_err());
+    }
 
     #[test]
     fn an_incomplete_drill_says_what_was_not_reached() {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::adapter::{AdapterStats, BreakerState, ComparedRead, ComparisonSink, MigrationMode};
@@ -157,11 +157,16 @@ pub struct Live {
     pub record_dropped: u64,
 }
 
+/// The `reason` labels of `shadowbench_http_guarded_total`; `internal` last.
+pub const GUARD_REASONS: [&str; 3] = ["overloaded", "timeout", "internal"];
+
 /// All of the service's metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
     latency: Mutex<BTreeMap<LatencyKey, Histogram>>,
     errors: Mutex<BTreeMap<ErrorKey, u64>>,
     http: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Requests the service's guards stopped, by [`GUARD_REASONS`] index.
+    guarded: [AtomicU64; 3],
     shadow: Mutex<Shadow>,
     inflight_pgvector: AtomicI64,
     inflight_opensearch: AtomicI64,
@@ -188,6 +193,7 @@ impl Metrics {
             latency: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             http: Mutex::new(BTreeMap::new()),
+            guarded: Default::default(),
             shadow: Mutex::new(Shadow {
                 comparisons: 0,
                 mismatches: 0,
@@ -257,6 +263,24 @@ impl Metrics {
             .or_insert(0) += 1;
     }
 
+    /// Counts a request stopped by the service's own guards: `overloaded` (shed, 503),
+    /// `timeout` (504) or `internal`. Any other reason is counted as `internal`.
+    pub fn count_guard(&self, reason: &str) {
+        let i = GUARD_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(GUARD_REASONS.len() - 1);
+        self.guarded[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests stopped by a guard for `reason` so far.
+    pub fn guarded(&self, reason: &str) -> u64 {
+        GUARD_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.guarded[i].load(Ordering::Relaxed))
+    }
+
     /// Total shadow comparisons so far.
     pub fn shadow_comparisons(&self) -> u64 {
         self.shadow.lock().expect("metrics lock").comparisons
@@ -322,6 +346,20 @@ impl Metrics {
             let status = status.to_string();
             let l = labels(&[("route", route), ("status", &status)]);
             let _ = writeln!(out, "shadowbench_http_requests_total{{{l}}} {n}");
+        }
+        header(
+            &mut out,
+            "shadowbench_http_guarded_total",
+            "counter",
+            "API requests the service stopped itself: overloaded (shed with 503 over --max-concurrency), timeout (504 after --request-timeout-ms), internal.",
+        );
+        for (reason, n) in GUARD_REASONS.iter().zip(&self.guarded) {
+            let l = labels(&[("reason", reason)]);
+            let _ = writeln!(
+                out,
+                "shadowbench_http_guarded_total{{{l}}} {}",
+                n.load(Ordering::Relaxed)
+            );
         }
         {
             let s = self.shadow.lock().expect("metrics lock");

@@ -35,6 +35,15 @@ pub use metrics::Metrics;
 pub const DEFAULT_MAX_K: usize = 1_000;
 /// Default `--max-body-bytes`: a 1000-record batch of 384-d vectors is about 4 MB of JSON.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default `--request-timeout-ms`: above the stores' own 10 s statement timeout would
+/// let a request outlive its backend call; 10 s keeps the two in step.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `--request-timeout-ms` accepted (one hour): beyond that it is a typo.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default `--max-concurrency`: API requests handled at once before shedding.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+/// Largest `--max-concurrency` accepted; past this the limit protects nothing.
+pub const MAX_MAX_CONCURRENCY: usize = 65_536;
 
 /// Validated settings of the service.
 #[derive(Debug, Clone)]
@@ -49,8 +58,18 @@ pub struct ServeConfig {
     pub record: Option<PathBuf>,
     /// Operations the capture buffer holds before dropping.
     pub record_buffer: usize,
-    /// Bearer token for `PUT /v1/mode`; `None` disables mode switching (403).
+    /// Bearer token for every mutating endpoint (`POST /v1/embeddings`,
+    /// `DELETE /v1/embeddings/...`, `PUT /v1/mode`). `None` disables mode switching
+    /// (403) and, unless `open_writes`, writes too (403).
     pub admin_token: Option<Secret>,
+    /// `--open-writes`: upserts and deletes need no token (mode switching still does).
+    pub open_writes: bool,
+    /// `--request-timeout-ms`: an API request still running after this answers 504.
+    pub request_timeout: Duration,
+    /// `--max-concurrency`: API requests handled at once; one more is shed with 503
+    /// at once instead of queueing. `/healthz` and `/metrics` are outside the limit so
+    /// an overloaded service can still be watched.
+    pub max_concurrency: usize,
     /// Must match the adapter's `AdapterConfig::split_key` (for the `backend` label).
     pub split_key: SplitKey,
     /// How often the background drainer replays the outbox.
@@ -69,6 +88,9 @@ impl Default for ServeConfig {
             record: None,
             record_buffer: capture::DEFAULT_BUFFER,
             admin_token: None,
+            open_writes: false,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             split_key: SplitKey::default(),
             drain_every: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
@@ -92,6 +114,25 @@ impl ServeConfig {
         }
         if self.tenants.as_ref().is_some_and(|t| t.is_empty()) {
             return Err(ConfigError::invalid("--tenants", "names no tenant"));
+        }
+        if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(ConfigError::invalid(
+                "--request-timeout-ms",
+                format!(
+                    "must be within 1..={} (milliseconds), got {}",
+                    MAX_REQUEST_TIMEOUT.as_millis(),
+                    self.request_timeout.as_millis()
+                ),
+            ));
+        }
+        if self.max_concurrency == 0 || self.max_concurrency > MAX_MAX_CONCURRENCY {
+            return Err(ConfigError::invalid(
+                "--max-concurrency",
+                format!(
+                    "must be within 1..={MAX_MAX_CONCURRENCY}, got {}",
+                    self.max_concurrency
+                ),
+            ));
         }
         Ok(())
     }
@@ -173,10 +214,18 @@ pub async fn start(
             tenants: cfg.tenants.clone(),
         },
         admin_token: cfg.admin_token.clone(),
+        open_writes: cfg.open_writes,
         split_key: cfg.split_key,
         probe_timeout: cfg.probe_timeout,
     });
-    let app = routes::router(state, cfg.max_body_bytes);
+    let app = routes::router(
+        state,
+        routes::RouterLimits {
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout,
+            max_concurrency: cfg.max_concurrency,
+        },
+    );
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -267,6 +316,75 @@ impl Running {
     }
 }
 
+/// Where the admin token came from, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource<'a> {
+    /// `SHADOWBENCH_ADMIN_TOKEN`.
+    Env,
+    /// `--admin-token-file PATH`.
+    File(&'a std::path::Path),
+}
+
+impl TokenSource<'_> {
+    fn name(&self) -> String {
+        match self {
+            TokenSource::Env => "SHADOWBENCH_ADMIN_TOKEN".to_string(),
+            TokenSource::File(p) => format!("--admin-token-file {}", p.display()),
+        }
+    }
+}
+
+/// Turns the text of a token file or variable into the token. Exactly one trailing
+/// `\n` or `\r\n` is removed, because `echo tok > file` and editors add one and the
+/// `Authorization` header can never carry it; any other surrounding whitespace or a
+/// control character is refused rather than silently never matching. An empty
+/// variable means no token; an empty file is an error.
+pub fn parse_admin_token(
+    source: TokenSource<'_>,
+    raw: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let token = raw
+        .strip_suffix("\r\n")
+        .or_else(|| raw.strip_suffix('\n'))
+        .unwrap_or(raw);
+    if token.is_empty() {
+        return match source {
+            TokenSource::Env => Ok(None),
+            TokenSource::File(_) => Err(ConfigError::invalid(source.name(), "the file is empty")),
+        };
+    }
+    if token.trim() != token || token.chars().any(char::is_control) {
+        return Err(ConfigError::invalid(
+            source.name(),
+            "the token has surrounding whitespace or a control character (only one trailing newline is removed)",
+        ));
+    }
+    Ok(Some(Secret::new(token)))
+}
+
+/// The admin token: `--admin-token-file` when given (it wins), else
+/// `SHADOWBENCH_ADMIN_TOKEN`. Never from argv, so it stays out of `ps` and shell history.
+pub fn load_admin_token(
+    file: Option<&std::path::Path>,
+    env: Option<String>,
+) -> Result<Option<Secret>, ConfigError> {
+    match file {
+        Some(path) => {
+            let raw = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    format!("--admin-token-file {}", path.display()),
+                    e.to_string(),
+                )
+            })?;
+            parse_admin_token(TokenSource::File(path), &raw)
+        }
+        None => match env {
+            Some(raw) => parse_admin_token(TokenSource::Env, &raw),
+            None => Ok(None),
+        },
+    }
+}
+
 /// Completes on ctrl-c / SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -313,5 +431,91 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("--tenants"), "{e}");
+        for (cfg, flag) in [
+            (
+                ServeConfig {
+                    request_timeout: Duration::ZERO,
+                    ..ServeConfig::default()
+                },
+                "--request-timeout-ms",
+            ),
+            (
+                ServeConfig {
+                    request_timeout: Duration::from_secs(86_400),
+                    ..ServeConfig::default()
+                },
+                "--request-timeout-ms",
+            ),
+            (
+                ServeConfig {
+                    max_concurrency: 0,
+                    ..ServeConfig::default()
+                },
+                "--max-concurrency",
+            ),
+            (
+                ServeConfig {
+                    max_concurrency: 10_000_000,
+                    ..ServeConfig::default()
+                },
+                "--max-concurrency",
+            ),
+        ] {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_token_file_with_a_trailing_newline_gives_the_token_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("s3cret\n", "s3cret"),
+            ("s3cret\r\n", "s3cret"),
+            ("s3cret", "s3cret"),
+        ] {
+            let path = dir.path().join("token");
+            std::fs::write(&path, text).unwrap();
+            let got = load_admin_token(Some(&path), None).unwrap().unwrap();
+            assert_eq!(got.expose(), want, "{text:?}");
+            // The variable gets the same treatment.
+            let got = load_admin_token(None, Some(text.to_string()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.expose(), want, "{text:?}");
+        }
+        // The file wins over the variable.
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let got = load_admin_token(Some(&path), Some("from-env".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose(), "from-file");
+        // Only one newline goes; anything else that could never match is refused.
+        for bad in ["s3cret\n\n", " s3cret\n", "s3cret \n", "s3\tcret"] {
+            std::fs::write(&path, bad).unwrap();
+            let e = load_admin_token(Some(&path), None).unwrap_err().to_string();
+            assert!(e.starts_with("--admin-token-file"), "{bad:?}: {e}");
+            assert!(
+                !e.contains("s3cret"),
+                "the error must not echo the token: {e}"
+            );
+        }
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            load_admin_token(Some(&path), None).is_err(),
+            "an empty file"
+        );
+        assert!(
+            load_admin_token(None, Some(String::new()))
+                .unwrap()
+                .is_none()
+        );
+        assert!(load_admin_token(None, None).unwrap().is_none());
+        let missing = dir.path().join("nope");
+        let e = load_admin_token(Some(&missing), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--admin-token-file"), "{e}");
     }
 }

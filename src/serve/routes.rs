@@ -1,19 +1,23 @@
 //! The HTTP routes over the adapter: search, writes, health, metrics and the runtime
 //! mode switch. Handlers validate, capture, call the adapter and record metrics; they
-//! hold no migration logic of their own.
+//! hold no migration logic of their own. The router also holds the service's guards:
+//! the bearer token on every mutating request, and the timeout, concurrency limit and
+//! load shedding of the API routes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::BackendKind;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower::ServiceBuilder;
 
 use super::api::{
     ApiError, ApiJson, HitOut, Limits, ModeBody, ModeResponse, RawBody, SearchBody, SearchResponse,
@@ -35,6 +39,8 @@ pub struct AppState {
     pub capture: Option<Arc<Capture>>,
     pub limits: Limits,
     pub admin_token: Option<Secret>,
+    /// Upserts and deletes need no token (`--open-writes`).
+    pub open_writes: bool,
     pub split_key: SplitKey,
     /// Deadline for backend calls made by `/healthz`, `/metrics` and `/v1/mode`, so a
     /// frozen backend cannot hang them.
@@ -43,8 +49,34 @@ pub struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
+/// Limits the router enforces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub max_concurrency: usize,
+}
+
+pub fn router(state: Arc<AppState>, limits: RouterLimits) -> Router {
+    let timeout_ms = limits.request_timeout.as_millis();
+    let max_concurrency = limits.max_concurrency;
+    let shed_metrics = state.metrics.clone();
+    // Outermost first: turn the layers' errors into JSON, shed at once when no permit
+    // is free (a queue would only turn overload into timeouts), then bound the time
+    // the handler may take. The limit is global (one semaphore for every API route),
+    // not per route, which is what `ConcurrencyLimitLayer` would give under
+    // `Router::layer`.
+    let guard = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
+            let metrics = shed_metrics.clone();
+            async move { overload_error(&metrics, &err, timeout_ms, max_concurrency) }
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            max_concurrency,
+        ))
+        .timeout(limits.request_timeout);
+    let api = Router::new()
         .route("/v1/search", post(search))
         .route("/v1/embeddings", post(upsert))
         .route(
@@ -52,12 +84,89 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             delete(remove),
         )
         .route("/v1/mode", get(get_mode).put(put_mode))
+        .layer(guard)
+        // Outside the limit: a refused caller never takes a permit.
+        .layer(middleware::from_fn_with_state(state.clone(), guard_writes));
+    // Health and metrics stay reachable under overload (they have their own probe
+    // deadlines), so an operator can see why requests are shed.
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(api)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(state)
+}
+
+/// The JSON answer for a request the timeout or the load shedder stopped.
+fn overload_error(
+    metrics: &Metrics,
+    err: &tower::BoxError,
+    timeout_ms: u128,
+    max_concurrency: usize,
+) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics.count_guard("overloaded");
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "overloaded: {max_concurrency} requests are already in progress \
+                 (--max-concurrency); retry later"
+            ),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, "1".parse().expect("static"));
+        r
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        metrics.count_guard("timeout");
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request took longer than {timeout_ms} ms (--request-timeout-ms) and was \
+                 abandoned; a write may still have been applied (retrying it is safe)"
+            ),
+        )
+        .into_response()
+    } else {
+        metrics.count_guard("internal");
+        tracing::error!("request failed in the service's middleware: {err}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+    }
+}
+
+/// Every request that changes state needs the bearer token. Read-only requests (GET,
+/// HEAD) and `POST /v1/search` (a read with a body) are open; everything else is a
+/// mutation, so a new mutating route is guarded without anyone remembering to.
+async fn guard_writes(State(st): Shared, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let method = req.method().clone();
+    let read_only = method == Method::GET
+        || method == Method::HEAD
+        || (method == Method::POST && route.as_deref() == Some("/v1/search"));
+    // An unmatched route or method answers 404/405 by itself.
+    if read_only || route.is_none() {
+        return next.run(req).await;
+    }
+    let admin = route.as_deref() == Some("/v1/mode");
+    if !admin && st.open_writes {
+        return next.run(req).await;
+    }
+    match authorize(&st, req.headers(), admin) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let mut r = e.into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            }
+            r
+        }
+    }
 }
 
 /// The store a read is routed to in `mode`, mirroring the adapter's deterministic
@@ -238,13 +347,22 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// How to turn the guard on, for the 403 messages.
+const ENABLE_TOKEN: &str = "start `shadowbench serve` with SHADOWBENCH_ADMIN_TOKEN set in its \
+     environment (or --admin-token-file), then send `Authorization: Bearer <token>`";
+
+/// Checks the bearer token; `admin` is the mode switch, which `--open-writes` never opens.
+fn authorize(st: &AppState, headers: &HeaderMap, admin: bool) -> Result<(), ApiError> {
     let Some(token) = &st.admin_token else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "mode switching is disabled: start `shadowbench serve` with SHADOWBENCH_ADMIN_TOKEN \
-             set in its environment, then send `Authorization: Bearer <token>`",
-        ));
+        let message = if admin {
+            format!("mode switching is disabled: {ENABLE_TOKEN}")
+        } else {
+            format!(
+                "writes are disabled: {ENABLE_TOKEN}; or start it with --open-writes to \
+                 accept unauthenticated upserts and deletes"
+            )
+        };
+        return Err(ApiError::new(StatusCode::FORBIDDEN, message));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -266,19 +384,8 @@ fn authorize(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn put_mode(
-    State(st): Shared,
-    headers: HeaderMap,
-    body: Result<ApiJson<ModeBody>, ApiError>,
-) -> Response {
-    if let Err(e) = authorize(&st, &headers) {
-        let mut r = e.into_response();
-        if r.status() == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-        }
-        return r;
-    }
+async fn put_mode(State(st): Shared, body: Result<ApiJson<ModeBody>, ApiError>) -> Response {
+    // The token was checked by `guard_writes`.
     let mode = match body.and_then(|ApiJson(b)| parse_mode(&b)) {
         Ok(m) => m,
         Err(e) => return e.into_response(),
@@ -305,13 +412,26 @@ async fn healthz(State(st): Shared) -> Response {
         },
         outbox_depth(&st)
     );
-    let describe = |r: Result<Result<crate::store::Health, crate::error::StoreError>, _>| match r {
-        Ok(Ok(h)) => json!({ "ok": h.ok, "version": h.version }),
-        Ok(Err(e)) => json!({ "ok": false, "error": e.to_string() }),
-        Err(_) => {
-            json!({ "ok": false, "error": format!("no answer within {} ms", deadline.as_millis()) })
-        }
-    };
+    // Only fixed words and the version go out: error texts name hosts, ports and
+    // DSN parts (see `StoreError::Unreachable`), and /healthz is often public to load
+    // balancers. The full error goes to the service's log instead.
+    let describe =
+        |name: &str, r: Result<Result<crate::store::Health, crate::error::StoreError>, _>| match r {
+            Ok(Ok(h)) if h.ok => json!({ "ok": true, "status": "up", "version": h.version }),
+            Ok(Ok(h)) => {
+                json!({ "ok": false, "status": "degraded", "version": h.version })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("healthz: {name} is down: {e}");
+                json!({ "ok": false, "status": "down", "error_class": e.class().as_str() })
+            }
+            Err(_) => json!({
+                "ok": false,
+                "status": "down",
+                "error_class": ErrorClass::Timeout.as_str(),
+                "error": format!("no answer within {} ms", deadline.as_millis()),
+            }),
+        };
     let pg_ok = matches!(&pg_h, Ok(Ok(h)) if h.ok);
     let os_ok = matches!(&os_h, Some(Ok(Ok(h))) if h.ok);
     let body = json!({
@@ -319,8 +439,8 @@ async fn healthz(State(st): Shared) -> Response {
         "mode": st.adapter.mode().to_string(),
         "breaker": st.adapter.breaker_state(),
         "outbox_depth": depth,
-        "pgvector": describe(pg_h),
-        "opensearch": os_h.map(describe),
+        "pgvector": describe("pgvector", pg_h),
+        "opensearch": os_h.map(|h| describe("opensearch", h)),
     });
     // Serving only needs pgvector (every mode can fall back to it).
     let status = if pg_ok {

@@ -9,6 +9,7 @@ pub mod connect;
 pub mod dataset;
 pub mod distance;
 pub mod error;
+pub mod fault;
 pub mod gate;
 pub mod httpload;
 pub mod ingest;

@@ -148,8 +148,11 @@ pub async fn run_scenario(
         samples: options.samples.clone(),
         run_id: options.run_id.clone(),
         validate: scenario.validate,
+        faults: &scenario.faults,
     };
-    measure(scenario, &prep, leg, options).await
+    let finished = measure(scenario, &prep, leg, options).await;
+    prep.close().await;
+    finished
 }
 
 /// Runs a staged scenario: before each stage the migration adapter switches to the
@@ -251,6 +254,7 @@ pub async fn run_stages(
             samples: samples_dir.map(|d| d.join(&dir_name).join(report::parquet::FILE_NAME)),
             run_id: Some(format!("{base_id}-{dir_name}")),
             validate,
+            faults: &stage.faults,
         };
         let finished = measure(scenario, &prep, leg, options).await?;
         let mut report = finished.report;
@@ -295,6 +299,7 @@ pub async fn run_stages(
         }
         staged.stages.push(run);
     }
+    prep.close().await;
     Ok(staged)
 }
 
@@ -344,6 +349,9 @@ struct Prepared {
     opened: Opened,
     truth: Option<Arc<GroundTruth>>,
     warnings: Vec<String>,
+    /// The run's own toxiproxy proxies, in front of the stores a network fault targets
+    /// (deleted by [`Prepared::close`], or when dropped).
+    proxies: crate::fault::Proxies,
 }
 
 impl Prepared {
@@ -358,6 +366,13 @@ impl Prepared {
             Some(DatasetSource::Synthetic(spec)) => Some(Arc::new(synthetic(spec))),
         };
         let backends = configure(scenario, backends, dataset.as_deref())?;
+        // The faulted stores are reached through proxies made for this run, from the
+        // start: the stores' connection pools must pass through them.
+        let all_faults = scenario
+            .faults
+            .iter()
+            .chain(scenario.stages.iter().flat_map(|s| &s.faults));
+        let (proxies, backends) = crate::fault::Proxies::route(all_faults, &backends).await?;
         let mut warnings = Vec::new();
         let opened = open_sides(
             scenario,
@@ -376,7 +391,16 @@ impl Prepared {
             opened,
             truth,
             warnings,
+            proxies,
         })
+    }
+
+    /// Deletes the run's proxies (a failure to is logged: the run's figures stand).
+    async fn close(self) {
+        let Prepared { proxies, .. } = self;
+        if let Err(e) = proxies.close().await {
+            tracing::warn!("deleting the run's toxiproxy proxies: {e}");
+        }
     }
 
     /// The migration adapter over the opened pgvector and OpenSearch stores.
@@ -462,6 +486,8 @@ struct Leg<'a> {
     run_id: Option<String>,
     /// Validate pgvector against OpenSearch after the load.
     validate: bool,
+    /// Faults to arm in this leg's measured window.
+    faults: &'a [crate::fault::Fault],
 }
 
 /// Runs the load of one leg and turns it into a report, validated when the scenario
@@ -495,26 +521,64 @@ async fn measure(
         )?),
         None => None,
     };
-    let outcome = load::run(
-        leg.plan,
-        Targets {
-            a,
-            b,
-            writer: leg.writer,
+    let writer_kind = leg.writer.kind();
+    let sample_tap = sample_writer.as_ref().map(|w| w.tap());
+    // With faults, a recorder sits on the collector's tap (passing it on to
+    // samples.parquet) and keeps what the figures around each fault need.
+    let (tap, recorder) = if leg.faults.is_empty() {
+        (sample_tap, None)
+    } else {
+        let (tap, recorder) = crate::fault::schedule::Recorder::spawn(sample_tap);
+        (Some(tap), Some(recorder))
+    };
+    let run_options = RunOptions {
+        progress: options.progress,
+        labels: Some([leg.infos[0].label.clone(), leg.infos[1].label.clone()]),
+        collector: CollectorConfig {
+            tap,
+            ..CollectorConfig::default()
         },
-        workload,
-        prep.truth.clone(),
-        &RunOptions {
-            progress: options.progress,
-            labels: Some([leg.infos[0].label.clone(), leg.infos[1].label.clone()]),
-            collector: CollectorConfig {
-                tap: sample_writer.as_ref().map(|w| w.tap()),
-                ..CollectorConfig::default()
+    };
+    // load::run starts its clock right after this (it only spawns the collector first),
+    // so fault times and the operations' offsets share one origin to within a few ms.
+    let fault_clock = std::time::Instant::now();
+    let guard = crate::fault::FaultGuard::new(leg.faults, &prep.proxies, fault_clock);
+    let poller = match (&leg.adapter, leg.faults.is_empty()) {
+        (Some((adapter, _)), false) => Some(crate::fault::schedule::AdapterPoller::spawn(
+            adapter.clone(),
+            fault_clock,
+        )),
+        _ => None,
+    };
+    let outcome = {
+        let run = load::run(
+            leg.plan,
+            Targets {
+                a,
+                b,
+                writer: leg.writer,
             },
-        },
-    )
-    .await
+            workload,
+            prep.truth.clone(),
+            &run_options,
+        );
+        tokio::pin!(run);
+        let schedule = guard.run(&prep.proxies, leg.plan.warmup);
+        tokio::pin!(schedule);
+        let mut scheduled = false;
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = &mut schedule, if !scheduled => scheduled = true,
+            }
+        }
+    }
     .map_err(|e| in_file(scenario, e.to_string()));
+    drop(run_options);
+    // Lifted before anything else, even when the run failed: nothing stays faulted.
+    let armed = guard.disarm().await;
+    let polls = poller.map(|p| p.finish());
+    let recorded = recorder.map(|r| r.finish());
     let export = match sample_writer {
         // Finished even when the run failed, so no writer thread outlives it.
         Some(w) => Some(w.finish()?),
@@ -545,6 +609,49 @@ async fn measure(
         warnings: prep.warnings.clone(),
     };
     let mut report = report::build(ctx, &outcome);
+    if let Some(samples) = &recorded {
+        let sides: Vec<crate::fault::SideDesc> = report
+            .methodology
+            .sides
+            .iter()
+            .map(|i| crate::fault::SideDesc {
+                side: i.side,
+                label: i.label.clone(),
+                backend: i.backend,
+            })
+            .chain(outcome.workload_writes.then(|| crate::fault::SideDesc {
+                side: Side::Writer,
+                label: format!("writer ({})", report.methodology.mode),
+                backend: writer_kind,
+            }))
+            .collect();
+        report.faults = crate::fault::analyze(
+            &armed,
+            samples,
+            leg.plan.warmup,
+            &sides,
+            polls
+                .as_deref()
+                .map(|p| (p, crate::fault::schedule::POLL_EVERY)),
+        );
+        for f in &report.faults {
+            if let Some(e) = &f.error {
+                report.warnings.push(format!(
+                    "fault {} on {} at {:.1} s: {e}",
+                    f.kind,
+                    f.target.as_str(),
+                    f.planned_start_s
+                ));
+            }
+        }
+        if outcome.measurements.tap_dropped > 0 {
+            report.warnings.push(format!(
+                "the figures around the faults lack {} operations the recorder could not \
+                 keep up with",
+                outcome.measurements.tap_dropped
+            ));
+        }
+    }
     report.warnings.extend(settled.warnings());
     report.settle = Some(settled);
     if let Some((path, rows)) = export {

@@ -46,6 +46,9 @@ pub struct Scenario {
     /// Steps of a progressive rollout (`[[stages]]`), run in order through the migration
     /// adapter, each measured and gated on its own; empty for a single run.
     pub stages: Vec<Stage>,
+    /// Faults scheduled in the measured window (`[[faults]]`; a staged scenario gives
+    /// them per stage instead).
+    pub faults: Vec<crate::fault::Fault>,
 }
 
 /// Settling the stores before a measured window, so a just-loaded index is measured as
@@ -80,6 +83,8 @@ pub struct Stage {
     pub criteria: crate::gate::Criteria,
     /// Runs even after an earlier stage did not pass (a rollback drill).
     pub always: bool,
+    /// Faults scheduled in this stage's measured window (`[[stages.faults]]`).
+    pub faults: Vec<crate::fault::Fault>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +148,8 @@ struct RawScenario {
     gate: Option<toml::Table>,
     #[serde(default)]
     stages: Vec<RawStage>,
+    #[serde(default)]
+    faults: Vec<crate::fault::RawFault>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +163,8 @@ struct RawStage {
     /// Criteria keys that override the scenario's `[gate]` for this stage.
     gate: Option<toml::Table>,
     always: Option<bool>,
+    #[serde(default)]
+    faults: Vec<crate::fault::RawFault>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -608,6 +617,13 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
     }
 
     let plan = load_plan(raw.load, seed, log_timing, speed)?;
+    let faults = faults("faults", raw.faults, &plan)?;
+    if !faults.is_empty() && !raw.stages.is_empty() {
+        return Err(bad(
+            "faults",
+            "a staged scenario schedules faults per stage ([[stages.faults]] after its [[stages]])",
+        ));
+    }
     let base_gate = raw.gate.unwrap_or_default();
     let criteria = criteria("gate", &base_gate, None)?;
     let stages = raw
@@ -659,7 +675,29 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         settle,
         criteria,
         stages,
+        faults,
     })
+}
+
+/// Validates `[[faults]]` (numbered from 1 in errors, as a reader counts the tables)
+/// against `plan`'s measured window.
+fn faults(
+    field: &str,
+    raw: Vec<crate::fault::RawFault>,
+    plan: &LoadPlan,
+) -> Result<Vec<crate::fault::Fault>, Invalid> {
+    let name = |i: usize| format!("{field}[{}]", i + 1);
+    let faults = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| crate::fault::parse(&name(i), r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let measured = match plan.stop {
+        Stop::After(d) => Some(d),
+        Stop::Operations(_) => None,
+    };
+    crate::fault::check_schedule(&faults, measured, name)?;
+    Ok(faults)
 }
 
 /// The criteria from `base` (the scenario's `[gate]`) with `over` (a stage's) on top.
@@ -717,12 +755,14 @@ fn stage(i: usize, st: RawStage, plan: &LoadPlan, gate: &toml::Table) -> Result<
         }
         other => bad(&field("load"), other.to_string()),
     })?;
+    let faults = faults(&field("faults"), st.faults, &plan)?;
     Ok(Stage {
         name,
         mode,
         plan,
         criteria: criteria(&field("gate"), gate, st.gate.as_ref())?,
         always: st.always.unwrap_or(false),
+        faults,
     })
 }
 
@@ -941,6 +981,57 @@ mod tests {
             let err = parse(&format!("{base}{stages}")).unwrap_err();
             assert!(err.contains(wanted), "{err}\nwanted: {wanted}");
         }
+    }
+
+    #[test]
+    fn faults_parse_at_the_top_and_per_stage_and_errors_name_them() {
+        let s = parse(&format!(
+            "{MINIMAL}\n[[faults]]\nat_s = 2\nduration_s = 3\ntarget = \"opensearch\"\nkind = \"latency\"\nlatency_ms = 150"
+        ))
+        .unwrap();
+        assert_eq!(s.faults.len(), 1);
+        assert_eq!(s.faults[0].at, Duration::from_secs(2));
+        let staged = parse(
+            r#"
+            [dataset]
+            path = "d"
+            [load]
+            rate = 5
+            duration_s = 10
+            [[stages]]
+            mode = "dual_write"
+            [[stages.faults]]
+            at_s = 1
+            duration_s = 4
+            target = "opensearch"
+            kind = "down"
+            [[stages]]
+            mode = "shadow_read"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(staged.stages[0].faults.len(), 1);
+        assert!(staged.stages[1].faults.is_empty());
+        let fault =
+            "[[faults]]\nat_s = 8\nduration_s = 5\ntarget = \"opensearch\"\nkind = \"down\"";
+        let err = parse(&format!("{MINIMAL}\n{fault}")).unwrap_err();
+        assert!(
+            err.contains("scenarios/t.toml: faults[1].duration_s: the fault ends 13.0 s"),
+            "{err}"
+        );
+        let err = parse(&format!("{MINIMAL}\n{}", fault.replace("down", "flood"))).unwrap_err();
+        assert!(
+            err.contains("faults[1].kind: \"flood\" is not one of"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "[dataset]\npath = \"d\"\n[load]\nrate = 5\nduration_s = 10\n[[stages]]\nmode = \"dual_write\"\nduration_s = 4\n[[stages.faults]]\nat_s = 1\nduration_s = 4\ntarget = \"opensearch\"\nkind = \"down\""
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("[[stages]] #1 faults[1].duration_s: the fault ends 5.0 s"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         gate: None,
         harness: Some(harness_report(outcome, &ctx.plan)),
         settle: None,
+        faults: Vec::new(),
     };
     report.warnings = warnings(&ctx, outcome, &report);
     report

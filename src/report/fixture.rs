@@ -353,6 +353,56 @@ pub fn sample_report() -> Report {
         gate: None,
         harness: None,
         settle: None,
+        faults: vec![sample_fault()],
+    }
+}
+
+/// A `down` fault on OpenSearch from 30 s to 35 s, with figures that could have come
+/// from such a run: OpenSearch fails throughout and recovers 180 ms after the end.
+pub fn sample_fault() -> crate::fault::FaultWindowReport {
+    use crate::fault::{FaultSideFigures, FaultWindowReport, Target, WindowFigures};
+    let figures = |ops: u64, errors: u64, seconds: f64, p95: Option<f64>| WindowFigures {
+        operations: ops,
+        errors,
+        seconds,
+        successes_per_s: Some((ops - errors) as f64 / seconds),
+        p50_ms: p95.map(|p| p / 2.0),
+        p95_ms: p95,
+        p99_ms: p95.map(|p| p * 1.4),
+    };
+    FaultWindowReport {
+        kind: "down".into(),
+        target: Target::Opensearch,
+        description: "down: proxy disabled, connections closed and refused".into(),
+        via: "toxiproxy sbrun_1_0_opensearch_0 (127.0.0.1:40111 → 127.0.0.1:9200)".into(),
+        planned_start_s: 30.0,
+        planned_end_s: 35.0,
+        applied_start_s: Some(30.004),
+        lifted_end_s: Some(35.003),
+        error: None,
+        sides: vec![
+            FaultSideFigures {
+                side: Side::A,
+                label: "pgvector".into(),
+                backend: BackendKind::Pgvector,
+                targeted: false,
+                during: figures(250, 0, 5.0, Some(11.0)),
+                outside: figures(2000, 2, 40.0, Some(10.5)),
+                recovery_ms: Some(4.1),
+                errors_after_end: 0,
+            },
+            FaultSideFigures {
+                side: Side::B,
+                label: "opensearch".into(),
+                backend: BackendKind::Opensearch,
+                targeted: true,
+                during: figures(250, 250, 5.0, None),
+                outside: figures(2000, 0, 40.0, Some(31.0)),
+                recovery_ms: Some(180.0),
+                errors_after_end: 3,
+            },
+        ],
+        adapter: None,
     }
 }
 

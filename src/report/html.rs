@@ -70,10 +70,43 @@ pub fn render(report: &Report, verdict: Option<&Verdict>, plots: &[Plot]) -> Str
             );
         }
     }
+    faults(&mut s, report);
     warnings(&mut s, report);
     methodology(&mut s, report);
     s.push_str("</body>\n</html>\n");
     s
+}
+
+fn faults(s: &mut String, report: &Report) {
+    let sections = markdown::fault_sections(report);
+    if sections.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "<h2>Faults</h2>\n<p>{}</p>",
+        escape(markdown::FAULTS_NOTE)
+    );
+    for f in sections {
+        let _ = writeln!(s, "<h3>{}</h3>", escape(&f.title));
+        for line in &f.lines {
+            let _ = writeln!(s, "<p>{}</p>", escape(&line.replace("**", "")));
+        }
+        s.push_str("<table>\n<tr>");
+        for h in &f.header {
+            let _ = write!(s, "<th>{}</th>", escape(h));
+        }
+        s.push_str("</tr>\n");
+        for row in &f.rows {
+            s.push_str("<tr>");
+            for (i, c) in row.iter().enumerate() {
+                let class = if i == 0 { "" } else { " class=\"num\"" };
+                let _ = write!(s, "<td{class}>{}</td>", escape(c));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+    }
 }
 
 fn verdict_section(s: &mut String, report: &Report, verdict: Option<&Verdict>) {

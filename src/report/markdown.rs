@@ -116,6 +116,24 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
         let _ = writeln!(s, "{line}");
     }
 
+    let faults = fault_sections(report);
+    if !faults.is_empty() {
+        let _ = writeln!(s, "\n## Faults\n");
+        let _ = writeln!(s, "{FAULTS_NOTE}");
+        for f in &faults {
+            let _ = writeln!(s, "\n### {}\n", f.title);
+            for line in &f.lines {
+                let _ = writeln!(s, "{line}  ");
+            }
+            let _ = writeln!(s, "\n| {} |", f.header.join(" | "));
+            let _ = writeln!(s, "|{}", "---|".repeat(f.header.len()));
+            for row in &f.rows {
+                let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+                let _ = writeln!(s, "| {} |", cells.join(" | "));
+            }
+        }
+    }
+
     let _ = writeln!(s, "\n## Warnings\n");
     if report.warnings.is_empty() {
         let _ = writeln!(s, "None.");
@@ -169,6 +187,115 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
 
 /// "≥ " when a latency figure is a lower bound: with dropped operations the slowest were
 /// never timed.
+/// How the fault figures are cut, said once above them.
+pub(super) const FAULTS_NOTE: &str = "Operations are assigned to a fault window by their \
+intended start; \"outside\" is every measured operation outside all fault windows. Recovery \
+is the time from the fault's end to the completion of the first successful operation on \
+that side that started after the end.";
+
+/// One fault, ready for report.md and report.html.
+pub(super) struct FaultSection {
+    pub title: String,
+    pub lines: Vec<String>,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".to_string(), |v| format!("{v:.1} s"))
+}
+
+pub(super) fn fault_sections(report: &Report) -> Vec<FaultSection> {
+    let pair = |a: String, b: String| format!("{a} / {b}");
+    let lat = |v: Option<f64>| v.map_or_else(|| "—".to_string(), ms);
+    report
+        .faults
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut lines = vec![
+                format!("{} · via {}", f.description, f.via),
+                format!(
+                    "in force {} → {} (planned {:.1} s → {:.1} s, seconds since start)",
+                    secs(f.applied_start_s),
+                    secs(f.lifted_end_s),
+                    f.planned_start_s,
+                    f.planned_end_s
+                ),
+            ];
+            if let Some(e) = &f.error {
+                lines.push(format!("**error:** {e}"));
+            }
+            if let Some(ad) = &f.adapter {
+                let breaker = match (ad.breaker_tripped, ad.breaker_closed_ms) {
+                    (false, _) => "the breaker stayed closed".to_string(),
+                    (true, Some(t)) => {
+                        format!("the breaker opened and was closed for good {} after the end", ms(t))
+                    }
+                    (true, None) => "the breaker opened and had not closed for good by the end of the load".to_string(),
+                };
+                let outbox = match (ad.outbox_max_depth, ad.outbox_drained_ms) {
+                    (None, _) => "outbox depth not readable".to_string(),
+                    (Some(0), _) => "the outbox stayed empty".to_string(),
+                    (Some(d), Some(t)) => format!("the outbox peaked at {d} and was empty {} after the end", ms(t)),
+                    (Some(d), None) => format!(
+                        "the outbox peaked at {d} and was not empty again during the load (the runner delivers it after the load, before validating)"
+                    ),
+                };
+                lines.push(format!(
+                    "adapter (polled every {}): {breaker}; {outbox}",
+                    ms(ad.polled_every_ms)
+                ));
+            }
+            let rows = f
+                .sides
+                .iter()
+                .map(|x| {
+                    let name = if x.targeted {
+                        format!("{} (faulted)", x.label)
+                    } else {
+                        x.label.clone()
+                    };
+                    vec![
+                        name,
+                        pair(x.during.operations.to_string(), x.outside.operations.to_string()),
+                        pair(x.during.errors.to_string(), x.outside.errors.to_string()),
+                        pair(lat(x.during.p95_ms), lat(x.outside.p95_ms)),
+                        pair(lat(x.during.p99_ms), lat(x.outside.p99_ms)),
+                        match x.recovery_ms {
+                            Some(t) if x.errors_after_end > 0 => {
+                                format!("{} ({} failed first)", ms(t), x.errors_after_end)
+                            }
+                            Some(t) => ms(t),
+                            None => "no success after the end".to_string(),
+                        },
+                    ]
+                })
+                .collect();
+            FaultSection {
+                title: format!(
+                    "{}. {} on {}",
+                    i + 1,
+                    f.kind,
+                    f.target.as_str()
+                ),
+                lines,
+                header: [
+                    "side",
+                    "ops during / outside",
+                    "errors during / outside",
+                    "p95 ms during / outside",
+                    "p99 ms during / outside",
+                    "recovery after the end (ms)",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+            }
+        })
+        .collect()
+}
+
 fn bound(o: &OpReport) -> &'static str {
     if o.latency_is_lower_bound() {
         "≥ "

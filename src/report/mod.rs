@@ -74,6 +74,10 @@ pub struct Report {
     /// How the stores were settled before the window, and their index state around it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle: Option<crate::settle::SettleReport>,
+    /// The faults the scenario injected, each with every side's figures during and
+    /// outside it and the time to recover after it; empty without `[[faults]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::fault::FaultWindowReport>,
 }
 
 /// The load generator's own footprint over the load (scoring after it excluded).

@@ -391,6 +391,7 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         .draw()
         .map_err(e)?;
     shade_warmup(&mut chart, warmup_end, lat_max)?;
+    shade_faults(&mut chart, report, lat_max)?;
     for &side in &sides {
         let c = colour(side);
         let name = label(side);
@@ -453,6 +454,7 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         .draw()
         .map_err(e)?;
     shade_warmup(&mut chart, warmup_end, qps_max)?;
+    shade_faults(&mut chart, report, qps_max)?;
     for &side in &sides {
         let c = colour(side);
         let pts: Vec<(f64, f64)> = t
@@ -517,6 +519,33 @@ fn shade_warmup<'a>(chart: &mut Chart<'a, 'a>, warmup_end: Option<f64>, y_max: f
             .legend(move |(x, y)| {
                 Rectangle::new([(x, y - 6), (x + 24, y + 6)], grey.mix(0.25).filled())
             });
+    }
+    Ok(())
+}
+
+/// Each fault's window while it was in force, in red, labelled with its kind and target.
+fn shade_faults<'a>(chart: &mut Chart<'a, 'a>, report: &Report, y_max: f64) -> DrawResult {
+    let red = RGBColor(200, 30, 30);
+    for f in &report.faults {
+        let (Some(start), end) = (f.applied_start_s, f.lifted_end_s.unwrap_or(f.planned_end_s))
+        else {
+            continue;
+        };
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(start, 0.0), (end, y_max)],
+                red.mix(0.12).filled(),
+            )))
+            .map_err(e)?
+            .label(format!("fault: {} on {}", f.kind, f.target.as_str()))
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 24, y + 6)], red.mix(0.3).filled())
+            });
+        chart
+            .draw_series([start, end].map(|x| {
+                PathElement::new(vec![(x, 0.0), (x, y_max)], red.mix(0.6).stroke_width(1))
+            }))
+            .map_err(e)?;
     }
     Ok(())
 }

@@ -106,3 +106,24 @@ fn the_schema_rejects_unknown_fields_and_wrong_units() {
     assert!(errors.contains("/backends/0/ops/0/latency"), "{errors}");
     assert!(errors.contains("/methodology/load_model"), "{errors}");
 }
+
+#[test]
+fn a_report_with_faults_and_the_adapters_recovery_matches_the_schema_and_reads_back() {
+    let mut r = sample_report();
+    r.faults[0].adapter = Some(crate::fault::AdapterRecovery {
+        polled_every_ms: 250.0,
+        breaker_tripped: true,
+        breaker_closed_ms: Some(1250.0),
+        outbox_max_depth: Some(12),
+        outbox_drained_ms: None,
+    });
+    let text = json::to_string(&r);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let errors = violations(&v);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let back: super::Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.faults, r.faults);
+    let mut bad = v.clone();
+    bad["faults"][0]["kind"] = Value::from("meteor");
+    assert!(!violations(&bad).is_empty());
+}

@@ -1,0 +1,188 @@
+//! Faults from a scenario's `[[faults]]`, applied through toxiproxy against the real
+//! servers: a latency fault on OpenSearch shows in its p95 during the window and not in
+//! pgvector's; a `down` fault makes OpenSearch fail during the window only, and the report
+//! says how soon it recovered. Needs `scripts/backends.sh up` (which starts toxiproxy);
+//! fails, never skips, without toxiproxy.
+
+mod common;
+
+use shadowbench::connect::Backends;
+use shadowbench::fault::toxiproxy::Toxiproxy;
+use shadowbench::fault::{FaultSideFigures, FaultWindowReport, Target};
+use shadowbench::runner::{RunnerOptions, run_scenario};
+use shadowbench::scenario::Scenario;
+
+async fn toxiproxy_is_up() -> Toxiproxy {
+    let t = Toxiproxy::from_env().expect("toxiproxy client");
+    if let Err(e) = t.version().await {
+        panic!("toxiproxy is needed for these tests: {e}");
+    }
+    t
+}
+
+/// Runs a small synthetic scenario in table/index `name` with `faults` appended.
+async fn run_with(name: &str, faults: &str) -> shadowbench::report::Report {
+    let text = format!(
+        r#"
+        name = "{name}"
+        [backends]
+        a = "pgvector"
+        b = "opensearch"
+        index = "{name}"
+        [dataset]
+        synthetic = {{ count = 600, dimension = 16, tenants = 4, queries = 60 }}
+        ingest = "recreate"
+        [load]
+        rate = 25
+        warmup_s = 3
+        duration_s = 10
+        request_timeout_ms = 1000
+        {faults}
+        "#
+    );
+    let scenario = Scenario::parse(&text, None).expect("scenario parses");
+    let backends = Backends {
+        pg: Some(common::pg_config(name, 16)),
+        os: Some(common::os_config(name, 16)),
+    };
+    run_scenario(&scenario, &backends, &RunnerOptions::default())
+        .await
+        .expect("the run completes")
+        .report
+}
+
+fn side<'a>(f: &'a FaultWindowReport, target: bool) -> &'a FaultSideFigures {
+    f.sides
+        .iter()
+        .find(|s| s.targeted == target)
+        .expect("a targeted and an untargeted side")
+}
+
+/// The two runs share the 2-core machine's CPU: one at a time, so neither's tail
+/// latency is the other's doing.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The run's proxy (named in the fault's `via`) is gone after the run.
+async fn no_leftover_proxy(f: &FaultWindowReport) {
+    let proxy = f
+        .via
+        .strip_prefix("toxiproxy ")
+        .and_then(|v| v.split_whitespace().next())
+        .expect("a toxiproxy fault names its proxy")
+        .to_string();
+    let body = reqwest::get(format!(
+        "{}/proxies",
+        std::env::var("SB_TOXIPROXY_URL").unwrap_or_else(|_| "http://127.0.0.1:8474".into())
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(!body.contains(&format!("\"{proxy}\"")), "left over: {body}");
+}
+
+#[tokio::test]
+async fn a_latency_fault_on_opensearch_raises_its_p95_during_the_window_only() {
+    let _serial = SERIAL.lock().await;
+    toxiproxy_is_up().await;
+    let name = common::unique_name("fault_lat");
+    let r = run_with(
+        &name,
+        r#"
+        [[faults]]
+        at_s = 3
+        duration_s = 4
+        target = "opensearch"
+        kind = "latency"
+        latency_ms = 150
+        jitter_ms = 10
+        "#,
+    )
+    .await;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = &r.faults[0];
+    assert_eq!((f.kind.as_str(), f.target), ("latency", Target::Opensearch));
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let (start, end) = (f.applied_start_s.unwrap(), f.lifted_end_s.unwrap());
+    assert!(
+        (start - 6.0).abs() < 0.5 && (end - 10.0).abs() < 0.5,
+        "{start}..{end}"
+    );
+    let os = side(f, true);
+    let pg = side(f, false);
+    let (os_in, os_out) = (os.during.p95_ms.unwrap(), os.outside.p95_ms.unwrap());
+    let (pg_in, pg_out) = (pg.during.p95_ms.unwrap(), pg.outside.p95_ms.unwrap());
+    println!(
+        "opensearch p95 during {os_in:.1} ms / outside {os_out:.1} ms; pgvector p95 during \
+         {pg_in:.1} ms / outside {pg_out:.1} ms; ops during {} / {}",
+        os.during.operations, pg.during.operations
+    );
+    assert!(os.during.operations >= 60, "{}", os.during.operations);
+    assert!(
+        os_in >= 140.0,
+        "the 150 ms toxic shows in OpenSearch's p95: {os_in}"
+    );
+    assert!(os_in > os_out + 100.0, "{os_in} vs {os_out}");
+    assert!(pg_in < 100.0, "pgvector is not behind the proxy: {pg_in}");
+    assert_eq!(pg.during.errors, 0);
+    assert_eq!(
+        os.during.errors, 0,
+        "latency alone fails nothing at a 1 s timeout"
+    );
+    let md = shadowbench::report::markdown::render(&r, None);
+    assert!(
+        md.contains("## Faults") && md.contains("1. latency on opensearch"),
+        "{md}"
+    );
+    no_leftover_proxy(f).await;
+}
+
+#[tokio::test]
+async fn a_down_fault_fails_opensearch_during_the_window_only_and_reports_its_recovery() {
+    let _serial = SERIAL.lock().await;
+    toxiproxy_is_up().await;
+    let name = common::unique_name("fault_down");
+    let r = run_with(
+        &name,
+        r#"
+        [[faults]]
+        at_s = 3
+        duration_s = 3
+        target = "opensearch"
+        kind = "down"
+        "#,
+    )
+    .await;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = &r.faults[0];
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let os = side(f, true);
+    let pg = side(f, false);
+    println!(
+        "opensearch during: {} ops, {} errors; outside: {} ops, {} errors; recovery {:?} ms \
+         ({} failed first); pgvector during: {} ops, {} errors",
+        os.during.operations,
+        os.during.errors,
+        os.outside.operations,
+        os.outside.errors,
+        os.recovery_ms,
+        os.errors_after_end,
+        pg.during.operations,
+        pg.during.errors
+    );
+    assert!(os.during.operations >= 40);
+    assert_eq!(
+        os.during.errors, os.during.operations,
+        "every OpenSearch read during the outage fails"
+    );
+    assert_eq!(pg.during.errors, 0, "pgvector keeps serving");
+    // Outside the window, the only failures are the ones right after the end, before the
+    // first success.
+    assert_eq!(os.outside.errors, os.errors_after_end);
+    let recovery = os
+        .recovery_ms
+        .expect("OpenSearch served again after the outage");
+    assert!(recovery < 3000.0, "{recovery}");
+    no_leftover_proxy(f).await;
+}

@@ -826,3 +826,505 @@ async fn bad_requests_get_json_4xx_naming_the_field_and_the_mode_switch_needs_th
     running.shutdown().await.unwrap();
     let _ = pg.drop_all().await;
 }
+
+/// How the fake OpenSearch node answers.
+const FAKE_ANSWER: u8 = 0;
+/// Accepts and closes at once: every request is a connection error.
+const FAKE_REFUSE: u8 = 1;
+/// Accepts, reads, never answers: every request hangs until its deadline.
+const FAKE_HANG: u8 = 2;
+
+/// A local TCP server posing as an OpenSearch node, so tests can make OpenSearch
+/// unreachable or slow without touching the shared one. In `FAKE_ANSWER` it returns the
+/// root document to any request (enough for `OpenSearchStore::connect`).
+async fn fake_opensearch() -> (u16, Arc<std::sync::atomic::AtomicU8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mode = Arc::new(std::sync::atomic::AtomicU8::new(FAKE_ANSWER));
+    let m = mode.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mode = m.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                if mode == FAKE_REFUSE {
+                    return;
+                }
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if mode == FAKE_HANG {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+                let body = r#"{"version":{"number":"2.19.0","distribution":"opensearch"}}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (port, mode)
+}
+
+/// A real `OpenSearchStore` connected to [`fake_opensearch`] on `port`.
+async fn store_on_fake(port: u16, dim: usize) -> Arc<OpenSearchStore> {
+    let mut c = common::os_config(&common::unique_name("fake"), dim);
+    c.hosts = vec![format!("http://127.0.0.1:{port}").parse().unwrap()];
+    c.timeout = Duration::from_secs(30);
+    Arc::new(
+        OpenSearchStore::connect(c)
+            .await
+            .expect("connect to the fake node"),
+    )
+}
+
+fn upsert_body(r: &Record) -> Value {
+    json!({
+        "tenant_id": r.id.tenant_id, "entity_type": r.id.entity_type,
+        "entity_id": r.id.entity_id, "vector": r.vector,
+    })
+}
+
+#[tokio::test]
+async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open() {
+    const DIM: usize = 8;
+    let pg = common::pg_store(DIM).await;
+    let records = common::fixture(6, DIM, &["acme"], 11);
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            None,
+            MigrationMode::Pgvector,
+            AdapterConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let client = http();
+    let present = |id: RecordId| {
+        let pg = pg.clone();
+        async move { pg.get(&id).await.unwrap().is_some() }
+    };
+    let del_url = |base: &str, r: &Record| {
+        format!(
+            "{base}/v1/embeddings/{}/{}/{}",
+            r.id.tenant_id, r.id.entity_type, r.id.entity_id
+        )
+    };
+
+    // With a token: no header or a wrong one is 401 (with WWW-Authenticate) and writes
+    // nothing; the right one writes.
+    let running = serve::start(adapter.clone(), local()).await.unwrap();
+    let base = running.base_url();
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .json(&upsert_body(&records[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "authorization");
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .bearer_auth("wrong-token")
+        .json(&json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a batch upsert is guarded too");
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .json(&json!([upsert_body(&records[0])]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "a bare-array batch is guarded too"
+    );
+    assert!(
+        !present(records[0].id.clone()).await,
+        "a refused write wrote"
+    );
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["upserted"], 2);
+    assert!(present(records[1].id.clone()).await);
+    let r = client
+        .delete(del_url(&base, &records[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(
+        present(records[0].id.clone()).await,
+        "a refused delete deleted"
+    );
+    let r = client
+        .delete(del_url(&base, &records[0]))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["deleted"], true);
+    assert!(!present(records[0].id.clone()).await);
+    // Reads stay open.
+    let (status, _) = search(
+        &client,
+        &base,
+        &json!({"tenant_id": "acme", "vector": records[1].vector, "k": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = metrics_text(&base).await;
+    assert!(
+        text.contains("shadowbench_http_requests_total{route=\"/v1/embeddings\",status=\"401\"} 3"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN));
+    running.shutdown().await.unwrap();
+
+    // No token and no --open-writes: writes are refused with 403 saying how to enable them.
+    let running = serve::start(
+        adapter.clone(),
+        ServeConfig {
+            admin_token: None,
+            ..local()
+        },
+    )
+    .await
+    .unwrap();
+    let base = running.base_url();
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .bearer_auth("anything")
+        .json(&upsert_body(&records[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let msg = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("SHADOWBENCH_ADMIN_TOKEN") && msg.contains("--open-writes"),
+        "{msg}"
+    );
+    let r = client
+        .delete(del_url(&base, &records[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(!present(records[2].id.clone()).await);
+    assert!(present(records[1].id.clone()).await);
+    let (status, _) = search(
+        &client,
+        &base,
+        &json!({"tenant_id": "acme", "vector": records[1].vector, "k": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "a read-only service still answers searches");
+    running.shutdown().await.unwrap();
+
+    // --open-writes: upserts and deletes need no token, the mode switch still does.
+    let running = serve::start(
+        adapter.clone(),
+        ServeConfig {
+            admin_token: Some(Secret::new(TOKEN)),
+            open_writes: true,
+            ..local()
+        },
+    )
+    .await
+    .unwrap();
+    let base = running.base_url();
+    let r = client
+        .post(format!("{base}/v1/embeddings"))
+        .json(&upsert_body(&records[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(present(records[2].id.clone()).await);
+    let r = client
+        .delete(del_url(&base, &records[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(!present(records[1].id.clone()).await);
+    let r = client
+        .put(format!("{base}/v1/mode"))
+        .json(&json!({"mode": "pgvector"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "--open-writes never opens the mode switch"
+    );
+    running.shutdown().await.unwrap();
+    let _ = pg.drop_all().await;
+}
+
+/// Strings that would tell a caller where the backends live.
+fn assert_no_location(what: &str, text: &str, fake_port: u16) {
+    let pg_dsn = common::pg_dsn();
+    let pg_url = url::Url::parse(&pg_dsn).unwrap();
+    let mut needles = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "http://".to_string(),
+        "postgres://".to_string(),
+        format!(":{fake_port}"),
+        format!(":{}", pg_url.port().unwrap_or(5432)),
+    ];
+    // The test password is also the metrics prefix, so look for it as in a DSN.
+    if let Some(p) = pg_url.password() {
+        needles.push(format!(":{p}@"));
+    }
+    for n in needles {
+        assert!(!text.contains(&n), "{what} contains {n:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn healthz_names_no_host_even_when_opensearch_is_unreachable() {
+    const DIM: usize = 8;
+    let pg = common::pg_store(DIM).await;
+    let (port, fake) = fake_opensearch().await;
+    let os: Arc<dyn VectorStore> = store_on_fake(port, DIM).await;
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            Some(os),
+            MigrationMode::Opensearch,
+            AdapterConfig {
+                opensearch_read_timeout: Duration::from_millis(500),
+                ..AdapterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let running = serve::start(
+        adapter.clone(),
+        ServeConfig {
+            probe_timeout: Duration::from_millis(500),
+            ..local()
+        },
+    )
+    .await
+    .unwrap();
+    let base = running.base_url();
+    let client = http();
+
+    // Connection refused: the store's error names the host and port; healthz must not.
+    fake.store(FAKE_REFUSE, Ordering::SeqCst);
+    let raw = adapter
+        .opensearch()
+        .unwrap()
+        .health()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        raw.contains(&format!("127.0.0.1:{port}")),
+        "the test needs a store error that names the host: {raw}"
+    );
+    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "pgvector alone can serve");
+    let text = r.text().await.unwrap();
+    assert_no_location("/healthz", &text, port);
+    let h: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["pgvector"]["status"], "up", "{h}");
+    assert_eq!(h["opensearch"]["status"], "down", "{h}");
+    assert_eq!(h["opensearch"]["ok"], false, "{h}");
+    assert_eq!(h["opensearch"]["error_class"], "connection", "{h}");
+
+    // No answer at all: a timeout, still without a host.
+    fake.store(FAKE_HANG, Ordering::SeqCst);
+    let t = Instant::now();
+    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "healthz must not hang"
+    );
+    let text = r.text().await.unwrap();
+    assert_no_location("/healthz", &text, port);
+    let h: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(h["opensearch"]["status"], "down", "{h}");
+    assert_eq!(h["opensearch"]["error_class"], "timeout", "{h}");
+
+    // A search routed to the dead OpenSearch falls back to pgvector, and neither the
+    // answer nor /metrics names a host.
+    fake.store(FAKE_REFUSE, Ordering::SeqCst);
+    let rec = &common::fixture(1, DIM, &["acme"], 5)[0];
+    let (status, body) = search(
+        &client,
+        &base,
+        &json!({"tenant_id": "acme", "vector": rec.vector, "k": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_no_location("a search answer", &body.to_string(), port);
+    assert_no_location("/metrics", &metrics_text(&base).await, port);
+    running.shutdown().await.unwrap();
+    let _ = pg.drop_all().await;
+}
+
+#[tokio::test]
+async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504() {
+    const DIM: usize = 8;
+    let pg = common::pg_store(DIM).await;
+    let (port, fake) = fake_opensearch().await;
+    let os: Arc<dyn VectorStore> = store_on_fake(port, DIM).await;
+    fake.store(FAKE_HANG, Ordering::SeqCst);
+    // Reads go to the hanging OpenSearch and fall back to pgvector after 3 s.
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            Some(os),
+            MigrationMode::Opensearch,
+            AdapterConfig {
+                opensearch_read_timeout: Duration::from_secs(3),
+                ..AdapterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let rec = &common::fixture(1, DIM, &["acme"], 5)[0];
+    let query = json!({"tenant_id": "acme", "vector": rec.vector, "k": 1});
+    let client = http();
+
+    // One slot: while a slow search holds it, the next request is shed at once.
+    let running = serve::start(
+        adapter.clone(),
+        ServeConfig {
+            max_concurrency: 1,
+            ..local()
+        },
+    )
+    .await
+    .unwrap();
+    let base = running.base_url();
+    let slow = {
+        let (client, base, query) = (client.clone(), base.clone(), query.clone());
+        tokio::spawn(async move { search(&client, &base, &query).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !slow.is_finished(),
+        "the slow search should still be in flight"
+    );
+    let t = Instant::now();
+    let r = client
+        .post(format!("{base}/v1/search"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    let shed_after = t.elapsed();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(
+        shed_after < Duration::from_millis(500),
+        "shedding took {shed_after:?}"
+    );
+    assert_eq!(r.headers()["retry-after"], "1");
+    let err = r.json::<Value>().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--max-concurrency")),
+        "{err}"
+    );
+    // Health and metrics are outside the limit.
+    let h = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_ne!(h.status().as_u16(), 503, "healthz is not shed");
+    let text = metrics_text(&base).await;
+    assert!(
+        text.contains("shadowbench_http_guarded_total{reason=\"overloaded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shadowbench_http_requests_total{route=\"/v1/search\",status=\"503\"} 1"),
+        "{text}"
+    );
+    let (status, _) = slow.await.unwrap();
+    assert_eq!(
+        status, 200,
+        "the slow search falls back to pgvector and answers"
+    );
+    // The slot is free again.
+    let (status, _) = search(&client, &base, &query).await;
+    assert_eq!(status, 200);
+    running.shutdown().await.unwrap();
+
+    // A request running past --request-timeout-ms answers 504 at the deadline.
+    let running = serve::start(
+        adapter.clone(),
+        ServeConfig {
+            request_timeout: Duration::from_millis(400),
+            ..local()
+        },
+    )
+    .await
+    .unwrap();
+    let base = running.base_url();
+    let t = Instant::now();
+    let r = client
+        .post(format!("{base}/v1/search"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.status().as_u16(), 504);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "the timeout answered after {took:?}"
+    );
+    let err = r.json::<Value>().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--request-timeout-ms")),
+        "{err}"
+    );
+    let text = metrics_text(&base).await;
+    assert!(
+        text.contains("shadowbench_http_guarded_total{reason=\"timeout\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shadowbench_http_requests_total{route=\"/v1/search\",status=\"504\"} 1"),
+        "{text}"
+    );
+    running.shutdown().await.unwrap();
+    let _ = pg.drop_all().await;
+}

@@ -575,4 +575,23 @@ mod tests {
             StatusCode::BAD_GATEWAY
         );
     }
+
+    #[test]
+    fn a_backend_failure_answers_with_the_backend_and_class_but_no_host() {
+        let e = StoreError::Unreachable {
+            backend: "opensearch",
+            target: "https://os-7.internal.example:9200".into(),
+            detail: "tcp connect error: 10.1.2.3:9200 refused".into(),
+        };
+        let api = ApiError::from_store(&e, "vector");
+        assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            api.message.starts_with("opensearch failed (connection)"),
+            "{}",
+            api.message
+        );
+        for leak in ["internal.example", "10.1.2.3", "9200"] {
+            assert!(!api.message.contains(leak), "{}", api.message);
+        }
+    }
 }

@@ -1328,3 +1328,100 @@ async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504
     running.shutdown().await.unwrap();
     let _ = pg.drop_all().await;
 }
+
+/// Runs the binary off the async runtime; returns (exit code, stdout, stderr).
+async fn run_bin(mut cmd: std::process::Command) -> (i32, String, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run shadowbench"))
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_guard_flags_and_a_remote_plain_http_drill_exit_2_and_a_token_file_may_end_in_a_newline()
+ {
+    for (flag, value) in [
+        ("--max-concurrency", "0"),
+        ("--max-concurrency", "-1"),
+        ("--max-concurrency", "lots"),
+        ("--max-concurrency", "10000000"),
+        ("--request-timeout-ms", "0"),
+        ("--request-timeout-ms", "-5"),
+        ("--request-timeout-ms", "1s"),
+        ("--request-timeout-ms", "99999999999"),
+    ] {
+        let mut cmd = common::shadowbench(None);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", flag, value]);
+        let t = Instant::now();
+        let (code, _, stderr) = run_bin(cmd).await;
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{flag} {value}: slow"
+        );
+    }
+    let mut cmd = common::shadowbench(None);
+    cmd.args(["serve", "--admin-token-file", "/nonexistent/sbt-token"]);
+    let (code, _, stderr) = run_bin(cmd).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+
+    // The drill would send the token in clear text to another host: refused up front.
+    let mut cmd = common::shadowbench(None);
+    cmd.env("SHADOWBENCH_ADMIN_TOKEN", TOKEN)
+        .env_remove("SHADOWBENCH_ADMIN_TOKEN_FILE")
+        .args(["rollback-drill", "--target", "http://10.255.255.1:8080"]);
+    let t = Instant::now();
+    let (code, _, stderr) = run_bin(cmd).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--target") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "it must not try to connect"
+    );
+
+    // A token file written by `echo` (trailing newline) matches the service's token.
+    const DIM: usize = 8;
+    let pg = common::pg_store(DIM).await;
+    let adapter = Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            None,
+            MigrationMode::Pgvector,
+            AdapterConfig::default(),
+        )
+        .await
+        .unwrap(),
+    );
+    let running = serve::start(adapter, local()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let mut cmd = common::shadowbench(None);
+    cmd.env_remove("SHADOWBENCH_ADMIN_TOKEN")
+        .env_remove("SHADOWBENCH_ADMIN_TOKEN_FILE")
+        .args(["rollback-drill", "--timeout-s", "10", "--target"])
+        .arg(running.base_url())
+        .arg("--admin-token-file")
+        .arg(&token_file);
+    let (code, stdout, stderr) = run_bin(cmd).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("rollback time:"), "{stdout}");
+    let text = metrics_text(&running.base_url()).await;
+    assert!(
+        text.contains("shadowbench_http_requests_total{route=\"/v1/mode\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(!text.contains("status=\"401\""), "{text}");
+    running.shutdown().await.unwrap();
+    let _ = pg.drop_all().await;
+}

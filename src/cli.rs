@@ -47,13 +47,15 @@ pub enum Command {
     /// Compare a report with a baseline report; exit 1 on a regression.
     Compare(CompareArgs),
     /// Run the HTTP service over the migration adapter: shadow reads, Prometheus metrics,
-    /// runtime mode switch (token in SHADOWBENCH_ADMIN_TOKEN) and traffic capture.
+    /// runtime mode switch and traffic capture. Writes and the mode switch need the bearer
+    /// token (SHADOWBENCH_ADMIN_TOKEN or --admin-token-file); without one it is read-only.
     Serve(ServeArgs),
     /// Drive a `serve` endpoint with a goose attack; report goose's figures beside the
     /// service's own /metrics. Goose options may follow `--`.
     HttpLoad(HttpLoadArgs),
     /// Switch a running `serve` to pgvector and measure the rollback time (token in
-    /// SHADOWBENCH_ADMIN_TOKEN).
+    /// SHADOWBENCH_ADMIN_TOKEN or --admin-token-file; plain http only to loopback unless
+    /// --allow-remote).
     RollbackDrill(RollbackDrillArgs),
 }
 

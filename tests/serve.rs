@@ -996,6 +996,14 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
     )
     .await;
     assert_eq!(status, 200);
+    // An unknown route is still a JSON 404, not an authentication error.
+    let r = client
+        .post(format!("{base}/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
     let text = metrics_text(&base).await;
     assert!(
         text.contains("shadowbench_http_requests_total{route=\"/v1/embeddings\",status=\"401\"} 3"),

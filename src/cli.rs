@@ -405,11 +405,11 @@ pub struct ServeArgs {
     /// Deadline for an OpenSearch read (served or mirrored), in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub opensearch_read_timeout_ms: u64,
-    /// An API request still running after this many milliseconds is abandoned with 504.
+    /// A search or write still running after this many milliseconds is abandoned with 504.
     #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
     pub request_timeout_ms: u64,
-    /// API requests handled at once; one more is shed at once with 503 (/healthz and
-    /// /metrics are not limited).
+    /// API requests handled at once; one more is shed at once with 503 (/healthz,
+    /// /metrics and /v1/mode are not limited).
     #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     pub max_concurrency: usize,
     /// Accept upserts and deletes without the bearer token (the mode switch still needs

@@ -1271,9 +1271,22 @@ async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504
             .is_some_and(|e| e.contains("--max-concurrency")),
         "{err}"
     );
-    // Health and metrics are outside the limit.
+    // Health, metrics and the mode switch are outside the limit: a swamped service can
+    // still be rolled back.
     let h = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_ne!(h.status().as_u16(), 503, "healthz is not shed");
+    let r = client
+        .put(format!("{base}/v1/mode"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"mode": "opensearch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the mode switch is not shed");
+    assert!(
+        !slow.is_finished(),
+        "the slot was still taken during the switch"
+    );
     let text = metrics_text(&base).await;
     assert!(
         text.contains("shadowbench_http_guarded_total{reason=\"overloaded\"} 1"),

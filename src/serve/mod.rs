@@ -64,11 +64,12 @@ pub struct ServeConfig {
     pub admin_token: Option<Secret>,
     /// `--open-writes`: upserts and deletes need no token (mode switching still does).
     pub open_writes: bool,
-    /// `--request-timeout-ms`: an API request still running after this answers 504.
+    /// `--request-timeout-ms`: a search or write still running after this answers 504.
     pub request_timeout: Duration,
     /// `--max-concurrency`: API requests handled at once; one more is shed with 503
-    /// at once instead of queueing. `/healthz` and `/metrics` are outside the limit so
-    /// an overloaded service can still be watched.
+    /// at once instead of queueing. `/healthz`, `/metrics` and `/v1/mode` are outside
+    /// the limit (and the timeout) so an overloaded service can be watched and rolled
+    /// back.
     pub max_concurrency: usize,
     /// Must match the adapter's `AdapterConfig::split_key` (for the `backend` label).
     pub split_key: SplitKey,

@@ -83,17 +83,18 @@ pub fn router(state: Arc<AppState>, limits: RouterLimits) -> Router {
             "/v1/embeddings/{tenant_id}/{entity_type}/{entity_id}",
             delete(remove),
         )
-        .route("/v1/mode", get(get_mode).put(put_mode))
-        .layer(guard)
-        // Outside the limit: a refused caller never takes a permit.
-        .layer(middleware::from_fn_with_state(state.clone(), guard_writes));
-    // Health and metrics stay reachable under overload (they have their own probe
-    // deadlines), so an operator can see why requests are shed.
+        .layer(guard);
+    // Health, metrics and the mode switch stay reachable under overload (their backend
+    // calls have the probe deadline): an operator must be able to see why requests are
+    // shed and to roll back exactly when the service is swamped.
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/mode", get(get_mode).put(put_mode))
         .merge(api)
         .fallback(not_found)
+        // Outside the limit: a refused caller never takes a permit.
+        .layer(middleware::from_fn_with_state(state.clone(), guard_writes))
         .layer(middleware::from_fn_with_state(state.clone(), count_http))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(state)

@@ -14,4 +14,6 @@ psql "$ML_PGVECTOR_DSN" -qAt -c "SELECT format('DROP TABLE IF EXISTS %I CASCADE;
 curl -sS -f -X DELETE "$ML_OPENSEARCH_HOSTS/sbt_*" >/dev/null || true
 curl -sS -f -X DELETE "$ML_OPENSEARCH_HOSTS/_index_template/sbt_*" >/dev/null || true
 
-cargo test --all-targets --no-fail-fast "$@"
+# `failpoints` compiles in the crash points tests/chaos.rs uses (SIGKILL between the
+# pgvector commit and the OpenSearch write); the binary under test is built with it.
+cargo test --all-targets --features failpoints --no-fail-fast "$@"

@@ -86,7 +86,9 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
 }
 
 async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Error> {
-    let pg: Arc<dyn VectorStore> = backends.pgvector().await?;
+    let pg_store = backends.pgvector().await?;
+    let outbox = shadowbench::adapter::Outbox::new(pg_store.clone());
+    let pg: Arc<dyn VectorStore> = pg_store.clone();
     let os: Arc<dyn VectorStore> = backends.opensearch().await?;
     let opts = validate::ValidateOptions {
         show: args.show,
@@ -94,7 +96,7 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
         ..validate::ValidateOptions::default()
     };
     let report = if args.repair {
-        let (before, fixed, after) = validate::repair(pg, os, &opts).await?;
+        let (before, fixed, after) = validate::repair(pg_store, os, &opts).await?;
         for line in before.lines() {
             println!("before repair: {line}");
         }
@@ -107,6 +109,11 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
         validate::validate(pg, os, &opts).await?
     };
     for line in report.lines() {
+        println!("{line}");
+    }
+    // What has not reached OpenSearch yet, or never will without help: a parked entry
+    // names the record and why OpenSearch refused it.
+    for line in outbox.state(args.show).await?.lines(outbox.table()) {
         println!("{line}");
     }
     if let Some(path) = &args.json {
@@ -228,6 +235,20 @@ async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Erro
         );
         if !h.ok {
             code = 1;
+        }
+    }
+    if which != BackendSelection::Opensearch {
+        let outbox = shadowbench::adapter::Outbox::new(backends.pgvector().await?);
+        let state = outbox.state(5).await?;
+        println!(
+            "outbox     {}: {} pending, {} parked in {}",
+            outbox.table(),
+            state.pending,
+            state.parked,
+            outbox.parked_table()
+        );
+        for line in state.lines(outbox.table()).iter().skip(1) {
+            println!("{line}");
         }
     }
     Ok(code)

@@ -83,6 +83,145 @@ pub fn validate_identifier(flag: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Suffixes shadowbench appends to the pgvector table name for its companion objects.
+/// PostgreSQL truncates identifiers past 63 bytes, so the table name must leave room
+/// for the longest, or two objects would silently share one name.
+pub const PG_NAME_SUFFIXES: [&str; 4] = ["_embedding_idx", "_outbox", "_parked", "_vseq"];
+
+/// Longest pgvector table name: 63 bytes less the longest companion suffix.
+pub const MAX_PG_TABLE_BYTES: usize = 63 - 14;
+
+/// PostgreSQL key words that cannot name a table without quoting (the "reserved" and
+/// "reserved (can be function or type)" columns of the SQL key words appendix).
+const PG_RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// Checks the pgvector table name: an identifier, not a reserved word, and short
+/// enough that every companion name (`<table>_embedding_idx`, `_outbox`, ...) stays
+/// within PostgreSQL's 63-byte limit.
+pub fn validate_pg_table(flag: &str, name: &str) -> Result<(), ConfigError> {
+    validate_identifier(flag, name)?;
+    if name.len() > MAX_PG_TABLE_BYTES {
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "{name:?} is {} bytes; a pgvector table name may have at most {MAX_PG_TABLE_BYTES}, \
+                 so that {:?} stays within PostgreSQL's 63-byte identifier limit",
+                name.len(),
+                format!("{name}_embedding_idx")
+            ),
+        ));
+    }
+    if PG_RESERVED.binary_search(&name).is_ok() {
+        return Err(ConfigError::invalid(
+            flag,
+            format!("{name:?} is a reserved word in PostgreSQL; choose another table name"),
+        ));
+    }
+    Ok(())
+}
+
 /// How tenants map onto OpenSearch indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -149,7 +288,7 @@ impl PgConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_identifier("--pg-table", &self.table)?;
+        validate_pg_table("--pg-table (defaults to --embeddings-index)", &self.table)?;
         if Url::parse(self.dsn.expose()).is_err() {
             return Err(ConfigError::invalid(
                 "ML_PGVECTOR_DSN",
@@ -323,5 +462,22 @@ mod tests {
         assert!(validate_identifier("--x", "ml_embeddings").is_ok());
         assert!(validate_identifier("--x", "bad;drop").is_err());
         assert!(validate_identifier("--x", "Upper").is_err());
+    }
+
+    #[test]
+    fn pg_table_names_leave_room_for_every_suffix_and_avoid_reserved_words() {
+        let longest = PG_NAME_SUFFIXES.iter().map(|s| s.len()).max().unwrap();
+        assert_eq!(MAX_PG_TABLE_BYTES, 63 - longest);
+        assert!(validate_pg_table("--t", &"a".repeat(MAX_PG_TABLE_BYTES)).is_ok());
+        let e = validate_pg_table("--t", &"a".repeat(MAX_PG_TABLE_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().contains("--t"), "{e}");
+        assert!(e.to_string().contains("63-byte"), "{e}");
+        let e = validate_pg_table("--t", "user").unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+        assert!(validate_pg_table("--t", "users").is_ok());
+        assert!(
+            PG_RESERVED.windows(2).all(|w| w[0] < w[1]),
+            "binary search needs order"
+        );
     }
 }

@@ -54,7 +54,10 @@ impl std::fmt::Display for RecordId {
 }
 
 /// One embedding as the platform stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Equality compares identity, content and timestamps, not [`Record::version`]: the
+/// version is the store's bookkeeping, absent on a record the caller built.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     #[serde(flatten)]
     pub id: RecordId,
@@ -65,6 +68,24 @@ pub struct Record {
     /// Millisecond precision: the coarsest of the two stores (OpenSearch `date`).
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// pgvector's row version: a per-table sequence value drawn when the row was last
+    /// written, under the identity's lock, so it grows in commit order. OpenSearch
+    /// writes carry it as an external version (`version_type=external_gte`), so an
+    /// older copy can never overwrite a newer one. `None` for records not read from
+    /// pgvector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.vector == other.vector
+            && self.metadata == other.metadata
+            && self.model_version == other.model_version
+            && self.created_at == other.created_at
+            && self.updated_at == other.updated_at
+    }
 }
 
 impl Record {
@@ -78,6 +99,7 @@ impl Record {
             model_version: model_version.into(),
             created_at: now,
             updated_at: now,
+            version: None,
         }
     }
 
@@ -114,6 +136,74 @@ pub fn validate_vector(vector: &[f32], dimension: usize) -> Result<(), StoreErro
     }
     if let Some(position) = vector.iter().position(|x| !x.is_finite()) {
         return Err(StoreError::NonFinite { position });
+    }
+    Ok(())
+}
+
+/// Longest identity part (tenant_id, entity_type, entity_id), in bytes. The three
+/// parts together stay well under PostgreSQL's 2,704-byte B-tree key limit, and each
+/// under Lucene's 32,766-byte term limit.
+pub const MAX_ID_PART_BYTES: usize = 512;
+/// Longest `model_version`, in bytes (a keyword in OpenSearch, a B-tree-able text).
+pub const MAX_MODEL_VERSION_BYTES: usize = 256;
+/// Largest `metadata` object, in bytes of compact JSON.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Checks the fields where a record enters (the service, recorded logs, datasets, the
+/// adapter): lengths both stores accept, and no NUL byte, which PostgreSQL's `text` and
+/// `jsonb` reject. The error names the field, so the caller gets a 422, never a 502.
+pub fn validate_fields(r: &Record) -> Result<(), StoreError> {
+    for (name, value) in [
+        ("tenant_id", &r.id.tenant_id),
+        ("entity_type", &r.id.entity_type),
+        ("entity_id", &r.id.entity_id),
+    ] {
+        check_text(name, value, MAX_ID_PART_BYTES)?;
+        if value.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "{name} must not be empty"
+            )));
+        }
+    }
+    check_text("model_version", &r.model_version, MAX_MODEL_VERSION_BYTES)?;
+    let meta = serde_json::to_string(&r.metadata).unwrap_or_default();
+    if meta.len() > MAX_METADATA_BYTES {
+        return Err(StoreError::InvalidInput(format!(
+            "metadata is {} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted",
+            meta.len()
+        )));
+    }
+    if has_nul(&r.metadata) {
+        return Err(StoreError::InvalidInput(
+            "metadata contains a NUL character (\\u0000), which PostgreSQL's jsonb rejects".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn has_nul(m: &Map<String, Value>) -> bool {
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(value),
+            Value::Object(m) => has_nul(m),
+            _ => false,
+        }
+    }
+    m.iter().any(|(k, v)| k.contains('\0') || value(v))
+}
+
+fn check_text(name: &str, value: &str, max: usize) -> Result<(), StoreError> {
+    if value.len() > max {
+        return Err(StoreError::InvalidInput(format!(
+            "{name} is {} bytes; at most {max} are accepted",
+            value.len()
+        )));
+    }
+    if value.contains('\0') {
+        return Err(StoreError::InvalidInput(format!(
+            "{name} contains a NUL character, which PostgreSQL rejects"
+        )));
     }
     Ok(())
 }
@@ -222,6 +312,52 @@ mod tests {
             validate_vector(&[1.0, f32::INFINITY, 0.0], 3),
             Err(StoreError::NonFinite { position: 1 })
         ));
+    }
+
+    #[test]
+    fn field_limits_and_nul_bytes_are_rejected_by_name() {
+        let ok = Record::new(RecordId::new("t", "e", "1"), vec![0.0], "m");
+        assert!(validate_fields(&ok).is_ok());
+        let mut long = ok.clone();
+        long.id.entity_id = "x".repeat(MAX_ID_PART_BYTES + 1);
+        let e = validate_fields(&long).unwrap_err().to_string();
+        assert!(e.contains("entity_id") && e.contains("513 bytes"), "{e}");
+        let mut nul = ok.clone();
+        nul.id.tenant_id = "a\0b".into();
+        assert!(
+            validate_fields(&nul)
+                .unwrap_err()
+                .to_string()
+                .contains("tenant_id")
+        );
+        let mut meta = ok.clone();
+        meta.metadata.insert("k".into(), Value::from("a\u{0}b"));
+        assert!(
+            validate_fields(&meta)
+                .unwrap_err()
+                .to_string()
+                .contains("NUL")
+        );
+        let mut big = ok.clone();
+        big.metadata
+            .insert("k".into(), Value::from("y".repeat(MAX_METADATA_BYTES)));
+        assert!(
+            validate_fields(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata")
+        );
+        let mut empty = ok;
+        empty.id.entity_type.clear();
+        assert!(validate_fields(&empty).is_err());
+    }
+
+    #[test]
+    fn equality_ignores_the_store_version() {
+        let a = Record::new(RecordId::new("t", "e", "1"), vec![0.0], "m");
+        let mut b = a.clone();
+        b.version = Some(7);
+        assert_eq!(a, b);
     }
 
     #[test]

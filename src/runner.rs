@@ -200,7 +200,7 @@ pub async fn run_stages(
         let switch = match previous.replace(stage.mode) {
             Some(from) => Some(switch_mode(&adapter, from, stage.mode).await?),
             None => {
-                adapter.set_mode(stage.mode)?;
+                adapter.switch_mode(stage.mode).await?;
                 None
             }
         };
@@ -305,6 +305,8 @@ pub async fn run_stages(
 
 /// Switches the adapter between stages and delivers what the outbox holds, timed as a
 /// rollback drill times it (no reads are in flight: the previous stage's load is over).
+/// A switch into a mode that reads OpenSearch is refused while OpenSearch lags
+/// pgvector ([`VectorStoreAdapter::switch_mode`]), which ends the staged run.
 async fn switch_mode(
     adapter: &VectorStoreAdapter,
     from: MigrationMode,
@@ -312,7 +314,7 @@ async fn switch_mode(
 ) -> Result<report::ModeSwitch, Error> {
     let depth = adapter.outbox().depth().await.ok();
     let t0 = std::time::Instant::now();
-    adapter.set_mode(to)?;
+    adapter.switch_mode(to).await?;
     let switch_ms = t0.elapsed().as_secs_f64() * 1000.0;
     // Writes acknowledged before the switch were promised to OpenSearch too.
     let drained = adapter.drain_outbox().await?;

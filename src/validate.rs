@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 use crate::record::{Record, RecordId};
-use crate::store::{VectorStore, scan};
+use crate::store::pgvector::PgVectorStore;
+use crate::store::{ItemOutcome, VectorStore, WriteOp, scan};
 
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
@@ -179,10 +180,14 @@ pub async fn validate(
     merge(primary, secondary, opts, async |_| Ok(())).await
 }
 
-/// Fixes `secondary` from `primary` (upserts missing and mismatched records, deletes
+/// Fixes `secondary` from pgvector (upserts missing and mismatched records, deletes
 /// extras), then validates again and returns the fresh report.
+///
+/// Safe beside live writers: records carry their pgvector row version, and an extra is
+/// deleted with a version drawn under its lock after checking pgvector still lacks it,
+/// so repair never replaces or removes anything newer than what it read.
 pub async fn repair(
-    primary: Arc<dyn VectorStore>,
+    pg: Arc<PgVectorStore>,
     secondary: Arc<dyn VectorStore>,
     opts: &ValidateOptions,
 ) -> Result<(ValidationReport, RepairSummary, ValidationReport), StoreError> {
@@ -190,6 +195,7 @@ pub async fn repair(
     let mut summary = RepairSummary::default();
     let mut pending: Vec<Record> = Vec::new();
     let target = secondary.clone();
+    let primary: Arc<dyn VectorStore> = pg.clone();
     let before = merge(primary.clone(), secondary.clone(), opts, async |d| {
         match d {
             Diff::Missing(r) | Diff::Mismatched(r) => {
@@ -201,8 +207,22 @@ pub async fn repair(
                 }
             }
             Diff::Extra(id) => {
-                target.delete(&id).await?;
-                summary.deleted += 1;
+                if let Some(version) = pg.tombstone_version(&id).await? {
+                    let op = WriteOp::Delete {
+                        id,
+                        version: Some(version),
+                    };
+                    match target.apply(std::slice::from_ref(&op)).await?.pop() {
+                        Some(ItemOutcome::Applied) => summary.deleted += 1,
+                        Some(ItemOutcome::Superseded) | None => {}
+                        Some(ItemOutcome::Rejected(why) | ItemOutcome::Retry(why)) => {
+                            return Err(StoreError::backend(
+                                "opensearch",
+                                format!("repair could not delete {}: {why}", op.id()),
+                            ));
+                        }
+                    }
+                }
             }
         }
         Ok(())

@@ -72,7 +72,12 @@ async fn each_mode_routes_reads_and_writes_as_specified() {
     assert_eq!(
         s.os.count().await.unwrap(),
         0,
-        "pgvector mode must not write OpenSearch"
+        "pgvector mode must not write OpenSearch live"
+    );
+    assert_eq!(
+        a.outbox().depth().await.unwrap(),
+        10,
+        "with OpenSearch configured, pgvector-mode writes wait in the outbox"
     );
     a.search(&query(&s.records[0], Filter::default()))
         .await
@@ -104,9 +109,13 @@ async fn each_mode_routes_reads_and_writes_as_specified() {
     );
     assert_eq!(
         a.outbox().depth().await.unwrap(),
-        0,
-        "delivered writes leave no outbox entries"
+        10,
+        "delivered writes leave no outbox entries; the pgvector-mode ones still wait"
     );
+    let drained = a.drain_outbox().await.unwrap();
+    assert_eq!((drained.delivered, drained.remaining), (10, 0));
+    a.refresh().await.unwrap();
+    assert_eq!(s.os.count().await.unwrap(), 39);
 
     // shadow_read: served by pgvector, mirrored to OpenSearch and handed to the sink.
     let sink = Arc::new(Collect::default());

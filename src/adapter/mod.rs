@@ -23,7 +23,9 @@ use crate::distance::Metric;
 use crate::error::{ErrorClass, StoreError};
 use crate::record::{Hit, Record, RecordId, SearchRequest};
 use crate::store::pgvector::PgVectorStore;
-use crate::store::{BackendKind, Health, IndexParams, ResourceUsage, VectorStore};
+use crate::store::{
+    BackendKind, Health, IndexParams, ItemOutcome, ResourceUsage, VectorStore, WriteOp,
+};
 
 /// One side of a compared read.
 #[derive(Debug, Clone)]
@@ -67,6 +69,12 @@ pub struct AdapterConfig {
     pub split_key: SplitKey,
     /// Outbox entries handled per drain round.
     pub drain_batch: usize,
+    /// Failed deliveries of one outbox entry before it is parked in the dead-letter table.
+    pub max_attempts: u32,
+    /// Backoff after the first failed delivery of an entry; doubles per failure.
+    pub retry_base: Duration,
+    /// Longest backoff between deliveries of one entry.
+    pub retry_cap: Duration,
 }
 
 impl Default for AdapterConfig {
@@ -77,6 +85,9 @@ impl Default for AdapterConfig {
             mirror_capacity: 64,
             split_key: SplitKey::Tenant,
             drain_batch: 500,
+            max_attempts: 10,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
         }
     }
 }
@@ -94,6 +105,8 @@ struct Counters {
     writes_acknowledged: AtomicU64,
     secondary_write_failures: AtomicU64,
     outbox_drained: AtomicU64,
+    outbox_deferred: AtomicU64,
+    outbox_parked: AtomicU64,
 }
 
 /// Counters since the adapter was created.
@@ -114,6 +127,12 @@ pub struct AdapterStats {
     /// Records whose OpenSearch write failed and were left in the outbox.
     pub secondary_write_failures: u64,
     pub outbox_drained: u64,
+    /// Outbox deliveries that failed transiently and were postponed with backoff.
+    #[serde(default)]
+    pub outbox_deferred: u64,
+    /// Outbox entries moved to the dead-letter table (rejected, or out of attempts).
+    #[serde(default)]
+    pub outbox_parked: u64,
 }
 
 impl AdapterStats {
@@ -138,6 +157,8 @@ impl AdapterStats {
                 before.secondary_write_failures,
             ),
             outbox_drained: d(self.outbox_drained, before.outbox_drained),
+            outbox_deferred: d(self.outbox_deferred, before.outbox_deferred),
+            outbox_parked: d(self.outbox_parked, before.outbox_parked),
         }
     }
 }
@@ -145,7 +166,13 @@ impl AdapterStats {
 /// Result of one drain pass.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DrainReport {
+    /// Entries whose write OpenSearch now holds (or holds a newer version of).
     pub delivered: u64,
+    /// Entries that failed transiently and wait with backoff.
+    pub deferred: u64,
+    /// Entries moved to the dead-letter table by this pass.
+    pub parked: u64,
+    /// Entries left in the outbox.
     pub remaining: u64,
     pub last_error: Option<String>,
 }
@@ -181,6 +208,7 @@ impl VectorStoreAdapter {
                 "migration mode {mode} needs OpenSearch: set --hosts / ML_OPENSEARCH_HOSTS"
             )));
         }
+        pg.ensure_versioning().await?;
         let outbox = Outbox::new(pg.clone());
         outbox.ensure().await?;
         Ok(Self {
@@ -201,9 +229,38 @@ impl VectorStoreAdapter {
         *self.mode.read().expect("mode lock")
     }
 
-    /// Switches mode at runtime. In-flight operations finish under the mode they
-    /// started with; writes are never dropped by a switch because every mode writes
-    /// pgvector first and outbox entries are drained in every mode.
+    /// Switches mode after checking that OpenSearch has caught up.
+    ///
+    /// A switch into a mode that reads OpenSearch (shadow_read, read_split, opensearch)
+    /// first drains the outbox once; it is refused while entries remain pending or
+    /// parked, because OpenSearch would serve records older than pgvector's. Every
+    /// other switch goes through at once.
+    pub async fn switch_mode(&self, mode: MigrationMode) -> Result<(), StoreError> {
+        if mode.reads_opensearch() && !self.mode().reads_opensearch() && self.os.is_some() {
+            let drained = self.drain_outbox().await?;
+            let parked = self.outbox.parked_count().await?;
+            if drained.remaining > 0 || parked > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "refusing to switch to {mode}: OpenSearch has not caught up with pgvector \
+                     ({} outbox entries pending, {parked} parked in {}{}); let the outbox \
+                     drain, fix and requeue parked entries, or run `validate --repair`",
+                    drained.remaining,
+                    self.outbox.parked_table(),
+                    drained
+                        .last_error
+                        .map(|e| format!("; last delivery error: {e}"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+        self.set_mode(mode)
+    }
+
+    /// Switches mode at runtime without the catch-up check of [`Self::switch_mode`]
+    /// (rollbacks, and callers that checked themselves). In-flight operations finish
+    /// under the mode they started with; writes are never dropped by a switch because
+    /// every mode writes pgvector first, with an outbox entry whenever OpenSearch is
+    /// configured, and outbox entries are drained in every mode.
     pub fn set_mode(&self, mode: MigrationMode) -> Result<(), StoreError> {
         if mode.needs_opensearch() && self.os.is_none() {
             return Err(StoreError::InvalidInput(format!(
@@ -249,6 +306,8 @@ impl VectorStoreAdapter {
             writes_acknowledged: g(&c.writes_acknowledged),
             secondary_write_failures: g(&c.secondary_write_failures),
             outbox_drained: g(&c.outbox_drained),
+            outbox_deferred: g(&c.outbox_deferred),
+            outbox_parked: g(&c.outbox_parked),
         }
     }
 
@@ -437,56 +496,106 @@ impl VectorStoreAdapter {
         });
     }
 
-    /// Writes to pgvector together with outbox entries (one transaction), then tries
-    /// OpenSearch; a failed OpenSearch write stays in the outbox for the drainer.
-    /// Returns, for a delete, whether the row existed in pgvector.
-    async fn write_both<Fut>(
+    /// Writes to pgvector together with outbox entries (one transaction), then, when the
+    /// mode writes OpenSearch, sends the same writes with their row versions. Entries of
+    /// items OpenSearch now holds are removed; a rejected item is parked at once; the
+    /// rest stay for the drainer. Returns, for a delete, whether the row existed.
+    ///
+    /// The identities are locked twice: by in-process stripes (so the drainer of this
+    /// process never interleaves) and by PostgreSQL advisory locks held to commit (so
+    /// other processes' writes of the same identity draw their versions in commit
+    /// order).
+    async fn write_both(
         &self,
+        os: &Arc<dyn VectorStore>,
         primary: PrimaryWrite<'_>,
-        secondary: Fut,
-    ) -> Result<bool, StoreError>
-    where
-        Fut: std::future::Future<Output = Result<(), StoreError>>,
-    {
+        live: bool,
+    ) -> Result<bool, StoreError> {
         let ids: Vec<&RecordId> = match primary {
             PrimaryWrite::Upsert(records) => records.iter().map(|r| &r.id).collect(),
             PrimaryWrite::Delete(id) => vec![id],
         };
         let n = ids.len() as u64;
         let _guards = self.lock_ids(ids.iter().copied()).await;
-        let mut tx = self
-            .pg
-            .pool()
-            .begin()
-            .await
-            .map_err(|e| self.pg.map_sqlx(e))?;
-        let existed = match primary {
+        let mut tx = self.pg.deadline(self.pg.pool().begin()).await?;
+        self.pg.lock_ids_in(&mut tx, &ids).await?;
+        let (existed, ops, queued) = match primary {
             PrimaryWrite::Upsert(records) => {
-                self.pg.upsert_in(&mut tx, records).await?;
-                true
+                let versions = self.pg.upsert_in(&mut tx, records).await?;
+                // The last record per identity is the one pgvector kept.
+                let mut seen = std::collections::HashSet::new();
+                let mut ops = Vec::new();
+                for r in records.iter().rev() {
+                    if seen.insert(&r.id) {
+                        let mut r = r.clone();
+                        r.version = versions.get(&r.id).copied();
+                        ops.push(WriteOp::Upsert(r));
+                    }
+                }
+                ops.reverse();
+                let queued: Vec<(&RecordId, Option<i64>)> =
+                    ops.iter().map(|op| (op.id(), None)).collect();
+                let seqs = self.outbox.enqueue_in(&mut tx, &queued).await?;
+                (true, ops, seqs)
             }
-            PrimaryWrite::Delete(id) => self.pg.delete_in(&mut tx, id).await?,
+            PrimaryWrite::Delete(id) => {
+                let existed = self.pg.delete_in(&mut tx, id).await?;
+                let version = self.pg.next_version_in(&mut tx).await?;
+                let seqs = self
+                    .outbox
+                    .enqueue_in(&mut tx, &[(id, Some(version))])
+                    .await?;
+                let op = WriteOp::Delete {
+                    id: id.clone(),
+                    version: Some(version),
+                };
+                (existed, vec![op], seqs)
+            }
         };
-        let seqs = self.outbox.enqueue_in(&mut tx, &ids).await?;
-        tx.commit().await.map_err(|e| self.pg.map_sqlx(e))?;
+        #[cfg(feature = "failpoints")]
+        failpoint("before_commit");
+        self.pg.deadline(tx.commit()).await?;
         // Durable from here on: acknowledged whatever OpenSearch does.
         self.counters
             .writes_acknowledged
             .fetch_add(n, Ordering::Relaxed);
-        match self
-            .guarded(
-                self.cfg
-                    .opensearch_read_timeout
-                    .max(Duration::from_secs(10)),
-                secondary,
-            )
-            .await
-        {
-            Ok(()) => {
-                if let Err(e) = self.outbox.remove(&seqs).await {
+        #[cfg(feature = "failpoints")]
+        failpoint("after_commit");
+        if !live {
+            return Ok(existed);
+        }
+        let timeout = self
+            .cfg
+            .opensearch_read_timeout
+            .max(Duration::from_secs(10));
+        match self.guarded(timeout, os.apply(&ops)).await {
+            Ok(outcomes) => {
+                let mut done = Vec::new();
+                let mut failed = 0u64;
+                for ((seq, op), outcome) in queued.iter().zip(&ops).zip(&outcomes) {
+                    match outcome {
+                        o if o.is_done() => done.push(*seq),
+                        ItemOutcome::Rejected(why) => {
+                            failed += 1;
+                            let reason = format!("rejected by OpenSearch: {why}");
+                            match self.outbox.park(&[*seq], &reason).await {
+                                Ok(k) => {
+                                    self.counters.outbox_parked.fetch_add(k, Ordering::Relaxed);
+                                    tracing::warn!("outbox entry for {} parked: {reason}", op.id());
+                                }
+                                Err(e) => tracing::warn!("could not park an outbox entry: {e}"),
+                            }
+                        }
+                        _ => failed += 1,
+                    }
+                }
+                if let Err(e) = self.outbox.remove(&done).await {
                     // Harmless: the drainer will replay the current row once more.
                     tracing::warn!("could not clear delivered outbox entries: {e}");
                 }
+                self.counters
+                    .secondary_write_failures
+                    .fetch_add(failed, Ordering::Relaxed);
             }
             Err(why) => {
                 self.counters
@@ -498,8 +607,13 @@ impl VectorStoreAdapter {
         Ok(existed)
     }
 
-    /// Replays outbox entries to OpenSearch from pgvector's current rows until the
-    /// outbox is empty, the breaker is open, or an error occurs.
+    /// Replays due outbox entries to OpenSearch, per identity, from pgvector's current
+    /// rows, until no entry is due, the breaker is open, or OpenSearch cannot be reached.
+    ///
+    /// Items OpenSearch holds (or holds newer) are removed; items it rejects are parked;
+    /// items that fail transiently wait with backoff and are parked after
+    /// `max_attempts`. A failure of the call as a whole (OpenSearch down) counts against
+    /// no entry: an outage must not push the outbox into the dead-letter table.
     pub async fn drain_outbox(&self) -> Result<DrainReport, StoreError> {
         let Some(os) = self.os.clone() else {
             return Ok(DrainReport {
@@ -509,63 +623,94 @@ impl VectorStoreAdapter {
         };
         let mut report = DrainReport::default();
         loop {
-            let entries = self.outbox.fetch(self.cfg.drain_batch).await?;
+            let entries = self.outbox.fetch_due(self.cfg.drain_batch).await?;
             if entries.is_empty() {
                 break;
             }
-            let mut seqs_by_id: HashMap<RecordId, Vec<i64>> = HashMap::new();
+            // Per identity: its entries, the newest delete version, the most attempts.
+            let mut by_id: HashMap<RecordId, (Vec<i64>, Option<i64>, i32)> = HashMap::new();
             for e in &entries {
-                seqs_by_id.entry(e.id.clone()).or_default().push(e.seq);
+                let slot = by_id.entry(e.id.clone()).or_default();
+                slot.0.push(e.seq);
+                slot.1 = slot.1.max(e.delete_version);
+                slot.2 = slot.2.max(e.attempts);
             }
-            let ids: Vec<RecordId> = seqs_by_id.keys().cloned().collect();
+            let ids: Vec<RecordId> = by_id.keys().cloned().collect();
             let _guards = self.lock_ids(ids.iter()).await;
-            let outcome = self.replay(&os, &ids).await;
-            let seqs: Vec<i64> = entries.iter().map(|e| e.seq).collect();
-            match outcome {
-                Ok(()) => {
-                    self.outbox.remove(&seqs).await?;
-                    report.delivered += seqs.len() as u64;
-                    self.counters
-                        .outbox_drained
-                        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-                }
+            let rows = self.pg.get_many(&ids).await?;
+            let ops: Vec<WriteOp> = ids
+                .iter()
+                .map(|id| match rows.get(id) {
+                    Some(r) => WriteOp::Upsert(r.clone()),
+                    None => WriteOp::Delete {
+                        id: id.clone(),
+                        version: by_id[id].1,
+                    },
+                })
+                .collect();
+            let timeout = self
+                .cfg
+                .opensearch_read_timeout
+                .max(Duration::from_secs(30));
+            let outcomes = match self.guarded(timeout, os.apply(&ops)).await {
+                Ok(o) => o,
                 Err(why) => {
-                    let msg = why.to_string();
-                    let _ = self.outbox.mark_failed(&seqs, &msg).await;
-                    report.last_error = Some(msg);
+                    report.last_error = Some(why.to_string());
                     break;
                 }
+            };
+            let mut done = Vec::new();
+            for (op, outcome) in ops.iter().zip(&outcomes) {
+                let (seqs, _, attempts) = &by_id[op.id()];
+                match outcome {
+                    o if o.is_done() => done.extend_from_slice(seqs),
+                    ItemOutcome::Rejected(why) => {
+                        let k = self
+                            .outbox
+                            .park(seqs, &format!("rejected by OpenSearch: {why}"))
+                            .await?;
+                        report.parked += k;
+                        report.last_error = Some(why.clone());
+                    }
+                    ItemOutcome::Retry(why) => {
+                        if *attempts as u32 + 1 >= self.cfg.max_attempts {
+                            let reason = format!(
+                                "gave up after {} attempts; last error: {why}",
+                                attempts + 1
+                            );
+                            report.parked += self.outbox.park(seqs, &reason).await?;
+                        } else {
+                            self.outbox
+                                .defer(seqs, why, self.cfg.retry_base, self.cfg.retry_cap)
+                                .await?;
+                            report.deferred += seqs.len() as u64;
+                        }
+                        report.last_error = Some(why.clone());
+                    }
+                    _ => unreachable!("is_done covers the rest"),
+                }
             }
+            self.outbox.remove(&done).await?;
+            report.delivered += done.len() as u64;
+        }
+        self.counters
+            .outbox_drained
+            .fetch_add(report.delivered, Ordering::Relaxed);
+        self.counters
+            .outbox_deferred
+            .fetch_add(report.deferred, Ordering::Relaxed);
+        self.counters
+            .outbox_parked
+            .fetch_add(report.parked, Ordering::Relaxed);
+        if report.parked > 0 {
+            tracing::warn!(
+                "{} outbox entries parked in {} (see `shadowbench status`)",
+                report.parked,
+                self.outbox.parked_table()
+            );
         }
         report.remaining = self.outbox.depth().await?;
         Ok(report)
-    }
-
-    async fn replay(
-        &self,
-        os: &Arc<dyn VectorStore>,
-        ids: &[RecordId],
-    ) -> Result<(), GuardedError> {
-        let mut upserts = Vec::new();
-        let mut deletes = Vec::new();
-        for id in ids {
-            match self.pg.get(id).await.map_err(GuardedError::Store)? {
-                Some(r) => upserts.push(r),
-                None => deletes.push(id.clone()),
-            }
-        }
-        let timeout = self
-            .cfg
-            .opensearch_read_timeout
-            .max(Duration::from_secs(30));
-        if !upserts.is_empty() {
-            self.guarded(timeout, os.upsert_batch(&upserts)).await?;
-        }
-        for id in &deletes {
-            self.guarded(timeout, async { os.delete(id).await.map(|_| ()) })
-                .await?;
-        }
-        Ok(())
     }
 
     /// Drains the outbox in the background every `every` until the handle is dropped.
@@ -592,6 +737,21 @@ pub struct DrainerHandle(tokio::task::JoinHandle<()>);
 impl Drop for DrainerHandle {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Kills the process with SIGKILL at the named point when `SB_FAILPOINT` names it: no
+/// destructor runs and nothing is flushed, the crash the outbox must survive. Points:
+/// `before_commit` (the pgvector transaction is open) and `after_commit` (committed,
+/// OpenSearch not yet written).
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    if std::env::var("SB_FAILPOINT").as_deref() == Ok(name) {
+        let pid = std::process::id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status();
+        std::process::abort();
     }
 }
 
@@ -634,36 +794,33 @@ impl VectorStore for VectorStoreAdapter {
         self.pg.metric()
     }
 
+    /// With OpenSearch configured, every mode writes through the outbox, pgvector mode
+    /// included (the drainer delivers), so a rollback followed by a roll forward never
+    /// serves stale or resurrected records.
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mode = self.mode();
-        let os = match (&self.os, mode.writes_opensearch()) {
-            (Some(os), true) => os.clone(),
-            _ => {
-                self.pg.upsert_batch(records).await?;
-                self.counters
-                    .writes_acknowledged
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                return Ok(());
-            }
-        };
         for r in records {
             crate::record::validate_vector(&r.vector, self.dimension())?;
+            crate::record::validate_fields(r)?;
         }
-        self.write_both(PrimaryWrite::Upsert(records), os.upsert_batch(records))
+        let Some(os) = self.os.clone() else {
+            self.pg.upsert_batch(records).await?;
+            self.counters
+                .writes_acknowledged
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        };
+        let live = self.mode().writes_opensearch();
+        self.write_both(&os, PrimaryWrite::Upsert(records), live)
             .await
             .map(|_| ())
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
-        let mode = self.mode();
-        let os = match (&self.os, mode.writes_opensearch()) {
-            (Some(os), true) => os.clone(),
-            _ => return self.pg.delete(id).await,
+        let Some(os) = self.os.clone() else {
+            return self.pg.delete(id).await;
         };
-        self.write_both(PrimaryWrite::Delete(id), async {
-            os.delete(id).await.map(|_| ())
-        })
-        .await
+        let live = self.mode().writes_opensearch();
+        self.write_both(&os, PrimaryWrite::Delete(id), live).await
     }
 
     async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {

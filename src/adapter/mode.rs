@@ -71,6 +71,14 @@ impl MigrationMode {
     pub fn needs_opensearch(self) -> bool {
         self.writes_opensearch()
     }
+
+    /// Whether any read is sent to OpenSearch (served or mirrored).
+    pub fn reads_opensearch(self) -> bool {
+        matches!(
+            self,
+            MigrationMode::ShadowRead | MigrationMode::ReadSplit { .. } | MigrationMode::Opensearch
+        )
+    }
 }
 
 impl std::fmt::Display for MigrationMode {

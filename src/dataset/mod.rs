@@ -306,6 +306,7 @@ pub(crate) fn train_record(
         model_version,
         created_at: now,
         updated_at: now,
+        version: None,
     }
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::distance::Metric;
-use crate::error::StoreError;
+use crate::error::{ErrorClass, StoreError};
 use crate::record::{Hit, Record, RecordId, SearchRequest};
 
 /// Which backend a store or a measurement belongs to.
@@ -121,6 +121,32 @@ pub trait VectorStore: Send + Sync {
     /// Removes a record; returns whether it existed.
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError>;
 
+    /// Applies a batch of versioned writes and says what became of each, in order.
+    ///
+    /// An `Err` means the call as a whole failed (unreachable, timed out) and nothing
+    /// can be said per item. Stores that keep versions (OpenSearch, with
+    /// `version_type=external_gte`) never let an older version replace a newer one and
+    /// answer [`ItemOutcome::Superseded`]; the default applies each write in turn and
+    /// ignores versions.
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<ItemOutcome>, StoreError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let res = match op {
+                WriteOp::Upsert(r) => self.upsert_batch(std::slice::from_ref(r)).await,
+                WriteOp::Delete { id, .. } => self.delete(id).await.map(|_| ()),
+            };
+            out.push(match res {
+                Ok(()) => ItemOutcome::Applied,
+                Err(e) => match e.class() {
+                    ErrorClass::Rejected => ItemOutcome::Rejected(e.to_string()),
+                    ErrorClass::Connection | ErrorClass::Timeout => return Err(e),
+                    _ => ItemOutcome::Retry(e.to_string()),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// k nearest neighbours, nearest first, with the filter applied inside the search.
     async fn search(&self, request: &SearchRequest) -> Result<Vec<Hit>, StoreError>;
 
@@ -156,6 +182,44 @@ pub trait VectorStore: Send + Sync {
     /// (OpenSearch `_forcemerge`); a no-op for stores without segments.
     async fn force_merge(&self, _max_segments: u64) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// One write of a versioned batch (see [`VectorStore::apply`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Write the record; its [`Record::version`], when set, is the external version.
+    Upsert(Record),
+    /// Remove the identity; `version` is the version of the delete itself.
+    Delete { id: RecordId, version: Option<i64> },
+}
+
+impl WriteOp {
+    pub fn id(&self) -> &RecordId {
+        match self {
+            WriteOp::Upsert(r) => &r.id,
+            WriteOp::Delete { id, .. } => id,
+        }
+    }
+}
+
+/// What became of one [`WriteOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Written, or deleted (a delete of an absent document counts).
+    Applied,
+    /// The store already holds this identity at an equal or newer version.
+    Superseded,
+    /// The store refused the item itself (e.g. a mapping error): retrying cannot help.
+    Rejected(String),
+    /// A transient failure of this item (e.g. 429 or a shard error): retry later.
+    Retry(String),
+}
+
+impl ItemOutcome {
+    /// The store now holds this write or a newer one.
+    pub fn is_done(&self) -> bool {
+        matches!(self, ItemOutcome::Applied | ItemOutcome::Superseded)
     }
 }
 

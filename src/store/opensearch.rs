@@ -23,18 +23,22 @@ use opensearch::http::transport::{Connection, ConnectionPool, TransportBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use url::Url;
 
-use super::{BackendKind, BootstrapOutcome, Health, IndexParams, ResourceUsage, VectorStore};
+use super::{
+    BackendKind, BootstrapOutcome, Health, IndexParams, ItemOutcome, ResourceUsage, VectorStore,
+    WriteOp,
+};
 use crate::config::{OpenSearchConfig, TenantLayout};
 use crate::distance::Metric;
-use crate::error::StoreError;
+use crate::error::{ErrorClass, StoreError};
 use crate::record::{
-    Filter, Hit, MAX_K, Record, RecordId, SearchRequest, validate_search, validate_vector,
+    Filter, Hit, MAX_K, Record, RecordId, SearchRequest, validate_fields, validate_search,
+    validate_vector,
 };
 
 const BACKEND: &str = "opensearch";
@@ -328,29 +332,6 @@ impl OpenSearchStore {
         Ok(true)
     }
 
-    /// Makes sure every index `records` go to exists with the right definition, once per
-    /// index per process: per tenant, this is where tenant indices are created on their
-    /// first write. The definition is the template's, sent explicitly, so the index is
-    /// right even if the cluster disables `action.auto_create_index` or the template was
-    /// removed; and a write never lands in an index auto-created with dynamic mappings
-    /// (where `vector` would become a plain float array).
-    async fn ensure_indices_for(&self, records: &[Record]) -> Result<(), StoreError> {
-        let mut missing: Vec<String> = Vec::new();
-        {
-            let known = self.known();
-            for r in records {
-                let name = self.index_for_tenant(&r.id.tenant_id);
-                if !known.contains(&name) && !missing.contains(&name) {
-                    missing.push(name);
-                }
-            }
-        }
-        for name in missing {
-            self.ensure_index(&name).await?;
-        }
-        Ok(())
-    }
-
     fn known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.known_indices
             .lock()
@@ -600,14 +581,120 @@ impl OpenSearchStore {
         StoreError::backend(BACKEND, format!("{} {path}: {detail}", method_name(method)))
     }
 
-    /// Sends one `_bulk` body and checks every item.
-    async fn bulk(&self, body: Vec<u8>, docs: &[(String, String)]) -> Result<(), StoreError> {
+    /// Sends one `_bulk` body; the outcome of each action, in order.
+    async fn bulk(
+        &self,
+        body: Vec<u8>,
+        docs: &[(String, String)],
+        kinds: &[BulkKind],
+    ) -> Result<Vec<ItemOutcome>, StoreError> {
         let path = "/_bulk";
         let reply = self
             .call_with(Method::Post, path, &[], Some(body), true, None)
             .await?;
         let v = self.expect_ok(Method::Post, path, reply)?;
-        check_bulk_response(&v, docs)
+        bulk_outcomes(&v, docs, kinds)
+    }
+
+    /// Writes `ops` in `_bulk` requests of bounded size; returns each op's outcome and
+    /// its (index, _id), in order.
+    async fn apply_ops(
+        &self,
+        ops: &[WriteOp],
+    ) -> Result<(Vec<ItemOutcome>, Vec<(String, String)>), StoreError> {
+        let upserts: Vec<Record> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Upsert(r) => Some(r.clone()),
+                WriteOp::Delete { .. } => None,
+            })
+            .collect();
+        for r in &upserts {
+            validate_vector(&r.vector, self.cfg.dimension)?;
+            validate_fields(r)?;
+        }
+        if ops.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        // Every index the upserts go to must exist with the right definition, checked
+        // once per index per process: per tenant, this is where tenant indices are
+        // created on their first write. The definition is the template's, sent
+        // explicitly, so a write never lands in an index auto-created with dynamic
+        // mappings (where `vector` would become a plain float array).
+        // An index that cannot be made right (a per-tenant index with a foreign
+        // definition, say) fails the items bound for it, not the whole batch, so one bad
+        // tenant never blocks the others. Unreachable or timed out fails the call.
+        let mut index_failure: HashMap<String, ItemOutcome> = HashMap::new();
+        {
+            let missing: Vec<String> = {
+                let known = self.known();
+                let mut missing = Vec::new();
+                for r in &upserts {
+                    let name = self.index_for_tenant(&r.id.tenant_id);
+                    if !known.contains(&name) && !missing.contains(&name) {
+                        missing.push(name);
+                    }
+                }
+                missing
+            };
+            for name in missing {
+                if let Err(e) = self.ensure_index(&name).await {
+                    let msg = format!("index {name}: {e}");
+                    let outcome = match e.class() {
+                        ErrorClass::Connection | ErrorClass::Timeout => return Err(e),
+                        ErrorClass::Rejected => ItemOutcome::Rejected(msg),
+                        _ if matches!(e, StoreError::Conflict(_)) => ItemOutcome::Rejected(msg),
+                        _ => ItemOutcome::Retry(msg),
+                    };
+                    index_failure.insert(name, outcome);
+                }
+            }
+        }
+
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; ops.len()];
+        let mut all_docs = Vec::with_capacity(ops.len());
+        let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
+        // (index, doc_id) of each action in `body`, to name a failing item, and the
+        // position of that action in `ops`.
+        let mut docs: Vec<(String, String)> = Vec::new();
+        let mut kinds: Vec<BulkKind> = Vec::new();
+        let mut slots: Vec<usize> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let index = self.index_for_tenant(&op.id().tenant_id);
+            let doc_id = op.id().doc_id();
+            all_docs.push((index.clone(), doc_id.clone()));
+            match (op, index_failure.get(&index)) {
+                (WriteOp::Upsert(_), Some(failure)) => outcomes[i] = Some(failure.clone()),
+                (WriteOp::Upsert(r), None) => {
+                    append_bulk_index(&mut body, &index, &doc_id, r);
+                    kinds.push(BulkKind::Index);
+                    docs.push((index, doc_id));
+                    slots.push(i);
+                }
+                (WriteOp::Delete { version, .. }, _) => {
+                    append_bulk_delete(&mut body, &index, &doc_id, *version);
+                    kinds.push(BulkKind::Delete);
+                    docs.push((index, doc_id));
+                    slots.push(i);
+                }
+            }
+            let last = i + 1 == ops.len();
+            if !docs.is_empty()
+                && (last || docs.len() >= BULK_MAX_DOCS || body.len() >= BULK_MAX_BYTES)
+            {
+                let got = self.bulk(std::mem::take(&mut body), &docs, &kinds).await?;
+                for (slot, outcome) in slots.drain(..).zip(got) {
+                    outcomes[slot] = Some(outcome);
+                }
+                docs.clear();
+                kinds.clear();
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.expect("every op was sent or failed with its index"))
+            .collect();
+        Ok((outcomes, all_docs))
     }
 
     async fn search_raw(&self, index: &str, body: &[u8]) -> Result<Reply, StoreError> {
@@ -635,31 +722,13 @@ impl VectorStore for OpenSearchStore {
     }
 
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        for r in records {
-            validate_vector(&r.vector, self.cfg.dimension)?;
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.ensure_indices_for(records).await?;
+        let ops: Vec<WriteOp> = records.iter().cloned().map(WriteOp::Upsert).collect();
+        let (outcomes, docs) = self.apply_ops(&ops).await?;
+        first_failure(&outcomes, &docs)
+    }
 
-        let mut body: Vec<u8> = Vec::with_capacity(64 * 1024);
-        // (index, doc_id) of each action in `body`, to name a failing item.
-        let mut docs: Vec<(String, String)> = Vec::new();
-        for r in records {
-            let index = self.index_for_tenant(&r.id.tenant_id);
-            let doc_id = r.id.doc_id();
-            append_bulk_index(&mut body, &index, &doc_id, r);
-            docs.push((index, doc_id));
-            if docs.len() >= BULK_MAX_DOCS || body.len() >= BULK_MAX_BYTES {
-                self.bulk(std::mem::take(&mut body), &docs).await?;
-                docs.clear();
-            }
-        }
-        if !docs.is_empty() {
-            self.bulk(body, &docs).await?;
-        }
-        Ok(())
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<ItemOutcome>, StoreError> {
+        self.apply_ops(ops).await.map(|(outcomes, _)| outcomes)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
@@ -1228,8 +1297,16 @@ fn rfc3339_millis(t: &DateTime<Utc>) -> String {
 }
 
 /// Appends one `index` action and its source to an NDJSON bulk body.
+///
+/// A record read from pgvector carries its row version, sent as an external version
+/// with `external_gte`: OpenSearch keeps the document only if no newer version is
+/// there, whichever process or path (adapter, outbox, sync, repair) sends it.
 fn append_bulk_index(body: &mut Vec<u8>, index: &str, doc_id: &str, r: &Record) {
-    let action = json!({"index": {"_index": index, "_id": doc_id}});
+    let action = match r.version {
+        Some(v) => json!({"index": {"_index": index, "_id": doc_id,
+            "version": v, "version_type": "external_gte"}}),
+        None => json!({"index": {"_index": index, "_id": doc_id}}),
+    };
     serde_json::to_writer(&mut *body, &action).expect("serialising to a Vec cannot fail");
     body.push(b'\n');
     let source = DocSource {
@@ -1246,8 +1323,35 @@ fn append_bulk_index(body: &mut Vec<u8>, index: &str, doc_id: &str, r: &Record) 
     body.push(b'\n');
 }
 
-/// Checks a `_bulk` answer: `errors: true` with a 200 still means failed items.
-fn check_bulk_response(v: &Value, docs: &[(String, String)]) -> Result<(), StoreError> {
+/// Appends one `delete` action, versioned like [`append_bulk_index`] when `version` is set.
+fn append_bulk_delete(body: &mut Vec<u8>, index: &str, doc_id: &str, version: Option<i64>) {
+    let action = match version {
+        Some(v) => json!({"delete": {"_index": index, "_id": doc_id,
+            "version": v, "version_type": "external_gte"}}),
+        None => json!({"delete": {"_index": index, "_id": doc_id}}),
+    };
+    serde_json::to_writer(&mut *body, &action).expect("serialising to a Vec cannot fail");
+    body.push(b'\n');
+}
+
+/// The action of one `_bulk` item, to read its answer right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkKind {
+    Index,
+    Delete,
+}
+
+/// Reads a `_bulk` answer item by item (`errors: true` with a 200 still means failed
+/// items):
+/// - 2xx, and a delete that found nothing (404), are applied;
+/// - 409 `version_conflict_engine_exception` means an equal or newer version is there;
+/// - 429 and 5xx are transient;
+/// - any other 4xx is the item's own fault (mapping, too long a term) and is rejected.
+fn bulk_outcomes(
+    v: &Value,
+    docs: &[(String, String)],
+    kinds: &[BulkKind],
+) -> Result<Vec<ItemOutcome>, StoreError> {
     let items = v
         .get("items")
         .and_then(Value::as_array)
@@ -1262,46 +1366,67 @@ fn check_bulk_response(v: &Value, docs: &[(String, String)]) -> Result<(), Store
             ),
         ));
     }
-    if v.get("errors").and_then(Value::as_bool) != Some(true) {
-        return Ok(());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Some(op) = item.as_object().and_then(|o| o.values().next()) else {
+            return Err(StoreError::bad_response(
+                BACKEND,
+                format!("_bulk: item {i} is not an object"),
+            ));
+        };
+        let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
+        let ty = op
+            .pointer("/error/type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let reason = op
+            .pointer("/error/reason")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let delete = kinds.get(i) == Some(&BulkKind::Delete);
+        out.push(match status {
+            200..=299 => ItemOutcome::Applied,
+            404 if delete => ItemOutcome::Applied,
+            409 if ty == "version_conflict_engine_exception" => ItemOutcome::Superseded,
+            _ => {
+                let (index, doc_id) = &docs[i];
+                let msg = truncate(
+                    &format!("index {index}, _id {doc_id}: status {status}: {ty}: {reason}"),
+                    SNIPPET_CHARS + 200,
+                );
+                if status == 429 || status >= 500 || status == 0 {
+                    ItemOutcome::Retry(msg)
+                } else {
+                    ItemOutcome::Rejected(msg)
+                }
+            }
+        });
     }
-    let failed: Vec<(usize, &Value)> = items
+    Ok(out)
+}
+
+/// `Ok` when every item is applied or superseded, else an error naming the first failure.
+fn first_failure(outcomes: &[ItemOutcome], docs: &[(String, String)]) -> Result<(), StoreError> {
+    let failed: Vec<(usize, &String)> = outcomes
         .iter()
         .enumerate()
-        .filter_map(|(i, item)| {
-            let op = item.as_object()?.values().next()?;
-            let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
-            (op.get("error").is_some() || status >= 300).then_some((i, op))
+        .filter_map(|(i, o)| match o {
+            ItemOutcome::Rejected(m) | ItemOutcome::Retry(m) => Some((i, m)),
+            _ => None,
         })
         .collect();
-    let Some((i, op)) = failed.first() else {
-        return Err(StoreError::backend(
-            BACKEND,
-            "_bulk reported errors but no item carries one",
-        ));
+    let Some((i, msg)) = failed.first() else {
+        return Ok(());
     };
-    let status = op.get("status").and_then(Value::as_u64).unwrap_or(0);
-    let ty = op
-        .pointer("/error/type")
-        .and_then(Value::as_str)
-        .unwrap_or("error");
-    let reason = op
-        .pointer("/error/reason")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let (index, doc_id) = &docs[*i];
-    Err(StoreError::backend(
-        BACKEND,
-        truncate(
-            &format!(
-                "_bulk: {} of {} items failed; first: item {i} (index {index}, _id {doc_id}) \
-                 status {status}: {ty}: {reason}",
-                failed.len(),
-                docs.len()
-            ),
-            SNIPPET_CHARS + 200,
-        ),
-    ))
+    let text = format!(
+        "_bulk: {} of {} items failed; first: item {i} ({msg})",
+        failed.len(),
+        docs.len()
+    );
+    Err(match outcomes[*i] {
+        ItemOutcome::Rejected(_) => StoreError::InvalidInput(format!("opensearch {text}")),
+        _ => StoreError::backend(BACKEND, text),
+    })
 }
 
 /// The bool filter for a [`Filter`], or `None` when it is empty.
@@ -1454,6 +1579,7 @@ fn parse_source(source: &Value) -> Result<Record, StoreError> {
         model_version: doc.model_version,
         created_at: time(&doc.created_at)?,
         updated_at: time(&doc.updated_at)?,
+        version: None,
     })
 }
 
@@ -1906,19 +2032,75 @@ mod tests {
             ("i".to_string(), "a".to_string()),
             ("i".to_string(), "b".to_string()),
         ];
+        let kinds = [BulkKind::Index, BulkKind::Index];
         let ok = json!({"errors": false, "items": [
             {"index": {"status": 201}}, {"index": {"status": 200}}
         ]});
-        assert!(check_bulk_response(&ok, &docs).is_ok());
+        let o = bulk_outcomes(&ok, &docs, &kinds).unwrap();
+        assert!(first_failure(&o, &docs).is_ok());
         let bad = json!({"errors": true, "items": [
             {"index": {"status": 201}},
             {"index": {"status": 400, "error": {"type": "mapper_parsing_exception",
                 "reason": "failed to parse field [vector]"}}}
         ]});
-        let e = check_bulk_response(&bad, &docs).unwrap_err().to_string();
+        let o = bulk_outcomes(&bad, &docs, &kinds).unwrap();
+        assert!(matches!(o[1], ItemOutcome::Rejected(_)));
+        let e = first_failure(&o, &docs).unwrap_err();
+        assert_eq!(e.class(), crate::error::ErrorClass::Rejected);
+        let e = e.to_string();
         assert!(e.contains("1 of 2 items failed"), "{e}");
         assert!(e.contains("_id b"), "{e}");
         assert!(e.contains("status 400: mapper_parsing_exception"), "{e}");
+    }
+
+    #[test]
+    fn bulk_items_are_classified_one_by_one() {
+        let docs: Vec<(String, String)> =
+            (0..5).map(|i| ("i".to_string(), i.to_string())).collect();
+        let kinds = [
+            BulkKind::Index,
+            BulkKind::Delete,
+            BulkKind::Index,
+            BulkKind::Index,
+            BulkKind::Delete,
+        ];
+        let v = json!({"errors": true, "items": [
+            {"index": {"status": 409, "error": {"type": "version_conflict_engine_exception",
+                "reason": "current version [9] is higher or equal to the one provided [3]"}}},
+            {"delete": {"status": 404, "result": "not_found"}},
+            {"index": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}},
+            {"index": {"status": 400, "error": {"type": "illegal_argument_exception",
+                "reason": "Document contains at least one immense term"}}},
+            {"delete": {"status": 200, "result": "deleted"}}
+        ]});
+        let o = bulk_outcomes(&v, &docs, &kinds).unwrap();
+        assert_eq!(o[0], ItemOutcome::Superseded);
+        assert_eq!(o[1], ItemOutcome::Applied);
+        assert!(matches!(o[2], ItemOutcome::Retry(_)));
+        assert!(matches!(&o[3], ItemOutcome::Rejected(m) if m.contains("immense term")));
+        assert_eq!(o[4], ItemOutcome::Applied);
+        // A retryable failure makes the batch a backend error, not the caller's fault.
+        let e = first_failure(&o, &docs).unwrap_err();
+        assert_eq!(e.class(), crate::error::ErrorClass::Backend);
+    }
+
+    #[test]
+    fn versioned_actions_use_external_gte() {
+        let mut r = Record::new(RecordId::new("t", "e", "1"), vec![0.5], "m");
+        r.version = Some(42);
+        let mut body = Vec::new();
+        append_bulk_index(&mut body, "x", "d", &r);
+        append_bulk_delete(&mut body, "x", "d", Some(43));
+        let lines: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["index"]["version"], 42);
+        assert_eq!(lines[0]["index"]["version_type"], "external_gte");
+        assert_eq!(lines[2]["delete"]["version"], 43);
+        assert_eq!(lines[2]["delete"]["version_type"], "external_gte");
+        assert_eq!(lines.len(), 3, "a delete has no source line");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::config::{PgConfig, PgIndex};
 use crate::distance::Metric;
 use crate::error::StoreError;
 use crate::record::{
-    Filter, Hit, Record, RecordId, SearchRequest, validate_search, validate_vector,
+    Filter, Hit, Record, RecordId, SearchRequest, validate_fields, validate_search, validate_vector,
 };
 
 const BACKEND: &str = "pgvector";
@@ -144,18 +144,23 @@ impl PgVectorStore {
             .await
             .map_err(|e| map_err(&target, e))?;
         let t = &cfg.table;
+        // A new row takes its version from the column default (nextval); an updated row
+        // draws a new one in the UPDATE arm, evaluated after the row lock is taken, so a
+        // row's versions grow in commit order.
         let upsert_sql: Arc<str> = format!(
             "INSERT INTO {t} (tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::vector[], $5::text[]::jsonb[], $6::text[], $7::timestamptz[], $8::timestamptz[]) \
              ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET \
              embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata, model_version = EXCLUDED.model_version, \
-             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at"
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+             version = nextval('{t}_vseq') \
+             RETURNING tenant_id, entity_type, entity_id, version"
         )
         .into();
         Ok(Self {
             cfg,
             pool,
-            select_cols: "tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at",
+            select_cols: "tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at, version",
             upsert_sql,
         })
     }
@@ -240,6 +245,11 @@ impl PgVectorStore {
             }
         }
 
+        if self.ensure_versioning().await? {
+            out.created
+                .push(format!("column {t}.version (sequence {t}_vseq)"));
+        }
+
         let idx = self.index_name();
         let existing_def: Option<String> =
             sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1 AND schemaname = current_schema()")
@@ -279,6 +289,189 @@ impl PgVectorStore {
             }
         }
         Ok(out)
+    }
+
+    /// Adds the `version` column and its sequence when missing; returns whether it did.
+    ///
+    /// The sequence starts at the current Unix time in microseconds, so a table dropped
+    /// and created again still writes versions above any its earlier incarnation left in
+    /// OpenSearch. Existing rows are numbered by the column's volatile default, evaluated
+    /// per row when the column is added. Two processes may race here; the loser sees the
+    /// column on its retry of the check.
+    pub async fn ensure_versioning(&self) -> Result<bool, StoreError> {
+        let t = &self.cfg.table;
+        let has: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) \
+             AND attname = 'version' AND NOT attisdropped)",
+        )
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if has {
+            return Ok(false);
+        }
+        let start = chrono::Utc::now().timestamp_micros().max(1);
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // Serialises concurrent first-time setup of the same table.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+            .bind(format!("shadowbench versioning {t}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        for ddl in [
+            format!("CREATE SEQUENCE IF NOT EXISTS {t}_vseq START WITH {start}"),
+            format!(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT nextval('{t}_vseq')"
+            ),
+            format!("ALTER SEQUENCE {t}_vseq OWNED BY {t}.version"),
+        ] {
+            sqlx::query(AssertSqlSafe(ddl))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Takes transaction-scoped advisory locks on these identities, in a fixed order.
+    ///
+    /// Every adapter process writes an identity under its lock, so the version drawn
+    /// inside the transaction orders writes of one identity across processes as well.
+    pub async fn lock_ids_in(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[&RecordId],
+    ) -> Result<(), StoreError> {
+        let mut keys: Vec<i64> = ids.iter().map(|id| self.lock_key(id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // unnest yields the array in order, so the locks are taken in ascending order.
+        sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+            .bind(keys)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn lock_key(&self, id: &RecordId) -> i64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.cfg.table.as_bytes());
+        h.update([0]);
+        h.update(id.doc_id().as_bytes());
+        let d = h.finalize();
+        i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    }
+
+    /// A fresh value of the table's version sequence (the version of a delete).
+    pub async fn next_version_in(&self, conn: &mut PgConnection) -> Result<i64, StoreError> {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT nextval('{}_vseq')",
+            self.cfg.table
+        )))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))
+    }
+
+    /// The version for deleting `id` from another store, drawn under the identity's
+    /// advisory lock; `None` when pgvector has the row (it was written since the caller
+    /// saw it absent, so it must not be deleted elsewhere). Any later write of the
+    /// identity draws a larger version, so a versioned delete can never remove it.
+    pub async fn tombstone_version(&self, id: &RecordId) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.deadline(self.pool.begin()).await?;
+        self.lock_ids_in(&mut tx, &[id]).await?;
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3)",
+            self.cfg.table
+        );
+        let exists: bool = self
+            .deadline(
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&id.tenant_id)
+                    .bind(&id.entity_type)
+                    .bind(&id.entity_id)
+                    .fetch_one(&mut *tx),
+            )
+            .await?;
+        let version = if exists {
+            None
+        } else {
+            Some(self.next_version_in(&mut tx).await?)
+        };
+        self.deadline(tx.commit()).await?;
+        Ok(version)
+    }
+
+    /// Current rows of these identities (missing ones are absent from the map).
+    pub async fn get_many(
+        &self,
+        ids: &[RecordId],
+    ) -> Result<std::collections::HashMap<RecordId, Record>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(UPSERT_CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE (tenant_id, entity_type, entity_id) IN \
+                 (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
+                self.select_cols, self.cfg.table
+            );
+            let rows = self
+                .deadline(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(
+                            chunk
+                                .iter()
+                                .map(|i| i.tenant_id.clone())
+                                .collect::<Vec<_>>(),
+                        )
+                        .bind(
+                            chunk
+                                .iter()
+                                .map(|i| i.entity_type.clone())
+                                .collect::<Vec<_>>(),
+                        )
+                        .bind(
+                            chunk
+                                .iter()
+                                .map(|i| i.entity_id.clone())
+                                .collect::<Vec<_>>(),
+                        )
+                        .fetch_all(&self.pool),
+                )
+                .await?;
+            for row in &rows {
+                let r = self.row_to_record(row)?;
+                out.insert(r.id.clone(), r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The client-side deadline of one call: the server's statement timeout plus a
+    /// margin. It bounds what `statement_timeout` cannot: a server or network that stops
+    /// answering (a blackholed connection never delivers the cancellation).
+    pub fn call_deadline(&self) -> Duration {
+        self.cfg.statement_timeout + Duration::from_secs(2)
+    }
+
+    /// Runs one sqlx call under [`Self::call_deadline`].
+    pub(crate) async fn deadline<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.call_deadline(), f).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Err(StoreError::Timeout {
+                backend: BACKEND,
+                detail: format!(
+                    "no answer within {} ms (client-side deadline)",
+                    self.call_deadline().as_millis()
+                ),
+            }),
+        }
     }
 
     /// Drops the table (and its index). For tests and `bootstrap --recreate`.
@@ -337,11 +530,9 @@ impl PgVectorStore {
         {
             q = q.bind(v.clone());
         }
-        let rows = q
-            .bind(request.k as i64)
-            .fetch_all(exec)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = self
+            .deadline(q.bind(request.k as i64).fetch_all(exec))
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(Hit {
@@ -369,15 +560,18 @@ impl PgVectorStore {
         Ok(hits)
     }
 
-    /// Upserts inside the caller's transaction (used by the adapter's transactional outbox).
+    /// Upserts inside the caller's transaction (used by the adapter's transactional
+    /// outbox); returns the version each identity was written with.
     pub async fn upsert_in(
         &self,
         conn: &mut PgConnection,
         records: &[Record],
-    ) -> Result<(), StoreError> {
+    ) -> Result<std::collections::HashMap<RecordId, i64>, StoreError> {
         for r in records {
             validate_vector(&r.vector, self.cfg.dimension)?;
+            validate_fields(r)?;
         }
+        let mut versions = std::collections::HashMap::with_capacity(records.len());
         let records = dedup_last(records);
         for chunk in records.chunks(UPSERT_CHUNK) {
             let mut t = Vec::with_capacity(chunk.len());
@@ -398,20 +592,31 @@ impl PgVectorStore {
                 ca.push(r.created_at);
                 ua.push(r.updated_at);
             }
-            sqlx::query(AssertSqlSafe(self.upsert_sql.clone()))
-                .bind(t)
-                .bind(et)
-                .bind(eid)
-                .bind(vecs)
-                .bind(meta)
-                .bind(mv)
-                .bind(ca)
-                .bind(ua)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?;
+            let rows = self
+                .deadline(
+                    sqlx::query(AssertSqlSafe(self.upsert_sql.clone()))
+                        .bind(t)
+                        .bind(et)
+                        .bind(eid)
+                        .bind(vecs)
+                        .bind(meta)
+                        .bind(mv)
+                        .bind(ca)
+                        .bind(ua)
+                        .fetch_all(&mut *conn),
+                )
+                .await?;
+            for row in &rows {
+                let e = |e| self.err(e);
+                let id = RecordId {
+                    tenant_id: row.try_get(0).map_err(e)?,
+                    entity_type: row.try_get(1).map_err(e)?,
+                    entity_id: row.try_get(2).map_err(e)?,
+                };
+                versions.insert(id, row.try_get(3).map_err(e)?);
+            }
         }
-        Ok(())
+        Ok(versions)
     }
 
     /// Deletes inside the caller's transaction; returns whether the row existed.
@@ -424,13 +629,15 @@ impl PgVectorStore {
             "DELETE FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
             self.cfg.table
         );
-        let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(&id.tenant_id)
-            .bind(&id.entity_type)
-            .bind(&id.entity_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let res = self
+            .deadline(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&id.tenant_id)
+                    .bind(&id.entity_type)
+                    .bind(&id.entity_id)
+                    .execute(&mut *conn),
+            )
+            .await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -462,6 +669,7 @@ impl PgVectorStore {
             model_version: row.try_get(5).map_err(e)?,
             created_at: row.try_get(6).map_err(e)?,
             updated_at: row.try_get(7).map_err(e)?,
+            version: Some(row.try_get(8).map_err(e)?),
         })
     }
 }
@@ -494,14 +702,14 @@ impl VectorStore for PgVectorStore {
 
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
         // One transaction for the whole batch: all or nothing is acknowledged.
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut tx = self.deadline(self.pool.begin()).await?;
         self.upsert_in(&mut tx, records).await?;
-        tx.commit().await.map_err(|e| self.err(e))?;
+        self.deadline(tx.commit()).await?;
         Ok(())
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        let mut conn = self.deadline(self.pool.acquire()).await?;
         self.delete_in(&mut conn, id).await
     }
 
@@ -515,22 +723,23 @@ impl VectorStore for PgVectorStore {
             "SELECT {} FROM {} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
             self.select_cols, self.cfg.table
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&id.tenant_id)
-            .bind(&id.entity_type)
-            .bind(&id.entity_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let row = self
+            .deadline(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&id.tenant_id)
+                    .bind(&id.entity_type)
+                    .bind(&id.entity_id)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
         row.as_ref().map(|r| self.row_to_record(r)).transpose()
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
         let sql = format!("SELECT count(*) FROM {}", self.cfg.table);
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let n: i64 = self
+            .deadline(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(&self.pool))
+            .await?;
         Ok(n as u64)
     }
 
@@ -544,25 +753,28 @@ impl VectorStore for PgVectorStore {
         let rows = match after {
             None => {
                 let sql = format!("SELECT {cols} FROM {t} {order} LIMIT $1");
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
+                self.deadline(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(limit as i64)
+                        .fetch_all(&self.pool),
+                )
+                .await
             }
             Some(a) => {
                 let sql = format!(
                     "SELECT {cols} FROM {t} WHERE (tenant_id, entity_type, entity_id) > ($1, $2, $3) {order} LIMIT $4"
                 );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(&a.tenant_id)
-                    .bind(&a.entity_type)
-                    .bind(&a.entity_id)
-                    .bind(limit as i64)
-                    .fetch_all(&self.pool)
-                    .await
+                self.deadline(
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(&a.tenant_id)
+                        .bind(&a.entity_type)
+                        .bind(&a.entity_id)
+                        .bind(limit as i64)
+                        .fetch_all(&self.pool),
+                )
+                .await
             }
-        }
-        .map_err(|e| self.err(e))?;
+        }?;
         rows.iter().map(|r| self.row_to_record(r)).collect()
     }
 

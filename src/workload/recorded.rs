@@ -233,6 +233,7 @@ impl RecordedLog {
                             .unwrap_or_else(|| self.spec.default_model_version.clone()),
                         created_at: now,
                         updated_at: now,
+                        version: None,
                     })
                 }
             }

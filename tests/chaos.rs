@@ -1,0 +1,270 @@
+//! No acknowledged write is lost, against the real servers: a crash between the
+//! pgvector commit and the OpenSearch write, a poison outbox entry, a rollback and roll
+//! forward, and two adapter processes writing the same identities while `sync` runs.
+//! Each test ends with `validate` at 100%.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use shadowbench::config::TenantLayout;
+use shadowbench::record::{Record, RecordId};
+use shadowbench::store::VectorStore;
+use shadowbench::store::opensearch::OpenSearchStore;
+use shadowbench::store::pgvector::PgVectorStore;
+use shadowbench::validate::{ValidateOptions, validate};
+
+const DIM: usize = 16;
+
+/// A fresh table and index with the same name, as the CLI uses them.
+async fn stores(layout: TenantLayout) -> (String, Arc<PgVectorStore>, Arc<OpenSearchStore>) {
+    let name = common::unique_name("chaos");
+    let pg = common::pg_store_with(common::pg_config(&name, DIM)).await;
+    let mut oc = common::os_config(&name, DIM);
+    oc.tenant_layout = layout;
+    let os = common::os_store_with(oc).await;
+    (name, pg, os)
+}
+
+async fn adapter(
+    pg: &Arc<PgVectorStore>,
+    os: &Arc<OpenSearchStore>,
+    mode: MigrationMode,
+) -> Arc<VectorStoreAdapter> {
+    let os: Arc<dyn VectorStore> = os.clone();
+    let cfg = AdapterConfig {
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(200),
+        max_attempts: 3,
+        ..AdapterConfig::default()
+    };
+    Arc::new(
+        VectorStoreAdapter::new(pg.clone(), Some(os), mode, cfg)
+            .await
+            .expect("adapter"),
+    )
+}
+
+async fn assert_consistent(pg: &Arc<PgVectorStore>, os: &Arc<OpenSearchStore>, records: u64) {
+    let pg: Arc<dyn VectorStore> = pg.clone();
+    let os: Arc<dyn VectorStore> = os.clone();
+    os.refresh().await.unwrap();
+    let v = validate(pg, os, &ValidateOptions::default()).await.unwrap();
+    assert!(v.consistent(), "{:?}", v.lines());
+    assert_eq!(v.consistency_pct, 100.0);
+    assert_eq!(v.matched, records, "{:?}", v.lines());
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-H", "Content-Type: application/json"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn a_process_killed_between_the_pgvector_commit_and_the_opensearch_write_loses_nothing() {
+    let name = common::unique_name("kill");
+    let pg = common::pg_store_with(common::pg_config(&name, 384)).await;
+    let os = common::os_store_with(common::os_config(&name, 384)).await;
+    let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
+    let status = common::shadowbench(Some(&name))
+        .args(["ingest", "--dataset", dataset, "--limit", "120"])
+        .args([
+            "--batch-size",
+            "40",
+            "--concurrency",
+            "1",
+            "--mode",
+            "dual_write",
+        ])
+        .env("SB_FAILPOINT", "after_commit")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run shadowbench ingest");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the failpoint did not kill the process ({status}): the test binary must be built \
+             with `--features failpoints`, as scripts/test.sh does"
+        );
+    }
+    // The first batch committed in pgvector, with its outbox entries; OpenSearch never
+    // saw it.
+    assert_eq!(pg.count().await.unwrap(), 40);
+    os.refresh().await.unwrap();
+    assert_eq!(os.count().await.unwrap(), 0);
+
+    // A restarted process delivers the outbox.
+    let a = adapter(&pg, &os, MigrationMode::DualWrite).await;
+    assert_eq!(a.outbox().depth().await.unwrap(), 40);
+    let report = a.drain_outbox().await.unwrap();
+    assert_eq!((report.delivered, report.remaining), (40, 0), "{report:?}");
+    assert_consistent(&pg, &os, 40).await;
+}
+
+#[tokio::test]
+async fn a_poison_entry_is_parked_and_the_rest_of_the_outbox_drains() {
+    let (name, pg, os) = stores(TenantLayout::PerTenant).await;
+    // A per-tenant index someone else created with a foreign definition: every write
+    // for that tenant is refused, whatever the retry.
+    let poison_index = format!("{name}_poison");
+    let hosts = common::os_hosts();
+    curl(&[
+        "-X",
+        "PUT",
+        &format!("{hosts}/{poison_index}"),
+        "-d",
+        r#"{"mappings":{"properties":{"tenant_id":{"type":"integer"}}}}"#,
+    ]);
+    // Writes made in pgvector mode are outboxed, not sent: the drainer delivers them.
+    let a = adapter(&pg, &os, MigrationMode::Pgvector).await;
+    let mut records = common::fixture(30, DIM, &["acme", "globex"], 5);
+    let bad = Record::new(
+        RecordId::new("poison", "doc", "p1"),
+        records[0].vector.clone(),
+        "m1",
+    );
+    records.insert(7, bad.clone());
+    for r in &records {
+        a.upsert(r).await.expect("acknowledged");
+    }
+    assert_eq!(a.outbox().depth().await.unwrap(), 31);
+
+    let report = a.drain_outbox().await.unwrap();
+    assert_eq!(report.delivered, 30, "{report:?}");
+    assert_eq!(report.parked, 1, "{report:?}");
+    assert_eq!(report.remaining, 0, "{report:?}");
+    let state = a.outbox().state(10).await.unwrap();
+    assert_eq!((state.pending, state.parked), (0, 1));
+    assert_eq!(state.oldest_parked[0].id, bad.id);
+    assert!(
+        state.oldest_parked[0].reason.contains(&poison_index),
+        "the reason names the index: {}",
+        state.oldest_parked[0].reason
+    );
+    assert_eq!(a.stats().outbox_parked, 1);
+
+    // Reads cannot move to OpenSearch while a record is known to be missing there.
+    let refused = a.switch_mode(MigrationMode::Opensearch).await.unwrap_err();
+    assert!(refused.to_string().contains("1 parked"), "{refused}");
+    assert_eq!(a.mode(), MigrationMode::Pgvector);
+
+    // The operator fixes the cause and requeues; everything arrives.
+    curl(&["-X", "DELETE", &format!("{hosts}/{poison_index}")]);
+    assert_eq!(a.outbox().requeue_parked().await.unwrap(), 1);
+    a.switch_mode(MigrationMode::Opensearch)
+        .await
+        .expect("caught up");
+    assert_eq!(a.outbox().state(10).await.unwrap().parked, 0);
+    assert_consistent(&pg, &os, 31).await;
+}
+
+#[tokio::test]
+async fn a_rollback_then_a_roll_forward_serves_no_stale_record_and_no_resurrected_delete() {
+    let (_name, pg, os) = stores(TenantLayout::Shared).await;
+    let a = adapter(&pg, &os, MigrationMode::DualWrite).await;
+    let records = common::fixture(20, DIM, &["acme", "globex"], 9);
+    a.upsert_batch(&records).await.unwrap();
+    assert_eq!(a.outbox().depth().await.unwrap(), 0);
+
+    // Roll back: OpenSearch stops receiving live writes.
+    a.set_mode(MigrationMode::Pgvector).unwrap();
+    let mut changed = records[0].clone();
+    changed
+        .metadata
+        .insert("after_rollback".into(), true.into());
+    a.upsert(&changed).await.unwrap();
+    assert!(a.delete(&records[1].id).await.unwrap());
+    let fresh = Record::new(
+        RecordId::new("acme", "doc", "new"),
+        records[2].vector.clone(),
+        "m1",
+    );
+    a.upsert(&fresh).await.unwrap();
+    os.refresh().await.unwrap();
+    assert!(
+        os.get(&records[1].id).await.unwrap().is_some(),
+        "not delivered yet: pgvector mode sends nothing live"
+    );
+    assert_eq!(a.outbox().depth().await.unwrap(), 3);
+
+    // Roll forward: the switch catches OpenSearch up first.
+    a.switch_mode(MigrationMode::Opensearch).await.unwrap();
+    os.refresh().await.unwrap();
+    assert_eq!(
+        os.get(&records[1].id).await.unwrap(),
+        None,
+        "no resurrection"
+    );
+    assert_eq!(
+        os.get(&changed.id).await.unwrap().unwrap(),
+        changed,
+        "no stale record"
+    );
+    assert_eq!(a.get(&fresh.id).await.unwrap().unwrap(), fresh);
+    assert_consistent(&pg, &os, 20).await;
+}
+
+#[tokio::test]
+async fn two_adapter_processes_writing_the_same_ids_while_sync_runs_converge() {
+    let (name, pg, os) = stores(TenantLayout::Shared).await;
+    let base = common::fixture(150, DIM, &["acme", "globex", "initech"], 21);
+    pg.upsert_batch(&base).await.unwrap();
+    // Two adapters with their own in-process locks, as two `serve` replicas would be.
+    let a1 = adapter(&pg, &os, MigrationMode::DualWrite).await;
+    let a2 = adapter(&pg, &os, MigrationMode::DualWrite).await;
+    let writer = |a: Arc<VectorStoreAdapter>, w: i64, base: Vec<Record>| async move {
+        for round in 0..6i64 {
+            for (i, r) in base.iter().enumerate() {
+                if (i as i64 + round + w) % 11 == 0 {
+                    a.delete(&r.id).await.expect("delete acknowledged");
+                    continue;
+                }
+                let mut r = r.clone();
+                r.metadata.insert("writer".into(), w.into());
+                r.metadata.insert("round".into(), round.into());
+                a.upsert(&r).await.expect("write acknowledged");
+            }
+        }
+    };
+    let sync_pg = pg.clone();
+    let sync_os: Arc<dyn VectorStore> = os.clone();
+    let syncer = async move {
+        let opts = shadowbench::sync::SyncOptions {
+            batch_size: 10,
+            concurrency: 4,
+            restart: true,
+            progress: false,
+        };
+        let mut copied = 0;
+        for _ in 0..3 {
+            copied += shadowbench::sync::sync(sync_pg.clone(), sync_os.clone(), &name, &opts)
+                .await
+                .expect("sync")
+                .copied;
+        }
+        copied
+    };
+    let (_, _, copied) = tokio::join!(
+        writer(a1.clone(), 1, base.clone()),
+        writer(a2.clone(), 2, base.clone()),
+        syncer
+    );
+    assert!(copied > 0);
+    for a in [&a1, &a2] {
+        let r = a.drain_outbox().await.unwrap();
+        assert_eq!(r.remaining, 0, "{r:?}");
+    }
+    let live = pg.count().await.unwrap();
+    assert!(live > 0 && live < 150, "some ids end deleted: {live}");
+    assert_consistent(&pg, &os, live).await;
+}

@@ -1024,9 +1024,9 @@ mod tests {
             err.contains("faults[1].kind: \"flood\" is not one of"),
             "{err}"
         );
-        let err = parse(&format!(
+        let err = parse(
             "[dataset]\npath = \"d\"\n[load]\nrate = 5\nduration_s = 10\n[[stages]]\nmode = \"dual_write\"\nduration_s = 4\n[[stages.faults]]\nat_s = 1\nduration_s = 4\ntarget = \"opensearch\"\nkind = \"down\""
-        ))
+        )
         .unwrap_err();
         assert!(
             err.contains("[[stages]] #1 faults[1].duration_s: the fault ends 5.0 s"),

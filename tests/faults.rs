@@ -51,7 +51,7 @@ async fn run_with(name: &str, faults: &str) -> shadowbench::report::Report {
         .report
 }
 
-fn side<'a>(f: &'a FaultWindowReport, target: bool) -> &'a FaultSideFigures {
+fn side(f: &FaultWindowReport, target: bool) -> &FaultSideFigures {
     f.sides
         .iter()
         .find(|s| s.targeted == target)

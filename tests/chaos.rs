@@ -268,3 +268,147 @@ async fn two_adapter_processes_writing_the_same_ids_while_sync_runs_converge() {
     assert!(live > 0 && live < 150, "some ids end deleted: {live}");
     assert_consistent(&pg, &os, live).await;
 }
+
+/// A toxiproxy proxy of this test's own in front of OpenSearch, deleted on drop.
+struct Proxy {
+    api: String,
+    name: String,
+    listen: String,
+}
+
+impl Proxy {
+    fn new(upstream: &str) -> Self {
+        let api = std::env::var("SB_TOXIPROXY_URL").unwrap_or_else(|_| {
+            panic!("SB_TOXIPROXY_URL is not set: run `eval \"$(scripts/backends.sh env)\"`")
+        });
+        let name = common::unique_name("proxy");
+        let body = format!(
+            r#"{{"name":"{name}","listen":"127.0.0.1:0","upstream":"{upstream}","enabled":true}}"#
+        );
+        let reply = curl(&["-f", "-X", "POST", &format!("{api}/proxies"), "-d", &body]);
+        let v: serde_json::Value = serde_json::from_str(&reply).expect("toxiproxy answers JSON");
+        let listen = v["listen"].as_str().expect("listen address").to_string();
+        Self { api, name, listen }
+    }
+
+    /// Every byte either way is held and never delivered: a blackhole.
+    fn blackhole(&self) {
+        let body = r#"{"name":"blackhole","type":"timeout","stream":"downstream","toxicity":1.0,"attributes":{"timeout":0}}"#;
+        let url = format!("{}/proxies/{}/toxics", self.api, self.name);
+        curl(&["-f", "-X", "POST", &url, "-d", body]);
+        let body = r#"{"name":"blackhole_up","type":"timeout","stream":"upstream","toxicity":1.0,"attributes":{"timeout":0}}"#;
+        curl(&["-f", "-X", "POST", &url, "-d", body]);
+    }
+
+    fn heal(&self) {
+        for t in ["blackhole", "blackhole_up"] {
+            let url = format!("{}/proxies/{}/toxics/{t}", self.api, self.name);
+            curl(&["-f", "-X", "DELETE", &url]);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-X",
+                "DELETE",
+                &format!("{}/proxies/{}", self.api, self.name),
+            ])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothing() {
+    const RATE: u64 = 200;
+    const BEFORE_S: u64 = 5;
+    const HOLE_S: u64 = 30;
+    const AFTER_S: u64 = 5;
+    let upstream = common::os_hosts()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::new(&upstream);
+    let name = common::unique_name("hole");
+    let pg = common::pg_store_with(common::pg_config(&name, DIM)).await;
+    let (hosts, _) =
+        shadowbench::config::parse_hosts("proxy", &format!("http://{}", proxy.listen)).unwrap();
+    let mut oc = common::os_config(&name, DIM);
+    oc.hosts = hosts;
+    let os = common::os_store_with(oc).await;
+    let os_dyn: Arc<dyn VectorStore> = os.clone();
+    let cfg = AdapterConfig {
+        opensearch_read_timeout: Duration::from_millis(500),
+        drain_batch: 1000,
+        ..AdapterConfig::default()
+    };
+    let a = Arc::new(
+        VectorStoreAdapter::new(pg.clone(), Some(os_dyn), MigrationMode::DualWrite, cfg)
+            .await
+            .unwrap(),
+    );
+    let _drainer = a.spawn_drainer(Duration::from_millis(200));
+
+    let total = RATE * (BEFORE_S + HOLE_S + AFTER_S);
+    let records = common::fixture(total as usize, DIM, &["acme", "globex", "initech"], 77);
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let started = std::time::Instant::now();
+    let mut healed_at = None;
+    for (i, r) in records.into_iter().enumerate() {
+        tick.tick().await;
+        if i as u64 == RATE * BEFORE_S {
+            proxy.blackhole();
+        }
+        if i as u64 == RATE * (BEFORE_S + HOLE_S) {
+            proxy.heal();
+            healed_at = Some(std::time::Instant::now());
+        }
+        let (a, acked, failed) = (a.clone(), acked.clone(), failed.clone());
+        tasks.spawn(async move {
+            match a.upsert(&r).await {
+                Ok(()) => acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                Err(_) => failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            };
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let healed_at = healed_at.expect("healed");
+    // The outbox drains within 10 s of the recovery.
+    let drained_after = loop {
+        if a.outbox().depth().await.unwrap() == 0 {
+            break healed_at.elapsed();
+        }
+        assert!(
+            healed_at.elapsed() < Duration::from_secs(10),
+            "outbox still holds {} entries 10 s after OpenSearch came back",
+            a.outbox().depth().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let acked = acked.load(std::sync::atomic::Ordering::Relaxed);
+    let stats = a.stats();
+    eprintln!(
+        "blackhole: {total} writes offered in {:.1} s, {acked} acknowledged, {} failed, \
+         {} deferred to the outbox, outbox empty {:.1} s after recovery",
+        started.elapsed().as_secs_f64(),
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+        stats.secondary_write_failures,
+        drained_after.as_secs_f64()
+    );
+    assert_eq!(
+        acked, total,
+        "pgvector was healthy: every write is acknowledged"
+    );
+    assert!(
+        stats.secondary_write_failures >= RATE * HOLE_S / 2,
+        "the blackhole was felt: {stats:?}"
+    );
+    assert_eq!(pg.count().await.unwrap(), acked);
+    assert_consistent(&pg, &os, acked).await;
+}

@@ -186,8 +186,9 @@ pub struct VectorStoreAdapter {
     cfg: AdapterConfig,
     breaker: Arc<Breaker>,
     outbox: Outbox,
-    /// Per-identity striped locks: a live write and an outbox replay of the same
-    /// identity never interleave, so OpenSearch cannot end up with an older version.
+    /// Per-identity striped locks around the pgvector transaction, so writers of one
+    /// identity in this process queue here and not on pooled connections. Ordering in
+    /// OpenSearch does not rest on them: the row versions do.
     stripes: Vec<Arc<Mutex<()>>>,
     mirror_slots: Arc<Semaphore>,
     sink: RwLock<Option<Arc<dyn ComparisonSink>>>,
@@ -501,10 +502,10 @@ impl VectorStoreAdapter {
     /// items OpenSearch now holds are removed; a rejected item is parked at once; the
     /// rest stay for the drainer. Returns, for a delete, whether the row existed.
     ///
-    /// The identities are locked twice: by in-process stripes (so the drainer of this
-    /// process never interleaves) and by PostgreSQL advisory locks held to commit (so
-    /// other processes' writes of the same identity draw their versions in commit
-    /// order).
+    /// Until commit the identities are locked twice: by in-process stripes and by
+    /// PostgreSQL advisory locks, so writes of one identity from any process draw their
+    /// versions in commit order. No lock is held while OpenSearch is called: with
+    /// `external_gte` versions the newest write wins whatever order the calls land in.
     async fn write_both(
         &self,
         os: &Arc<dyn VectorStore>,
@@ -516,7 +517,9 @@ impl VectorStoreAdapter {
             PrimaryWrite::Delete(id) => vec![id],
         };
         let n = ids.len() as u64;
-        let _guards = self.lock_ids(ids.iter().copied()).await;
+        // Writers of the same identity in this process queue here rather than on a
+        // pooled connection inside PostgreSQL; released before OpenSearch is called.
+        let guards = self.lock_ids(ids.iter().copied()).await;
         let mut tx = self.pg.deadline(self.pg.pool().begin()).await?;
         self.pg.lock_ids_in(&mut tx, &ids).await?;
         let (existed, ops, queued) = match primary {
@@ -555,6 +558,7 @@ impl VectorStoreAdapter {
         #[cfg(feature = "failpoints")]
         failpoint("before_commit");
         self.pg.deadline(tx.commit()).await?;
+        drop(guards);
         // Durable from here on: acknowledged whatever OpenSearch does.
         self.counters
             .writes_acknowledged
@@ -635,8 +639,10 @@ impl VectorStoreAdapter {
                 slot.1 = slot.1.max(e.delete_version);
                 slot.2 = slot.2.max(e.attempts);
             }
+            // No lock is held while OpenSearch is called: versions order the writes, so a
+            // replay racing a live write (or another process) cannot regress a document,
+            // and a slow OpenSearch cannot make live writes wait for the drainer.
             let ids: Vec<RecordId> = by_id.keys().cloned().collect();
-            let _guards = self.lock_ids(ids.iter()).await;
             let rows = self.pg.get_many(&ids).await?;
             let ops: Vec<WriteOp> = ids
                 .iter()

@@ -368,6 +368,7 @@ async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<u8, Error> {
         out_dir: args.out.clone(),
         goose_args: args.goose,
         quiet: false,
+        write_token: admin_token(None)?,
     };
     let report = httpload::run(&opts).await?;
     for line in report.lines() {

@@ -552,6 +552,12 @@ async fn measure(
         )),
         _ => None,
     };
+    // As `serve` does, an adapter leg delivers its outbox while it runs, so the time to
+    // recover from an OpenSearch fault (the outbox drained) is observable in the window.
+    let _drainer = leg
+        .adapter
+        .as_ref()
+        .map(|(adapter, _)| adapter.spawn_drainer(std::time::Duration::from_millis(500)));
     let outcome = {
         let run = load::run(
             leg.plan,

@@ -127,6 +127,7 @@ async fn shadow_read_under_a_goose_attack_answers_from_pgvector_and_survives_an_
         out_dir: out.path().to_path_buf(),
         goose_args: vec![],
         quiet: true,
+        write_token: None,
     };
     let attack = tokio::spawn(async move { httpload::run(&opts).await });
 
@@ -522,8 +523,7 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
         adapter.clone(),
         ServeConfig {
             record: Some(capture.clone()),
-            // goose's mixed scenario sends no token.
-            open_writes: true,
+            // Writes are guarded: goose's mixed scenario sends the bearer token.
             ..local()
         },
     )
@@ -545,6 +545,7 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
         out_dir: dir.path().join("goose"),
         goose_args: vec![],
         quiet: true,
+        write_token: Some(Secret::new(TOKEN)),
     };
     let report = httpload::run(&opts).await.expect("goose attack");
     let summary = running.shutdown().await.unwrap();

@@ -58,6 +58,9 @@ pub struct HttpLoadOptions {
     pub goose_args: Vec<String>,
     /// Leave goose's console output out (tests).
     pub quiet: bool,
+    /// Bearer token sent with upserts and deletes, which `serve` guards (the CLI reads
+    /// `SHADOWBENCH_ADMIN_TOKEN`). Searches never carry it.
+    pub write_token: Option<crate::config::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,7 +354,10 @@ pub async fn run(opts: &HttpLoadOptions) -> Result<HttpLoadReport, HttpLoadError
         source,
     })?;
     let run_id = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f").to_string();
-    let workload = Arc::new(Workload::new(&ds, opts.k, run_id));
+    let workload = Arc::new(
+        Workload::new(&ds, opts.k, run_id)
+            .with_write_token(opts.write_token.as_ref().map(|t| t.expose().to_string())),
+    );
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -468,6 +474,7 @@ mod tests {
             out_dir: PathBuf::from("/tmp/out"),
             goose_args: vec![],
             quiet: true,
+            write_token: None,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Workload {
     next_query: AtomicUsize,
     next_write: AtomicU64,
     created: Mutex<VecDeque<(String, String, String)>>,
+    /// `Authorization` value for writes, when the service guards them.
+    write_auth: Option<String>,
 }
 
 struct Template {
@@ -56,6 +58,12 @@ struct Template {
 }
 
 impl Workload {
+    /// Sends `Authorization: Bearer <token>` with every upsert and delete.
+    pub fn with_write_token(mut self, token: Option<String>) -> Self {
+        self.write_auth = token.map(|t| format!("Bearer {t}"));
+        self
+    }
+
     /// Builds the workload from a dataset's queries (searches) and train rows (write
     /// templates). A query without a tenant borrows the tenant of a train row so that
     /// services pinning tenants accept it.
@@ -96,6 +104,7 @@ impl Workload {
             next_query: AtomicUsize::new(0),
             next_write: AtomicU64::new(0),
             created: Mutex::new(VecDeque::new()),
+            write_auth: None,
         }
     }
 
@@ -203,11 +212,15 @@ async fn post_json(
     path: &str,
     name: &str,
     body: String,
+    auth: Option<&str>,
 ) -> Result<goose::goose::GooseResponse, Box<TransactionError>> {
-    let rb = user
+    let mut rb = user
         .get_request_builder(&GooseMethod::Post, path)?
         .header("content-type", "application/json")
         .body(body);
+    if let Some(a) = auth {
+        rb = rb.header("authorization", a);
+    }
     let req = GooseRequest::builder()
         .method(GooseMethod::Post)
         .path(path)
@@ -219,13 +232,20 @@ async fn post_json(
 
 async fn search(user: &mut GooseUser, w: Arc<Workload>) -> TransactionResult {
     let body = w.next_search().to_string();
-    post_json(user, "/v1/search", "search", body).await?;
+    post_json(user, "/v1/search", "search", body, None).await?;
     Ok(())
 }
 
 async fn upsert(user: &mut GooseUser, w: Arc<Workload>) -> TransactionResult {
     let (id, body) = w.next_upsert();
-    let resp = post_json(user, "/v1/embeddings", "upsert", body).await?;
+    let resp = post_json(
+        user,
+        "/v1/embeddings",
+        "upsert",
+        body,
+        w.write_auth.as_deref(),
+    )
+    .await?;
     if resp
         .response
         .as_ref()
@@ -253,11 +273,17 @@ async fn delete(user: &mut GooseUser, w: Arc<Workload>) -> TransactionResult {
         return upsert(user, w).await;
     };
     let path = entity_path(&t, &e, &i);
-    let req = GooseRequest::builder()
+    let mut builder = GooseRequest::builder()
         .method(GooseMethod::Delete)
         .path(path.as_str())
-        .name("delete")
-        .build();
+        .name("delete");
+    if let Some(a) = &w.write_auth {
+        let rb = user
+            .get_request_builder(&GooseMethod::Delete, &path)?
+            .header("authorization", a.as_str());
+        builder = builder.set_request_builder(rb);
+    }
+    let req = builder.build();
     user.request(req).await?;
     Ok(())
 }

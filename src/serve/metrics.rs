@@ -152,6 +152,8 @@ pub struct Live {
     pub breaker: BreakerState,
     /// `None` when the outbox could not be read within the scrape deadline.
     pub outbox_depth: Option<u64>,
+    /// Entries in the dead-letter table; `None` when it could not be read in time.
+    pub outbox_parked: Option<u64>,
     pub adapter: AdapterStats,
     pub record_written: u64,
     pub record_dropped: u64,
@@ -433,6 +435,14 @@ impl Metrics {
                 d as i64,
             );
         }
+        if let Some(p) = live.outbox_parked {
+            gauge(
+                &mut out,
+                "shadowbench_outbox_parked",
+                "Outbox entries parked in the dead-letter table (rejected by OpenSearch or out of attempts); see `shadowbench status`.",
+                p as i64,
+            );
+        }
         let a = &live.adapter;
         for (name, help, v) in [
             (
@@ -474,6 +484,16 @@ impl Metrics {
                 "shadowbench_outbox_drained_total",
                 "Outbox entries replayed to OpenSearch.",
                 a.outbox_drained,
+            ),
+            (
+                "shadowbench_outbox_deferred_total",
+                "Outbox deliveries that failed transiently and wait with backoff.",
+                a.outbox_deferred,
+            ),
+            (
+                "shadowbench_outbox_parked_total",
+                "Outbox entries this process moved to the dead-letter table.",
+                a.outbox_parked,
             ),
             (
                 "shadowbench_record_written_total",
@@ -605,6 +625,7 @@ mod tests {
             mode: MigrationMode::ShadowRead,
             breaker: BreakerState::Closed,
             outbox_depth: Some(3),
+            outbox_parked: Some(1),
             adapter: AdapterStats {
                 mirror_dropped: 7,
                 ..AdapterStats::default()
@@ -653,6 +674,7 @@ mod tests {
         )));
         assert!(text.contains(&format!("shadowbench_requests_total{{{l}}} 4\n")));
         assert!(text.contains("shadowbench_outbox_depth 3\n"));
+        assert!(text.contains("shadowbench_outbox_parked 1\n"));
         assert!(text.contains("shadowbench_mirror_dropped_total 7\n"));
         assert!(text.contains("shadowbench_record_dropped_total 2\n"));
         assert!(text.contains("shadowbench_migration_mode{mode=\"shadow_read\"} 1\n"));

@@ -28,7 +28,7 @@ use super::metrics::{Live, Metrics, Op, Role, Target};
 use crate::adapter::mode::{routes_to_opensearch, stable_hash};
 use crate::adapter::{MigrationMode, SplitKey, VectorStoreAdapter};
 use crate::config::Secret;
-use crate::error::ErrorClass;
+use crate::error::{ErrorClass, StoreError};
 use crate::record::{RecordId, SearchRequest};
 use crate::store::VectorStore;
 
@@ -320,6 +320,13 @@ async fn outbox_depth(st: &AppState) -> Option<u64> {
         .and_then(Result::ok)
 }
 
+async fn outbox_parked(st: &AppState) -> Option<u64> {
+    tokio::time::timeout(st.probe_timeout, st.adapter.outbox().parked_count())
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 async fn mode_response(st: &AppState, previous: Option<MigrationMode>) -> ModeResponse {
     let mode = st.adapter.mode();
     let reads_from = match mode {
@@ -392,8 +399,14 @@ async fn put_mode(State(st): Shared, body: Result<ApiJson<ModeBody>, ApiError>) 
         Err(e) => return e.into_response(),
     };
     let previous = st.adapter.mode();
-    if let Err(e) = st.adapter.set_mode(mode) {
-        return ApiError::invalid("mode", e.to_string()).into_response();
+    // A move into a mode that reads OpenSearch is refused (409) while OpenSearch lags
+    // pgvector: pending or parked outbox entries.
+    if let Err(e) = st.adapter.switch_mode(mode).await {
+        return match e {
+            StoreError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, why).into_response(),
+            StoreError::InvalidInput(_) => ApiError::invalid("mode", e.to_string()).into_response(),
+            other => ApiError::from_store(&other, "mode").into_response(),
+        };
     }
     tracing::info!("migration mode switched from {previous} to {mode}");
     Json(mode_response(&st, Some(previous)).await).into_response()
@@ -457,6 +470,7 @@ async fn metrics(State(st): Shared) -> Response {
         mode: st.adapter.mode(),
         breaker: st.adapter.breaker_state(),
         outbox_depth: outbox_depth(&st).await,
+        outbox_parked: outbox_parked(&st).await,
         adapter: st.adapter.stats(),
         record_written: st.capture.as_ref().map_or(0, |c| c.written()),
         record_dropped: st.capture.as_ref().map_or(0, |c| c.dropped()),

@@ -181,6 +181,23 @@ pub fn validate_fields(r: &Record) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The identity part of [`validate_fields`], for deletes and reads by id.
+pub fn validate_id(id: &RecordId) -> Result<(), StoreError> {
+    for (name, value) in [
+        ("tenant_id", &id.tenant_id),
+        ("entity_type", &id.entity_type),
+        ("entity_id", &id.entity_id),
+    ] {
+        check_text(name, value, MAX_ID_PART_BYTES)?;
+        if value.is_empty() {
+            return Err(StoreError::InvalidInput(format!(
+                "{name} must not be empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn has_nul(m: &Map<String, Value>) -> bool {
     fn value(v: &Value) -> bool {
         match v {
@@ -350,6 +367,8 @@ mod tests {
         let mut empty = ok;
         empty.id.entity_type.clear();
         assert!(validate_fields(&empty).is_err());
+        let e = validate_id(&RecordId::new("t", "e\0", "1")).unwrap_err();
+        assert!(e.to_string().contains("entity_type"), "{e}");
     }
 
     #[test]

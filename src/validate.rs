@@ -185,7 +185,9 @@ pub async fn validate(
 ///
 /// Safe beside live writers: records carry their pgvector row version, and an extra is
 /// deleted with a version drawn under its lock after checking pgvector still lacks it,
-/// so repair never replaces or removes anything newer than what it read.
+/// so repair never replaces or removes anything newer than what pgvector holds. A copy
+/// the other store holds at a version pgvector never drew (written around shadowbench)
+/// is overruled: the sequence moves past it and the row is sent again with a new one.
 pub async fn repair(
     pg: Arc<PgVectorStore>,
     secondary: Arc<dyn VectorStore>,
@@ -201,27 +203,13 @@ pub async fn repair(
             Diff::Missing(r) | Diff::Mismatched(r) => {
                 pending.push(r);
                 if pending.len() >= FLUSH {
-                    target.upsert_batch(&pending).await?;
-                    summary.upserted += pending.len() as u64;
+                    summary.upserted += upsert_winning(&pg, &target, &pending).await?;
                     pending.clear();
                 }
             }
             Diff::Extra(id) => {
-                if let Some(version) = pg.tombstone_version(&id).await? {
-                    let op = WriteOp::Delete {
-                        id,
-                        version: Some(version),
-                    };
-                    match target.apply(std::slice::from_ref(&op)).await?.pop() {
-                        Some(ItemOutcome::Applied) => summary.deleted += 1,
-                        Some(ItemOutcome::Superseded) | None => {}
-                        Some(ItemOutcome::Rejected(why) | ItemOutcome::Retry(why)) => {
-                            return Err(StoreError::backend(
-                                "opensearch",
-                                format!("repair could not delete {}: {why}", op.id()),
-                            ));
-                        }
-                    }
+                if delete_winning(&pg, &target, id).await? {
+                    summary.deleted += 1;
                 }
             }
         }
@@ -229,10 +217,79 @@ pub async fn repair(
     })
     .await?;
     if !pending.is_empty() {
-        secondary.upsert_batch(&pending).await?;
-        summary.upserted += pending.len() as u64;
+        summary.upserted += upsert_winning(&pg, &secondary, &pending).await?;
     }
     secondary.refresh().await?;
     let after = validate(primary, secondary, opts).await?;
     Ok((before, summary, after))
+}
+
+/// Writes `records` to `target` so that pgvector's copy wins; returns how many it wrote.
+async fn upsert_winning(
+    pg: &PgVectorStore,
+    target: &Arc<dyn VectorStore>,
+    records: &[Record],
+) -> Result<u64, StoreError> {
+    let ops: Vec<WriteOp> = records.iter().cloned().map(WriteOp::Upsert).collect();
+    let mut written = 0;
+    for (op, outcome) in ops.iter().zip(target.apply(&ops).await?) {
+        match outcome {
+            ItemOutcome::Applied => written += 1,
+            ItemOutcome::Superseded { current } => {
+                // The target holds a version pgvector did not write: overrule it.
+                if let Some(c) = current {
+                    pg.advance_versions_past(c).await?;
+                }
+                if let Some(fresh) = pg.reversion(op.id()).await? {
+                    let retry = target.apply(&[WriteOp::Upsert(fresh)]).await?;
+                    expect_applied(op.id(), retry.into_iter().next())?;
+                    written += 1;
+                }
+            }
+            other => expect_applied(op.id(), Some(other))?,
+        }
+    }
+    Ok(written)
+}
+
+/// Deletes `id` from `target` unless pgvector has it again; returns whether it did.
+async fn delete_winning(
+    pg: &PgVectorStore,
+    target: &Arc<dyn VectorStore>,
+    id: RecordId,
+) -> Result<bool, StoreError> {
+    for _ in 0..2 {
+        let Some(version) = pg.tombstone_version(&id).await? else {
+            return Ok(false);
+        };
+        let op = WriteOp::Delete {
+            id: id.clone(),
+            version: Some(version),
+        };
+        match target.apply(std::slice::from_ref(&op)).await?.pop() {
+            Some(ItemOutcome::Applied) => return Ok(true),
+            Some(ItemOutcome::Superseded { current: Some(c) }) => {
+                pg.advance_versions_past(c).await?;
+            }
+            other => expect_applied(&id, other)?,
+        }
+    }
+    Err(StoreError::backend(
+        "opensearch",
+        format!("repair could not delete {id}: its version stays ahead"),
+    ))
+}
+
+fn expect_applied(id: &RecordId, outcome: Option<ItemOutcome>) -> Result<(), StoreError> {
+    match outcome {
+        Some(ItemOutcome::Applied) => Ok(()),
+        Some(ItemOutcome::Rejected(why) | ItemOutcome::Retry(why)) => Err(StoreError::backend(
+            "opensearch",
+            format!("repair could not write {id}: {why}"),
+        )),
+        Some(ItemOutcome::Superseded { .. }) | None => Err(StoreError::backend(
+            "opensearch",
+            format!("repair could not write {id}: a newer version stays ahead"),
+        )),
+    }
 }

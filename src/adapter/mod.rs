@@ -822,6 +822,7 @@ impl VectorStore for VectorStoreAdapter {
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
+        crate::record::validate_id(id)?;
         let Some(os) = self.os.clone() else {
             return self.pg.delete(id).await;
         };
@@ -834,6 +835,7 @@ impl VectorStore for VectorStoreAdapter {
     }
 
     async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        crate::record::validate_id(id)?;
         if let (MigrationMode::Opensearch, Some(os)) = (self.mode(), &self.os)
             && let Ok(r) = self
                 .guarded(self.cfg.opensearch_read_timeout, os.get(id))

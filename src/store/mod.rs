@@ -208,8 +208,9 @@ impl WriteOp {
 pub enum ItemOutcome {
     /// Written, or deleted (a delete of an absent document counts).
     Applied,
-    /// The store already holds this identity at an equal or newer version.
-    Superseded,
+    /// The store already holds this identity at an equal or newer version (`current`,
+    /// when the store said which).
+    Superseded { current: Option<i64> },
     /// The store refused the item itself (e.g. a mapping error): retrying cannot help.
     Rejected(String),
     /// A transient failure of this item (e.g. 429 or a shard error): retry later.
@@ -219,7 +220,7 @@ pub enum ItemOutcome {
 impl ItemOutcome {
     /// The store now holds this write or a newer one.
     pub fn is_done(&self) -> bool {
-        matches!(self, ItemOutcome::Applied | ItemOutcome::Superseded)
+        matches!(self, ItemOutcome::Applied | ItemOutcome::Superseded { .. })
     }
 }
 

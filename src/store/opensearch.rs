@@ -1387,7 +1387,9 @@ fn bulk_outcomes(
         out.push(match status {
             200..=299 => ItemOutcome::Applied,
             404 if delete => ItemOutcome::Applied,
-            409 if ty == "version_conflict_engine_exception" => ItemOutcome::Superseded,
+            409 if ty == "version_conflict_engine_exception" => ItemOutcome::Superseded {
+                current: current_version(reason),
+            },
             _ => {
                 let (index, doc_id) = &docs[i];
                 let msg = truncate(
@@ -1403,6 +1405,12 @@ fn bulk_outcomes(
         });
     }
     Ok(out)
+}
+
+/// The version a conflict names: "... current version [9] is higher or equal to ...".
+fn current_version(reason: &str) -> Option<i64> {
+    let rest = &reason[reason.find("current version [")? + "current version [".len()..];
+    rest[..rest.find(']')?].parse().ok()
 }
 
 /// `Ok` when every item is applied or superseded, else an error naming the first failure.
@@ -2074,7 +2082,7 @@ mod tests {
             {"delete": {"status": 200, "result": "deleted"}}
         ]});
         let o = bulk_outcomes(&v, &docs, &kinds).unwrap();
-        assert_eq!(o[0], ItemOutcome::Superseded);
+        assert_eq!(o[0], ItemOutcome::Superseded { current: Some(9) });
         assert_eq!(o[1], ItemOutcome::Applied);
         assert!(matches!(o[2], ItemOutcome::Retry(_)));
         assert!(matches!(&o[3], ItemOutcome::Rejected(m) if m.contains("immense term")));

@@ -406,6 +406,45 @@ impl PgVectorStore {
         Ok(version)
     }
 
+    /// Moves the version sequence past `above` (a version another store reports that
+    /// pgvector never drew: a write made around shadowbench).
+    pub async fn advance_versions_past(&self, above: i64) -> Result<(), StoreError> {
+        let t = &self.cfg.table;
+        let sql =
+            format!("SELECT setval('{t}_vseq', greatest((SELECT last_value FROM {t}_vseq), $1))");
+        self.deadline(
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(above)
+                .execute(&self.pool),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Gives the row a fresh version under its lock and returns it; `None` when the row
+    /// is gone. For repair, whose copy must win over whatever the other store holds.
+    pub async fn reversion(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
+        let mut tx = self.deadline(self.pool.begin()).await?;
+        self.lock_ids_in(&mut tx, &[id]).await?;
+        let t = &self.cfg.table;
+        let sql = format!(
+            "UPDATE {t} SET version = nextval('{t}_vseq') \
+             WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3 RETURNING {}",
+            self.select_cols
+        );
+        let row = self
+            .deadline(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(&id.tenant_id)
+                    .bind(&id.entity_type)
+                    .bind(&id.entity_id)
+                    .fetch_optional(&mut *tx),
+            )
+            .await?;
+        self.deadline(tx.commit()).await?;
+        row.as_ref().map(|r| self.row_to_record(r)).transpose()
+    }
+
     /// Current rows of these identities (missing ones are absent from the map).
     pub async fn get_many(
         &self,

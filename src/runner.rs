@@ -530,7 +530,7 @@ async fn measure(
     let (tap, recorder) = if leg.faults.is_empty() {
         (sample_tap, None)
     } else {
-        let (tap, recorder) = crate::fault::schedule::Recorder::spawn(sample_tap);
+        let (tap, recorder) = crate::fault::schedule::Recorder::spawn(sample_tap, leg.plan.warmup);
         (Some(tap), Some(recorder))
     };
     let run_options = RunOptions {
@@ -570,15 +570,14 @@ async fn measure(
             prep.truth.clone(),
             &run_options,
         );
-        tokio::pin!(run);
-        let schedule = guard.run(&prep.proxies, leg.plan.warmup);
-        tokio::pin!(schedule);
-        let mut scheduled = false;
-        loop {
-            tokio::select! {
-                r = &mut run => break r,
-                _ = &mut schedule, if !scheduled => scheduled = true,
-            }
+        // The schedule runs until the load ends (then its pending faults are never armed).
+        let schedule = async {
+            guard.run(&prep.proxies, leg.plan.warmup).await;
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = run => r,
+            _ = schedule => unreachable!("the schedule never ends on its own"),
         }
     }
     .map_err(|e| in_file(scenario, e.to_string()));
@@ -617,7 +616,7 @@ async fn measure(
         warnings: prep.warnings.clone(),
     };
     let mut report = report::build(ctx, &outcome);
-    if let Some(samples) = &recorded {
+    if let Some(recorded) = &recorded {
         let sides: Vec<crate::fault::SideDesc> = report
             .methodology
             .sides
@@ -635,7 +634,7 @@ async fn measure(
             .collect();
         report.faults = crate::fault::analyze(
             &armed,
-            samples,
+            &recorded.samples,
             leg.plan.warmup,
             &sides,
             polls
@@ -657,6 +656,14 @@ async fn measure(
                 "the figures around the faults lack {} operations the recorder could not \
                  keep up with",
                 outcome.measurements.tap_dropped
+            ));
+        }
+        if recorded.over_cap > 0 {
+            report.warnings.push(format!(
+                "the figures around the faults lack the last {} side samples: the recorder \
+                 keeps at most {}",
+                recorded.over_cap,
+                crate::fault::schedule::MAX_SAMPLES
             ));
         }
     }

@@ -22,6 +22,17 @@ async fn toxiproxy_is_up() -> Toxiproxy {
 
 /// Runs a small synthetic scenario in table/index `name` with `faults` appended.
 async fn run_with(name: &str, faults: &str) -> shadowbench::report::Report {
+    run_against(name, faults, common::os_config(name, 16))
+        .await
+        .expect("the run completes")
+        .report
+}
+
+async fn run_against(
+    name: &str,
+    faults: &str,
+    os: shadowbench::config::OpenSearchConfig,
+) -> Result<shadowbench::runner::Finished, shadowbench::error::Error> {
     let text = format!(
         r#"
         name = "{name}"
@@ -43,12 +54,25 @@ async fn run_with(name: &str, faults: &str) -> shadowbench::report::Report {
     let scenario = Scenario::parse(&text, None).expect("scenario parses");
     let backends = Backends {
         pg: Some(common::pg_config(name, 16)),
-        os: Some(common::os_config(name, 16)),
+        os: Some(os),
     };
-    run_scenario(&scenario, &backends, &RunnerOptions::default())
-        .await
-        .expect("the run completes")
-        .report
+    run_scenario(&scenario, &backends, &RunnerOptions::default()).await
+}
+
+/// toxiproxy's proxies, by name.
+async fn proxies() -> serde_json::Map<String, serde_json::Value> {
+    let body = reqwest::get(format!(
+        "{}/proxies",
+        std::env::var("SB_TOXIPROXY_URL").unwrap_or_else(|_| "http://127.0.0.1:8474".into())
+    ))
+    .await
+    .unwrap()
+    .error_for_status()
+    .expect("toxiproxy lists its proxies")
+    .text()
+    .await
+    .unwrap();
+    serde_json::from_str(&body).expect("toxiproxy lists its proxies as an object")
 }
 
 fn side(f: &FaultWindowReport, target: bool) -> &FaultSideFigures {
@@ -70,16 +94,12 @@ async fn no_leftover_proxy(f: &FaultWindowReport) {
         .and_then(|v| v.split_whitespace().next())
         .expect("a toxiproxy fault names its proxy")
         .to_string();
-    let body = reqwest::get(format!(
-        "{}/proxies",
-        std::env::var("SB_TOXIPROXY_URL").unwrap_or_else(|_| "http://127.0.0.1:8474".into())
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
-    assert!(!body.contains(&format!("\"{proxy}\"")), "left over: {body}");
+    let proxies = proxies().await;
+    assert!(
+        !proxies.contains_key(&proxy),
+        "left over: {:?}",
+        proxies.keys()
+    );
 }
 
 #[tokio::test]
@@ -185,4 +205,20 @@ async fn a_down_fault_fails_opensearch_during_the_window_only_and_reports_its_re
         .expect("OpenSearch served again after the outage");
     assert!(recovery < 3000.0, "{recovery}");
     no_leftover_proxy(f).await;
+}
+
+#[tokio::test]
+async fn a_run_that_fails_after_its_proxy_was_made_deletes_it() {
+    let _serial = SERIAL.lock().await;
+    toxiproxy_is_up().await;
+    let name = common::unique_name("fault_fail");
+    // Nothing listens on port 9: the proxy is made, then opening OpenSearch through it fails.
+    let mut os = common::os_config(&name, 16);
+    os.hosts = vec!["http://127.0.0.1:9".parse().unwrap()];
+    let fault = "[[faults]]\nat_s = 3\nduration_s = 3\ntarget = \"opensearch\"\nkind = \"down\"";
+    assert!(run_against(&name, fault, os).await.is_err());
+    let mine = format!("sbrun_{}_", std::process::id());
+    let proxies = proxies().await;
+    let left: Vec<&String> = proxies.keys().filter(|k| k.starts_with(&mine)).collect();
+    assert!(left.is_empty(), "left over: {left:?}");
 }

@@ -454,9 +454,9 @@ pub struct AdapterRecovery {
     pub breaker_closed_ms: Option<f64>,
     /// The deepest outbox seen from the fault's start until the next fault or the end.
     pub outbox_max_depth: Option<u64>,
-    /// From the fault's end until the outbox was seen empty; `None` when it was never
-    /// empty again during the run (the runner delivers it after the load, before
-    /// validating) or never filled.
+    /// From the fault's end until the outbox was seen empty (the runner's drainer
+    /// delivers it during the load); `None` when it was not empty again before the next
+    /// fault or the end of the load, or never filled.
     pub outbox_drained_ms: Option<f64>,
 }
 
@@ -487,8 +487,8 @@ pub struct SideDesc {
 }
 
 /// Figures of every side during and outside each fault, and the recovery after it.
-/// `samples` are the run's operations (warmup included; only those intended at or after
-/// `warmup` count); `polls` the adapter readings, when there is an adapter.
+/// `samples` are the run's operations (only those intended at or after `warmup` count);
+/// `polls` the adapter readings, when there is an adapter.
 pub fn analyze(
     armed: &[Armed],
     samples: &[OpSample],
@@ -496,63 +496,51 @@ pub fn analyze(
     sides: &[SideDesc],
     polls: Option<(&[AdapterPoll], Duration)>,
 ) -> Vec<FaultWindowReport> {
-    let window = |a: &Armed| -> Option<(Duration, Duration)> {
-        Some((a.applied_at?, a.lifted_at.unwrap_or(Duration::MAX)))
-    };
-    let in_any = |t: Duration| {
-        armed
-            .iter()
-            .filter_map(window)
-            .any(|(s, e)| t >= s && t < e)
-    };
-    let measured: Vec<&OpSample> = samples.iter().filter(|s| s.intended >= warmup).collect();
-    let figures = |side: Side, pick: &dyn Fn(&OpSample) -> bool, seconds: f64| {
-        let mut hist = LatencyHistogram::new();
-        let (mut ops, mut errors) = (0, 0);
-        for s in measured.iter().filter(|s| s.side == side && pick(s)) {
-            ops += 1;
-            if s.ok {
-                hist.record(s.latency);
-            } else {
-                errors += 1;
-            }
-        }
-        WindowFigures {
-            operations: ops,
-            errors,
-            seconds,
-            successes_per_s: (seconds > 0.0).then(|| hist.count() as f64 / seconds),
-            p50_ms: hist.quantile_ms(0.50),
-            p95_ms: hist.quantile_ms(0.95),
-            p99_ms: hist.quantile_ms(0.99),
-        }
-    };
-    let last_intended = measured.iter().map(|s| s.intended).max().unwrap_or(warmup);
-    let fault_seconds: f64 = armed
+    // Each fault while it was in force; `None` when it never was.
+    let windows: Vec<Option<(Duration, Duration)>> = armed
         .iter()
-        .filter_map(window)
-        .map(|(s, e)| e.min(last_intended).saturating_sub(s).as_secs_f64())
+        .map(|a| Some((a.applied_at?, a.lifted_at.unwrap_or(Duration::MAX))))
+        .collect();
+    let in_any = |t: Duration| windows.iter().flatten().any(|&(s, e)| t >= s && t < e);
+    let measured: Vec<&OpSample> = samples.iter().filter(|s| s.intended >= warmup).collect();
+    let last_intended = measured.iter().map(|s| s.intended).max().unwrap_or(warmup);
+    let in_force = |(s, e): (Duration, Duration)| e.min(last_intended).saturating_sub(s);
+    let fault_seconds: f64 = windows
+        .iter()
+        .flatten()
+        .map(|&w| in_force(w).as_secs_f64())
         .sum();
     let outside_seconds =
         (last_intended.saturating_sub(warmup).as_secs_f64() - fault_seconds).max(0.0);
+    // The same for every fault of the run: computed once per side.
+    let outside: Vec<WindowFigures> = sides
+        .iter()
+        .map(|d| {
+            figures(
+                measured
+                    .iter()
+                    .filter(|o| o.side == d.side && !in_any(o.intended)),
+                outside_seconds,
+            )
+        })
+        .collect();
     armed
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let span = window(a);
+        .zip(&windows)
+        .map(|(a, span)| {
             let sides = sides
                 .iter()
-                .map(|d| {
-                    let during = match span {
+                .zip(&outside)
+                .map(|(d, outside)| {
+                    let during = match *span {
                         Some((s, e)) => figures(
-                            d.side,
-                            &|o: &OpSample| o.intended >= s && o.intended < e,
-                            e.min(last_intended).saturating_sub(s).as_secs_f64(),
+                            measured
+                                .iter()
+                                .filter(|o| o.side == d.side && o.intended >= s && o.intended < e),
+                            in_force((s, e)).as_secs_f64(),
                         ),
-                        None => figures(d.side, &|_: &OpSample| false, 0.0),
+                        None => figures(std::iter::empty(), 0.0),
                     };
-                    let outside =
-                        figures(d.side, &|o: &OpSample| !in_any(o.intended), outside_seconds);
                     let (recovery_ms, errors_after_end) = match a.lifted_at {
                         Some(end) => recovery(&measured, d.side, end),
                         None => (None, 0),
@@ -563,13 +551,20 @@ pub fn analyze(
                         backend: d.backend,
                         targeted: d.backend == a.fault.target.backend(),
                         during,
-                        outside,
+                        outside: outside.clone(),
                         recovery_ms,
                         errors_after_end,
                     }
                 })
                 .collect();
-            let next_start = armed.get(i + 1).and_then(|n| n.applied_at);
+            // The next fault in time (the tables need not be written in time order).
+            let next_start = a.applied_at.and_then(|start| {
+                armed
+                    .iter()
+                    .filter_map(|n| n.applied_at)
+                    .filter(|&t| t > start)
+                    .min()
+            });
             FaultWindowReport {
                 kind: a.fault.kind.name().to_string(),
                 target: a.fault.target,
@@ -587,21 +582,45 @@ pub fn analyze(
         .collect()
 }
 
-/// The first success on `side` among operations started at or after `end`.
-fn recovery(measured: &[&OpSample], side: Side, end: Duration) -> (Option<f64>, u64) {
-    let mut after: Vec<&&OpSample> = measured
-        .iter()
-        .filter(|s| s.side == side && s.intended >= end)
-        .collect();
-    after.sort_by_key(|s| s.intended);
-    let first_ok = after.iter().filter(|s| s.ok).map(|s| s.finished).min();
-    match first_ok {
-        Some(t) => {
-            let failed = after.iter().filter(|s| !s.ok && s.finished < t).count() as u64;
-            (Some(t.saturating_sub(end).as_secs_f64() * 1000.0), failed)
+/// Counts, and the latency of the successes, over `ops` spread over `seconds`.
+fn figures<'a>(ops: impl Iterator<Item = &'a &'a OpSample>, seconds: f64) -> WindowFigures {
+    let mut hist = LatencyHistogram::new();
+    let (mut operations, mut errors) = (0, 0);
+    for s in ops {
+        operations += 1;
+        if s.ok {
+            hist.record(s.latency);
+        } else {
+            errors += 1;
         }
-        None => (None, after.iter().filter(|s| !s.ok).count() as u64),
     }
+    WindowFigures {
+        operations,
+        errors,
+        seconds,
+        successes_per_s: (seconds > 0.0).then(|| hist.count() as f64 / seconds),
+        p50_ms: hist.quantile_ms(0.50),
+        p95_ms: hist.quantile_ms(0.95),
+        p99_ms: hist.quantile_ms(0.99),
+    }
+}
+
+/// The first success on `side` among operations started at or after `end`, and the
+/// failures among them that finished before it (all of them when none succeeded).
+fn recovery(measured: &[&OpSample], side: Side, end: Duration) -> (Option<f64>, u64) {
+    let after = || {
+        measured
+            .iter()
+            .filter(move |s| s.side == side && s.intended >= end)
+    };
+    let first_ok = after().filter(|s| s.ok).map(|s| s.finished).min();
+    let failed = after()
+        .filter(|s| !s.ok && first_ok.is_none_or(|t| s.finished < t))
+        .count() as u64;
+    (
+        first_ok.map(|t| t.saturating_sub(end).as_secs_f64() * 1000.0),
+        failed,
+    )
 }
 
 fn adapter_recovery(
@@ -817,6 +836,52 @@ mod tests {
         );
         assert!((a.recovery_ms.unwrap() - 5.0).abs() < 1e-6);
         assert_eq!(r[0].planned_start_s, 3.0);
+    }
+
+    #[test]
+    fn adapter_figures_run_to_the_next_fault_in_time_not_in_the_list() {
+        let at = |ms| Some(Duration::from_millis(ms));
+        let armed = [
+            Armed {
+                fault: down(4, 1, Target::Opensearch),
+                via: "t".into(),
+                applied_at: at(5000),
+                lifted_at: at(6000),
+                error: None,
+            },
+            Armed {
+                fault: down(0, 1, Target::Pgvector),
+                via: "t".into(),
+                applied_at: at(1000),
+                lifted_at: at(2000),
+                error: None,
+            },
+        ];
+        // The outbox fills during the later (first listed) fault only.
+        let polls: Vec<AdapterPoll> = (0..32)
+            .map(|i| AdapterPoll {
+                at: Duration::from_millis(250 * i),
+                breaker_closed: true,
+                outbox_depth: Some(if (20..26).contains(&i) { 7 } else { 0 }),
+            })
+            .collect();
+        let every = Duration::from_millis(250);
+        let r = analyze(
+            &armed,
+            &[],
+            Duration::from_secs(1),
+            &[],
+            Some((&polls, every)),
+        );
+        let later = r[0].adapter.as_ref().expect("polls after 5 s");
+        assert_eq!(later.outbox_max_depth, Some(7));
+        assert_eq!(later.outbox_drained_ms, Some(500.0));
+        let earlier = r[1].adapter.as_ref().expect("polls from 1 s to 5 s");
+        assert_eq!(
+            earlier.outbox_max_depth,
+            Some(0),
+            "cut at the next fault, 5 s"
+        );
     }
 
     #[test]

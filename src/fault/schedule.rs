@@ -305,26 +305,23 @@ impl FaultGuard {
         let result = async {
             match fault.kind {
                 FaultKind::Freeze | FaultKind::Kill => {
-                    let pids = process::pids(fault.target)?;
-                    if fault.kind == FaultKind::Freeze {
+                    let mut pids = process::pids(fault.target)?;
+                    let sig = if fault.kind == FaultKind::Freeze {
                         process::signal(&pids, "STOP")?;
                         undos.push(Undo::Thaw { pids: pids.clone() });
+                        "STOP"
                     } else {
-                        process::signal(&pids[..1], "KILL")?;
+                        // The postmaster (or the JVM) only; PostgreSQL's backends exit when it dies.
+                        pids.truncate(1);
+                        process::signal(&pids, "KILL")?;
                         undos.push(Undo::Restart);
-                    }
+                        "KILL"
+                    };
+                    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
                     self.state.lock().expect("fault state").armed[i].via = format!(
-                        "SIG{} to {} pid {}",
-                        if fault.kind == FaultKind::Freeze {
-                            "STOP"
-                        } else {
-                            "KILL"
-                        },
+                        "SIG{sig} to {} pid {}",
                         fault.target.as_str(),
-                        pids.iter()
-                            .map(u32::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        pids.join(", ")
                     );
                     Ok(())
                 }
@@ -444,39 +441,64 @@ impl Drop for FaultGuard {
 // ---- what the analysis reads during the run ----------------------------------------
 
 /// Batches of the collector's tap this recorder may queue before the collector drops
-/// (and counts) them; generous, since the recorder only copies a few numbers.
-const RECORDER_BATCHES: usize = 4096;
+/// (and counts) them: as many as samples.parquet's writer queues, so that putting the
+/// recorder in front of it does not multiply what a slow disk can hold in memory. The
+/// recorder itself only copies a few numbers per operation and never falls behind.
+const RECORDER_BATCHES: usize = 64;
 
-/// Copies every operation's side samples off the collector's tap (for [`super::analyze`]),
-/// forwarding each batch to the tap it replaces (samples.parquet), if any.
+/// Side samples the recorder keeps at most (56 bytes each: about 220 MB); beyond, the
+/// rest are counted and the report says the figures around the faults lack them.
+pub const MAX_SAMPLES: usize = 4_000_000;
+
+/// What the recorder kept.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Side samples of measured operations (intended at or after the warmup).
+    pub samples: Vec<OpSample>,
+    /// Side samples not kept: more than [`MAX_SAMPLES`].
+    pub over_cap: u64,
+}
+
+/// Copies every measured operation's side samples off the collector's tap (for
+/// [`super::analyze`]), forwarding each batch to the tap it replaces (samples.parquet),
+/// if any.
 pub struct Recorder {
-    thread: std::thread::JoinHandle<Vec<OpSample>>,
+    thread: std::thread::JoinHandle<Recorded>,
 }
 
 impl Recorder {
-    /// The tap to give the collector, and the recorder behind it.
-    pub fn spawn(forward: Option<EventTap>) -> (EventTap, Recorder) {
+    /// The tap to give the collector, and the recorder behind it; operations intended
+    /// before `warmup` are forwarded but not kept.
+    pub fn spawn(forward: Option<EventTap>, warmup: Duration) -> (EventTap, Recorder) {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(RECORDER_BATCHES);
         let thread = std::thread::Builder::new()
             .name("fault-recorder".into())
             .spawn(move || {
-                let mut out = Vec::new();
+                let mut out = Recorded::default();
                 for batch in rx {
                     for event in &batch {
                         let Event::Done {
                             intended, sides, ..
                         } = event;
-                        out.extend(sides.iter().map(|s| OpSample {
-                            side: s.side,
-                            intended: *intended,
-                            finished: s.finished,
-                            latency: s.latency,
-                            ok: s.outcome.is_ok(),
-                        }));
+                        if *intended < warmup {
+                            continue;
+                        }
+                        for s in sides {
+                            if out.samples.len() >= MAX_SAMPLES {
+                                out.over_cap += 1;
+                                continue;
+                            }
+                            out.samples.push(OpSample {
+                                side: s.side,
+                                intended: *intended,
+                                finished: s.finished,
+                                latency: s.latency,
+                                ok: s.outcome.is_ok(),
+                            });
+                        }
                     }
                     if let Some(EventTap(f)) = &forward {
-                        // Blocking: the parquet writer's own channel is the back-pressure,
-                        // and ours is large enough that the collector does not notice.
+                        // Blocking: the parquet writer's own channel is the back-pressure.
                         let _ = f.send(batch);
                     }
                 }
@@ -486,8 +508,8 @@ impl Recorder {
         (EventTap(tx), Recorder { thread })
     }
 
-    /// The samples, once every copy of the tap is dropped (the run is over).
-    pub fn finish(self) -> Vec<OpSample> {
+    /// What was kept, once every copy of the tap is dropped (the run is over).
+    pub fn finish(self) -> Recorded {
         match self.thread.join() {
             Ok(v) => v,
             Err(panic) => std::panic::resume_unwind(panic),

@@ -112,6 +112,11 @@ impl Toxiproxy {
             .timeout(CALL_TIMEOUT)
             // The API is on loopback; a proxy from the environment must not intercept it.
             .no_proxy()
+            // No pooled connections: the cleanup in `Drop` calls from a runtime of its own
+            // while the caller's (often single-threaded) runtime is blocked on it, and a
+            // connection pooled by that runtime would hang until the call timed out, leaving
+            // the run's proxies and toxics in place. A run makes only a handful of calls.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| FaultError::Unreachable {
                 url: base.to_string(),
@@ -130,10 +135,6 @@ impl Toxiproxy {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_URL.to_string());
         Self::new(&url)
-    }
-
-    pub fn url(&self) -> &str {
-        &self.base
     }
 
     async fn call(
@@ -183,12 +184,6 @@ impl Toxiproxy {
             .call(reqwest::Method::POST, "/proxies", Some(body))
             .await?;
         parse_proxy("POST /proxies", &text)
-    }
-
-    pub async fn proxy(&self, name: &str) -> Result<ProxyInfo, FaultError> {
-        let path = format!("/proxies/{name}");
-        let text = self.call(reqwest::Method::GET, &path, None).await?;
-        parse_proxy(&path, &text)
     }
 
     pub async fn delete_proxy(&self, name: &str) -> Result<(), FaultError> {

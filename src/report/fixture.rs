@@ -397,7 +397,8 @@ pub fn sample_fault() -> crate::fault::FaultWindowReport {
                 backend: BackendKind::Opensearch,
                 targeted: true,
                 during: figures(250, 250, 5.0, None),
-                outside: figures(2000, 0, 40.0, Some(31.0)),
+                // The failures right after the end, before the first success, are outside.
+                outside: figures(2000, 3, 40.0, Some(31.0)),
                 recovery_ms: Some(180.0),
                 errors_after_end: 3,
             },

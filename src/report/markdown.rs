@@ -185,8 +185,6 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     s
 }
 
-/// "≥ " when a latency figure is a lower bound: with dropped operations the slowest were
-/// never timed.
 /// How the fault figures are cut, said once above them.
 pub(super) const FAULTS_NOTE: &str = "Operations are assigned to a fault window by their \
 intended start; \"outside\" is every measured operation outside all fault windows. Recovery \
@@ -239,7 +237,7 @@ pub(super) fn fault_sections(report: &Report) -> Vec<FaultSection> {
                     (Some(0), _) => "the outbox stayed empty".to_string(),
                     (Some(d), Some(t)) => format!("the outbox peaked at {d} and was empty {} after the end", ms(t)),
                     (Some(d), None) => format!(
-                        "the outbox peaked at {d} and was not empty again during the load (the runner delivers it after the load, before validating)"
+                        "the outbox peaked at {d} and was not empty again before the next fault or the end of the load"
                     ),
                 };
                 lines.push(format!(
@@ -296,6 +294,8 @@ pub(super) fn fault_sections(report: &Report) -> Vec<FaultSection> {
         .collect()
 }
 
+/// "≥ " when a latency figure is a lower bound: with dropped operations the slowest were
+/// never timed.
 fn bound(o: &OpReport) -> &'static str {
     if o.latency_is_lower_bound() {
         "≥ "

@@ -240,15 +240,9 @@ async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Erro
     if which != BackendSelection::Opensearch {
         let outbox = shadowbench::adapter::Outbox::new(backends.pgvector().await?);
         let state = outbox.state(5).await?;
-        println!(
-            "outbox     {}: {} pending, {} parked in {}",
-            outbox.table(),
-            state.pending,
-            state.parked,
-            outbox.parked_table()
-        );
-        for line in state.lines(outbox.table()).iter().skip(1) {
-            println!("{line}");
+        match state.lines(outbox.table()).as_slice() {
+            [] => println!("{}", state.summary(outbox.table())),
+            lines => lines.iter().for_each(|l| println!("{l}")),
         }
     }
     Ok(code)

@@ -166,11 +166,10 @@ pub fn validate_fields(r: &Record) -> Result<(), StoreError> {
         }
     }
     check_text("model_version", &r.model_version, MAX_MODEL_VERSION_BYTES)?;
-    let meta = serde_json::to_string(&r.metadata).unwrap_or_default();
-    if meta.len() > MAX_METADATA_BYTES {
+    let meta_bytes = json_len(&r.metadata);
+    if meta_bytes > MAX_METADATA_BYTES {
         return Err(StoreError::InvalidInput(format!(
-            "metadata is {} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted",
-            meta.len()
+            "metadata is {meta_bytes} bytes of JSON; at most {MAX_METADATA_BYTES} are accepted"
         )));
     }
     if has_nul(&r.metadata) {
@@ -196,6 +195,24 @@ pub fn validate_id(id: &RecordId) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Length of the compact JSON of `m`, counted without building it.
+fn json_len(m: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Map into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, m);
+    c.0
 }
 
 fn has_nul(m: &Map<String, Value>) -> bool {

@@ -526,16 +526,14 @@ impl VectorStoreAdapter {
             PrimaryWrite::Upsert(records) => {
                 let versions = self.pg.upsert_in(&mut tx, records).await?;
                 // The last record per identity is the one pgvector kept.
-                let mut seen = std::collections::HashSet::new();
-                let mut ops = Vec::new();
-                for r in records.iter().rev() {
-                    if seen.insert(&r.id) {
+                let ops: Vec<WriteOp> = crate::store::pgvector::dedup_last(records)
+                    .into_iter()
+                    .map(|r| {
                         let mut r = r.clone();
                         r.version = versions.get(&r.id).copied();
-                        ops.push(WriteOp::Upsert(r));
-                    }
-                }
-                ops.reverse();
+                        WriteOp::Upsert(r)
+                    })
+                    .collect();
                 let queued: Vec<(&RecordId, Option<i64>)> =
                     ops.iter().map(|op| (op.id(), None)).collect();
                 let seqs = self.outbox.enqueue_in(&mut tx, &queued).await?;
@@ -555,8 +553,6 @@ impl VectorStoreAdapter {
                 (existed, vec![op], seqs)
             }
         };
-        #[cfg(feature = "failpoints")]
-        failpoint("before_commit");
         self.pg.deadline(tx.commit()).await?;
         drop(guards);
         // Durable from here on: acknowledged whatever OpenSearch does.
@@ -575,23 +571,24 @@ impl VectorStoreAdapter {
         match self.guarded(timeout, os.apply(&ops)).await {
             Ok(outcomes) => {
                 let mut done = Vec::new();
+                let mut rejected = Vec::new();
                 let mut failed = 0u64;
-                for ((seq, op), outcome) in queued.iter().zip(&ops).zip(&outcomes) {
+                for (seq, outcome) in queued.iter().zip(&outcomes) {
                     match outcome {
                         o if o.is_done() => done.push(*seq),
                         ItemOutcome::Rejected(why) => {
                             failed += 1;
-                            let reason = format!("rejected by OpenSearch: {why}");
-                            match self.outbox.park(&[*seq], &reason).await {
-                                Ok(k) => {
-                                    self.counters.outbox_parked.fetch_add(k, Ordering::Relaxed);
-                                    tracing::warn!("outbox entry for {} parked: {reason}", op.id());
-                                }
-                                Err(e) => tracing::warn!("could not park an outbox entry: {e}"),
-                            }
+                            rejected.push((*seq, format!("rejected by OpenSearch: {why}")));
                         }
                         _ => failed += 1,
                     }
+                }
+                // A rejected item is parked at once: retrying cannot help it.
+                match self.outbox.park(&rejected).await {
+                    Ok(k) => {
+                        self.counters.outbox_parked.fetch_add(k, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!("could not park rejected outbox entries: {e}"),
                 }
                 if let Err(e) = self.outbox.remove(&done).await {
                     // Harmless: the drainer will replay the current row once more.
@@ -665,39 +662,37 @@ impl VectorStoreAdapter {
                     break;
                 }
             };
+            // One statement each for the delivered, parked and deferred entries.
             let mut done = Vec::new();
+            let mut park: Vec<(i64, String)> = Vec::new();
+            let mut defer: Vec<(i64, String)> = Vec::new();
             for (op, outcome) in ops.iter().zip(&outcomes) {
                 let (seqs, _, attempts) = &by_id[op.id()];
-                match outcome {
-                    o if o.is_done() => done.extend_from_slice(seqs),
+                let (target, reason) = match outcome {
+                    o if o.is_done() => {
+                        done.extend_from_slice(seqs);
+                        continue;
+                    }
                     ItemOutcome::Rejected(why) => {
-                        let k = self
-                            .outbox
-                            .park(seqs, &format!("rejected by OpenSearch: {why}"))
-                            .await?;
-                        report.parked += k;
-                        report.last_error = Some(why.clone());
+                        (&mut park, format!("rejected by OpenSearch: {why}"))
                     }
-                    ItemOutcome::Retry(why) => {
-                        if *attempts as u32 + 1 >= self.cfg.max_attempts {
-                            let reason = format!(
-                                "gave up after {} attempts; last error: {why}",
-                                attempts + 1
-                            );
-                            report.parked += self.outbox.park(seqs, &reason).await?;
-                        } else {
-                            self.outbox
-                                .defer(seqs, why, self.cfg.retry_base, self.cfg.retry_cap)
-                                .await?;
-                            report.deferred += seqs.len() as u64;
-                        }
-                        report.last_error = Some(why.clone());
-                    }
+                    ItemOutcome::Retry(why) if *attempts as u32 + 1 >= self.cfg.max_attempts => (
+                        &mut park,
+                        format!("gave up after {} attempts; last error: {why}", attempts + 1),
+                    ),
+                    ItemOutcome::Retry(why) => (&mut defer, why.clone()),
                     _ => unreachable!("is_done covers the rest"),
-                }
+                };
+                target.extend(seqs.iter().map(|s| (*s, reason.clone())));
+                report.last_error = Some(reason);
             }
             self.outbox.remove(&done).await?;
             report.delivered += done.len() as u64;
+            report.parked += self.outbox.park(&park).await?;
+            self.outbox
+                .defer(&defer, self.cfg.retry_base, self.cfg.retry_cap)
+                .await?;
+            report.deferred += defer.len() as u64;
         }
         self.counters
             .outbox_drained
@@ -747,9 +742,8 @@ impl Drop for DrainerHandle {
 }
 
 /// Kills the process with SIGKILL at the named point when `SB_FAILPOINT` names it: no
-/// destructor runs and nothing is flushed, the crash the outbox must survive. Points:
-/// `before_commit` (the pgvector transaction is open) and `after_commit` (committed,
-/// OpenSearch not yet written).
+/// destructor runs and nothing is flushed, the crash the outbox must survive. The one
+/// point is `after_commit`: pgvector committed, OpenSearch not yet written.
 #[cfg(feature = "failpoints")]
 fn failpoint(name: &str) {
     if std::env::var("SB_FAILPOINT").as_deref() == Ok(name) {
@@ -803,11 +797,9 @@ impl VectorStore for VectorStoreAdapter {
     /// With OpenSearch configured, every mode writes through the outbox, pgvector mode
     /// included (the drainer delivers), so a rollback followed by a roll forward never
     /// serves stale or resurrected records.
+    ///
+    /// Input is checked once, by pgvector's `upsert_in`, before anything is written.
     async fn upsert_batch(&self, records: &[Record]) -> Result<(), StoreError> {
-        for r in records {
-            crate::record::validate_vector(&r.vector, self.dimension())?;
-            crate::record::validate_fields(r)?;
-        }
         let Some(os) = self.os.clone() else {
             self.pg.upsert_batch(records).await?;
             self.counters

@@ -63,15 +63,20 @@ pub struct OutboxState {
 }
 
 impl OutboxState {
-    /// Human-readable lines; empty when nothing is pending or parked.
+    pub fn summary(&self, table: &str) -> String {
+        format!(
+            "outbox {table}: {} pending delivery to OpenSearch, {} parked (dead letter)",
+            self.pending, self.parked
+        )
+    }
+
+    /// The summary, then one line per parked entry shown; empty when nothing is
+    /// pending or parked.
     pub fn lines(&self, table: &str) -> Vec<String> {
         if self.pending == 0 && self.parked == 0 {
             return Vec::new();
         }
-        let mut out = vec![format!(
-            "outbox {table}: {} pending delivery to OpenSearch, {} parked (dead letter)",
-            self.pending, self.parked
-        )];
+        let mut out = vec![self.summary(table)];
         for p in &self.oldest_parked {
             out.push(format!(
                 "  parked {} after {} attempts at {}: {}",
@@ -233,11 +238,7 @@ impl Outbox {
                 let e = |e| self.err(e);
                 Ok(OutboxEntry {
                     seq: r.try_get(0).map_err(e)?,
-                    id: RecordId {
-                        tenant_id: r.try_get(1).map_err(e)?,
-                        entity_type: r.try_get(2).map_err(e)?,
-                        entity_id: r.try_get(3).map_err(e)?,
-                    },
+                    id: row_id(r).map_err(e)?,
                     delete_version: r.try_get(4).map_err(e)?,
                     attempts: r.try_get(5).map_err(e)?,
                 })
@@ -245,29 +246,29 @@ impl Outbox {
             .collect()
     }
 
-    /// Counts a failed delivery and postpones the entries: the n-th failure waits
-    /// `base · 2^(n-1)`, at most `cap`.
+    /// Counts a failed delivery of each `(seq, error)` and postpones it: the n-th
+    /// failure waits `base · 2^(n-1)`, at most `cap`. One statement for all of them.
     pub async fn defer(
         &self,
-        seqs: &[i64],
-        error: &str,
+        items: &[(i64, String)],
         base: Duration,
         cap: Duration,
     ) -> Result<(), StoreError> {
-        if seqs.is_empty() {
+        if items.is_empty() {
             return Ok(());
         }
+        let (seqs, errors) = split(items);
         let sql = format!(
-            "UPDATE {} SET attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = now() + least($3::float8 * power(2, attempts), $4::float8) * interval '1 millisecond' \
-             WHERE seq = ANY($1)",
+            "UPDATE {} o SET attempts = o.attempts + 1, last_error = u.err, \
+             next_attempt_at = now() + least($3::float8 * power(2, o.attempts), $4::float8) * interval '1 millisecond' \
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(seq, err) WHERE o.seq = u.seq",
             self.table
         );
         self.pg
             .deadline(
                 sqlx::query(AssertSqlSafe(sql))
-                    .bind(seqs.to_vec())
-                    .bind(error.chars().take(REASON_CHARS).collect::<String>())
+                    .bind(seqs)
+                    .bind(errors)
                     .bind(base.as_secs_f64() * 1e3)
                     .bind(cap.as_secs_f64() * 1e3)
                     .execute(self.pg.pool()),
@@ -276,16 +277,19 @@ impl Outbox {
         Ok(())
     }
 
-    /// Moves entries to the dead-letter table with the reason, in one transaction.
-    pub async fn park(&self, seqs: &[i64], reason: &str) -> Result<u64, StoreError> {
-        if seqs.is_empty() {
+    /// Moves each `(seq, reason)` to the dead-letter table with its reason, in one
+    /// statement; returns how many moved.
+    pub async fn park(&self, items: &[(i64, String)]) -> Result<u64, StoreError> {
+        if items.is_empty() {
             return Ok(0);
         }
+        let (seqs, reasons) = split(items);
         let sql = format!(
-            "WITH moved AS (DELETE FROM {} WHERE seq = ANY($1) \
-               RETURNING seq, tenant_id, entity_type, entity_id, delete_version, enqueued_at, attempts) \
+            "WITH u AS (SELECT * FROM UNNEST($1::bigint[], $2::text[]) AS u(seq, reason)), \
+             moved AS (DELETE FROM {} o USING u WHERE o.seq = u.seq \
+               RETURNING o.seq, o.tenant_id, o.entity_type, o.entity_id, o.delete_version, o.enqueued_at, o.attempts, u.reason) \
              INSERT INTO {} (seq, tenant_id, entity_type, entity_id, delete_version, enqueued_at, attempts, reason) \
-             SELECT seq, tenant_id, entity_type, entity_id, delete_version, enqueued_at, attempts + 1, $2 FROM moved \
+             SELECT seq, tenant_id, entity_type, entity_id, delete_version, enqueued_at, attempts + 1, reason FROM moved \
              ON CONFLICT (seq) DO NOTHING",
             self.table, self.parked
         );
@@ -293,8 +297,8 @@ impl Outbox {
             .pg
             .deadline(
                 sqlx::query(AssertSqlSafe(sql))
-                    .bind(seqs.to_vec())
-                    .bind(reason.chars().take(REASON_CHARS).collect::<String>())
+                    .bind(seqs)
+                    .bind(reasons)
                     .execute(self.pg.pool()),
             )
             .await?;
@@ -379,11 +383,7 @@ impl Outbox {
                 let e = |e| self.err(e);
                 Ok(ParkedEntry {
                     seq: r.try_get(0).map_err(e)?,
-                    id: RecordId {
-                        tenant_id: r.try_get(1).map_err(e)?,
-                        entity_type: r.try_get(2).map_err(e)?,
-                        entity_id: r.try_get(3).map_err(e)?,
-                    },
+                    id: row_id(r).map_err(e)?,
                     attempts: r.try_get(4).map_err(e)?,
                     reason: r.try_get(5).map_err(e)?,
                     parked_at: r.try_get(6).map_err(e)?,
@@ -391,4 +391,21 @@ impl Outbox {
             })
             .collect()
     }
+}
+
+/// The identity in columns 1–3 of an outbox or dead-letter row.
+fn row_id(r: &sqlx::postgres::PgRow) -> Result<RecordId, sqlx::Error> {
+    Ok(RecordId {
+        tenant_id: r.try_get(1)?,
+        entity_type: r.try_get(2)?,
+        entity_id: r.try_get(3)?,
+    })
+}
+
+/// Sequence numbers and texts as the two arrays `UNNEST` takes, texts capped.
+fn split(items: &[(i64, String)]) -> (Vec<i64>, Vec<String>) {
+    items
+        .iter()
+        .map(|(seq, text)| (*seq, text.chars().take(REASON_CHARS).collect()))
+        .unzip()
 }

@@ -602,10 +602,10 @@ impl OpenSearchStore {
         &self,
         ops: &[WriteOp],
     ) -> Result<(Vec<ItemOutcome>, Vec<(String, String)>), StoreError> {
-        let upserts: Vec<Record> = ops
+        let upserts: Vec<&Record> = ops
             .iter()
             .filter_map(|op| match op {
-                WriteOp::Upsert(r) => Some(r.clone()),
+                WriteOp::Upsert(r) => Some(r),
                 WriteOp::Delete { .. } => None,
             })
             .collect();

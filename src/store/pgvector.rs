@@ -296,8 +296,9 @@ impl PgVectorStore {
     /// The sequence starts at the current Unix time in microseconds, so a table dropped
     /// and created again still writes versions above any its earlier incarnation left in
     /// OpenSearch. Existing rows are numbered by the column's volatile default, evaluated
-    /// per row when the column is added. Two processes may race here; the loser sees the
-    /// column on its retry of the check.
+    /// per row when the column is added: a one-time rewrite of the table under an
+    /// exclusive lock. Two processes starting at once serialise on an advisory lock, and
+    /// every statement is `IF NOT EXISTS` or idempotent, so the second changes nothing.
     pub async fn ensure_versioning(&self) -> Result<bool, StoreError> {
         let t = &self.cfg.table;
         let has: bool = sqlx::query_scalar(
@@ -714,7 +715,7 @@ impl PgVectorStore {
 }
 
 /// Keeps the last record per identity so one INSERT never touches a row twice.
-fn dedup_last(records: &[Record]) -> Vec<&Record> {
+pub(crate) fn dedup_last(records: &[Record]) -> Vec<&Record> {
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<&Record> = records
         .iter()

@@ -406,11 +406,19 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 2_000)]
     pub opensearch_read_timeout_ms: u64,
     /// A search or write still running after this many milliseconds is abandoned with 504.
-    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = shadowbench::serve::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+        allow_negative_numbers = true
+    )]
     pub request_timeout_ms: u64,
     /// API requests handled at once; one more is shed at once with 503 (/healthz,
     /// /metrics and /v1/mode are not limited).
-    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = shadowbench::serve::DEFAULT_MAX_CONCURRENCY,
+        allow_negative_numbers = true
+    )]
     pub max_concurrency: usize,
     /// Accept upserts and deletes without the bearer token (the mode switch still needs
     /// it). Without this flag and without a token, writes are refused with 403.

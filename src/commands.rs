@@ -386,13 +386,15 @@ async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, E
             "set it (or --admin-token-file) to the token the service was started with",
         )
     })?;
-    drill::check_target("--target", &args.target, args.allow_remote)?;
     let mut opts = drill::DrillOptions::new(args.target, token);
     opts.allow_remote = args.allow_remote;
     opts.timeout = std::time::Duration::from_secs(args.timeout_s.max(1));
-    let report = drill::rollback(&opts)
-        .await
-        .map_err(|e| Error::Failed(e.to_string()))?;
+    // `rollback` checks the target before it sends anything; a refused target is a
+    // usage error (exit 2).
+    let report = drill::rollback(&opts).await.map_err(|e| match e {
+        drill::DrillError::Target(c) => Error::Config(c),
+        e => Error::Failed(e.to_string()),
+    })?;
     for line in report.lines() {
         println!("{line}");
     }

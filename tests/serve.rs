@@ -507,16 +507,7 @@ async fn thirty_seconds_of_captured_traffic_replays_at_double_speed_in_half_the_
     let ds = common::small_dataset();
     let pg = common::pg_store(ds.dimension).await;
     load(&pg, None, &ds.train[..1000]).await;
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            None,
-            MigrationMode::Pgvector,
-            AdapterConfig::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let adapter = pg_adapter(&pg).await;
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("capture.jsonl");
     let running = serve::start(
@@ -666,16 +657,7 @@ async fn bad_requests_get_json_4xx_naming_the_field_and_the_mode_switch_needs_th
     let pg = common::pg_store(DIM).await;
     let records = common::fixture(20, DIM, &["acme"], 3);
     load(&pg, None, &records).await;
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            None,
-            MigrationMode::Pgvector,
-            AdapterConfig::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let adapter = pg_adapter(&pg).await;
     let running = serve::start(
         adapter.clone(),
         ServeConfig {
@@ -878,16 +860,53 @@ async fn fake_opensearch() -> (u16, Arc<std::sync::atomic::AtomicU8>) {
     (port, mode)
 }
 
-/// A real `OpenSearchStore` connected to [`fake_opensearch`] on `port`.
-async fn store_on_fake(port: u16, dim: usize) -> Arc<OpenSearchStore> {
+/// An adapter over pgvector alone, in `pgvector` mode.
+async fn pg_adapter(pg: &Arc<PgVectorStore>) -> Arc<VectorStoreAdapter> {
+    Arc::new(
+        VectorStoreAdapter::new(
+            pg.clone(),
+            None,
+            MigrationMode::Pgvector,
+            AdapterConfig::default(),
+        )
+        .await
+        .unwrap(),
+    )
+}
+
+/// An adapter in `opensearch` mode over `pg` and a real `OpenSearchStore` connected to a
+/// new [`fake_opensearch`] node (answering until told otherwise), with OpenSearch reads
+/// bounded by `read_timeout`. Returns the node's port and its mode switch too.
+async fn adapter_on_fake(
+    pg: &Arc<PgVectorStore>,
+    dim: usize,
+    read_timeout: Duration,
+) -> (
+    Arc<VectorStoreAdapter>,
+    u16,
+    Arc<std::sync::atomic::AtomicU8>,
+) {
+    let (port, fake) = fake_opensearch().await;
     let mut c = common::os_config(&common::unique_name("fake"), dim);
     c.hosts = vec![format!("http://127.0.0.1:{port}").parse().unwrap()];
     c.timeout = Duration::from_secs(30);
-    Arc::new(
+    let os: Arc<dyn VectorStore> = Arc::new(
         OpenSearchStore::connect(c)
             .await
             .expect("connect to the fake node"),
+    );
+    let adapter = VectorStoreAdapter::new(
+        pg.clone(),
+        Some(os),
+        MigrationMode::Opensearch,
+        AdapterConfig {
+            opensearch_read_timeout: read_timeout,
+            ..AdapterConfig::default()
+        },
     )
+    .await
+    .unwrap();
+    (Arc::new(adapter), port, fake)
 }
 
 fn upsert_body(r: &Record) -> Value {
@@ -897,60 +916,67 @@ fn upsert_body(r: &Record) -> Value {
     })
 }
 
+/// `POST /v1/embeddings` with `body`, with a bearer token when one is given.
+async fn post_upsert(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> reqwest::Response {
+    let mut req = client.post(format!("{base}/v1/embeddings")).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+/// `DELETE /v1/embeddings/{tenant}/{type}/{id}` of `r`, with a bearer token when one is
+/// given.
+async fn send_delete(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    r: &Record,
+) -> reqwest::Response {
+    let mut req = client.delete(format!(
+        "{base}/v1/embeddings/{}/{}/{}",
+        r.id.tenant_id, r.id.entity_type, r.id.entity_id
+    ));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open() {
     const DIM: usize = 8;
     let pg = common::pg_store(DIM).await;
     let records = common::fixture(6, DIM, &["acme"], 11);
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            None,
-            MigrationMode::Pgvector,
-            AdapterConfig::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let adapter = pg_adapter(&pg).await;
     let client = http();
     let present = |id: RecordId| {
         let pg = pg.clone();
         async move { pg.get(&id).await.unwrap().is_some() }
-    };
-    let del_url = |base: &str, r: &Record| {
-        format!(
-            "{base}/v1/embeddings/{}/{}/{}",
-            r.id.tenant_id, r.id.entity_type, r.id.entity_id
-        )
     };
 
     // With a token: no header or a wrong one is 401 (with WWW-Authenticate) and writes
     // nothing; the right one writes.
     let running = serve::start(adapter.clone(), local()).await.unwrap();
     let base = running.base_url();
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .json(&upsert_body(&records[0]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(&client, &base, None, &upsert_body(&records[0])).await;
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "authorization");
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .bearer_auth("wrong-token")
-        .json(&json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(
+        &client,
+        &base,
+        Some("wrong-token"),
+        &json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 401, "a batch upsert is guarded too");
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .json(&json!([upsert_body(&records[0])]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(&client, &base, None, &json!([upsert_body(&records[0])])).await;
     assert_eq!(
         r.status().as_u16(),
         401,
@@ -960,32 +986,23 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
         !present(records[0].id.clone()).await,
         "a refused write wrote"
     );
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .bearer_auth(TOKEN)
-        .json(&json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(
+        &client,
+        &base,
+        Some(TOKEN),
+        &json!({"records": [upsert_body(&records[0]), upsert_body(&records[1])]}),
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["upserted"], 2);
     assert!(present(records[1].id.clone()).await);
-    let r = client
-        .delete(del_url(&base, &records[0]))
-        .send()
-        .await
-        .unwrap();
+    let r = send_delete(&client, &base, None, &records[0]).await;
     assert_eq!(r.status().as_u16(), 401);
     assert!(
         present(records[0].id.clone()).await,
         "a refused delete deleted"
     );
-    let r = client
-        .delete(del_url(&base, &records[0]))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = send_delete(&client, &base, Some(TOKEN), &records[0]).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["deleted"], true);
     assert!(!present(records[0].id.clone()).await);
@@ -1024,13 +1041,7 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
     .await
     .unwrap();
     let base = running.base_url();
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .bearer_auth("anything")
-        .json(&upsert_body(&records[2]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(&client, &base, Some("anything"), &upsert_body(&records[2])).await;
     assert_eq!(r.status().as_u16(), 403);
     let msg = r.json::<Value>().await.unwrap()["error"]
         .as_str()
@@ -1040,11 +1051,7 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
         msg.contains("SHADOWBENCH_ADMIN_TOKEN") && msg.contains("--open-writes"),
         "{msg}"
     );
-    let r = client
-        .delete(del_url(&base, &records[1]))
-        .send()
-        .await
-        .unwrap();
+    let r = send_delete(&client, &base, None, &records[1]).await;
     assert_eq!(r.status().as_u16(), 403);
     assert!(!present(records[2].id.clone()).await);
     assert!(present(records[1].id.clone()).await);
@@ -1069,19 +1076,10 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
     .await
     .unwrap();
     let base = running.base_url();
-    let r = client
-        .post(format!("{base}/v1/embeddings"))
-        .json(&upsert_body(&records[2]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_upsert(&client, &base, None, &upsert_body(&records[2])).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(present(records[2].id.clone()).await);
-    let r = client
-        .delete(del_url(&base, &records[1]))
-        .send()
-        .await
-        .unwrap();
+    let r = send_delete(&client, &base, None, &records[1]).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(!present(records[1].id.clone()).await);
     let r = client
@@ -1124,21 +1122,7 @@ fn assert_no_location(what: &str, text: &str, fake_port: u16) {
 async fn healthz_names_no_host_even_when_opensearch_is_unreachable() {
     const DIM: usize = 8;
     let pg = common::pg_store(DIM).await;
-    let (port, fake) = fake_opensearch().await;
-    let os: Arc<dyn VectorStore> = store_on_fake(port, DIM).await;
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            Some(os),
-            MigrationMode::Opensearch,
-            AdapterConfig {
-                opensearch_read_timeout: Duration::from_millis(500),
-                ..AdapterConfig::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let (adapter, port, fake) = adapter_on_fake(&pg, DIM, Duration::from_millis(500)).await;
     let running = serve::start(
         adapter.clone(),
         ServeConfig {
@@ -1210,23 +1194,9 @@ async fn healthz_names_no_host_even_when_opensearch_is_unreachable() {
 async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504() {
     const DIM: usize = 8;
     let pg = common::pg_store(DIM).await;
-    let (port, fake) = fake_opensearch().await;
-    let os: Arc<dyn VectorStore> = store_on_fake(port, DIM).await;
-    fake.store(FAKE_HANG, Ordering::SeqCst);
     // Reads go to the hanging OpenSearch and fall back to pgvector after 3 s.
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            Some(os),
-            MigrationMode::Opensearch,
-            AdapterConfig {
-                opensearch_read_timeout: Duration::from_secs(3),
-                ..AdapterConfig::default()
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let (adapter, _, fake) = adapter_on_fake(&pg, DIM, Duration::from_secs(3)).await;
+    fake.store(FAKE_HANG, Ordering::SeqCst);
     let rec = &common::fixture(1, DIM, &["acme"], 5)[0];
     let query = json!({"tenant_id": "acme", "vector": rec.vector, "k": 1});
     let client = http();
@@ -1414,16 +1384,7 @@ async fn bad_guard_flags_and_a_remote_plain_http_drill_exit_2_and_a_token_file_m
     // A token file written by `echo` (trailing newline) matches the service's token.
     const DIM: usize = 8;
     let pg = common::pg_store(DIM).await;
-    let adapter = Arc::new(
-        VectorStoreAdapter::new(
-            pg.clone(),
-            None,
-            MigrationMode::Pgvector,
-            AdapterConfig::default(),
-        )
-        .await
-        .unwrap(),
-    );
+    let adapter = pg_adapter(&pg).await;
     let running = serve::start(adapter, local()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");

@@ -307,7 +307,9 @@ impl HttpLoadOptions {
     }
 }
 
-fn is_loopback(u: &Url) -> bool {
+/// Whether `u` names this machine (`localhost` or a loopback address); a target that is
+/// not gets `--allow-remote` checks here and in `rollback-drill`.
+pub(crate) fn is_loopback(u: &Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -86,7 +86,7 @@ pub fn check_target(flag: &str, base_url: &str, allow_remote: bool) -> Result<()
         .map_err(|e| ConfigError::invalid(flag, format!("{base_url:?} is not a URL: {e}")))?;
     match url.scheme() {
         "https" => Ok(()),
-        "http" if allow_remote || is_loopback(&url) => Ok(()),
+        "http" if allow_remote || crate::httpload::is_loopback(&url) => Ok(()),
         "http" => Err(ConfigError::invalid(
             flag,
             format!(
@@ -99,16 +99,6 @@ pub fn check_target(flag: &str, base_url: &str, allow_remote: bool) -> Result<()
             flag,
             format!("must be an http:// or https:// URL, not {other}://"),
         )),
-    }
-}
-
-fn is_loopback(u: &url::Url) -> bool {
-    use std::net::IpAddr;
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
     }
 }
 

@@ -159,16 +159,37 @@ pub struct Live {
     pub record_dropped: u64,
 }
 
-/// The `reason` labels of `shadowbench_http_guarded_total`; `internal` last.
-pub const GUARD_REASONS: [&str; 3] = ["overloaded", "timeout", "internal"];
+/// Why the service's own guards stopped a request: the `reason` label of
+/// `shadowbench_http_guarded_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Shed with 503 over `--max-concurrency`.
+    Overloaded,
+    /// 504 after `--request-timeout-ms`.
+    Timeout,
+    /// Any other middleware failure (500).
+    Internal,
+}
+
+impl Guard {
+    pub const ALL: [Guard; 3] = [Guard::Overloaded, Guard::Timeout, Guard::Internal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::Overloaded => "overloaded",
+            Guard::Timeout => "timeout",
+            Guard::Internal => "internal",
+        }
+    }
+}
 
 /// All of the service's metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
     latency: Mutex<BTreeMap<LatencyKey, Histogram>>,
     errors: Mutex<BTreeMap<ErrorKey, u64>>,
     http: Mutex<BTreeMap<(String, u16), u64>>,
-    /// Requests the service's guards stopped, by [`GUARD_REASONS`] index.
-    guarded: [AtomicU64; 3],
+    /// Requests the service's guards stopped, indexed by [`Guard`].
+    guarded: [AtomicU64; Guard::ALL.len()],
     shadow: Mutex<Shadow>,
     inflight_pgvector: AtomicI64,
     inflight_opensearch: AtomicI64,
@@ -265,22 +286,9 @@ impl Metrics {
             .or_insert(0) += 1;
     }
 
-    /// Counts a request stopped by the service's own guards: `overloaded` (shed, 503),
-    /// `timeout` (504) or `internal`. Any other reason is counted as `internal`.
-    pub fn count_guard(&self, reason: &str) {
-        let i = GUARD_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(GUARD_REASONS.len() - 1);
-        self.guarded[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests stopped by a guard for `reason` so far.
-    pub fn guarded(&self, reason: &str) -> u64 {
-        GUARD_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.guarded[i].load(Ordering::Relaxed))
+    /// Counts a request stopped by the service's own guards.
+    pub fn count_guard(&self, reason: Guard) {
+        self.guarded[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Total shadow comparisons so far.
@@ -355,8 +363,8 @@ impl Metrics {
             "counter",
             "API requests the service stopped itself: overloaded (shed with 503 over --max-concurrency), timeout (504 after --request-timeout-ms), internal.",
         );
-        for (reason, n) in GUARD_REASONS.iter().zip(&self.guarded) {
-            let l = labels(&[("reason", reason)]);
+        for (reason, n) in Guard::ALL.iter().zip(&self.guarded) {
+            let l = labels(&[("reason", reason.as_str())]);
             let _ = writeln!(
                 out,
                 "shadowbench_http_guarded_total{{{l}}} {}",
@@ -655,7 +663,18 @@ mod tests {
                 None,
             );
         }
+        m.count_guard(Guard::Timeout);
+        m.count_guard(Guard::Timeout);
+        m.count_guard(Guard::Internal);
         let text = m.render(&live());
+        for (reason, n) in [("overloaded", 0), ("timeout", 2), ("internal", 1)] {
+            assert!(
+                text.contains(&format!(
+                    "shadowbench_http_guarded_total{{reason=\"{reason}\"}} {n}\n"
+                )),
+                "{text}"
+            );
+        }
         let l = "backend=\"pgvector\",op=\"search\",role=\"served\"";
         assert!(text.contains(&format!(
             "shadowbench_request_duration_seconds_bucket{{{l},le=\"0.001\"}} 1\n"

@@ -24,7 +24,7 @@ use super::api::{
     parse_embeddings, parse_mode,
 };
 use super::capture::Capture;
-use super::metrics::{Live, Metrics, Op, Role, Target};
+use super::metrics::{Guard, Live, Metrics, Op, Role, Target};
 use crate::adapter::mode::{routes_to_opensearch, stable_hash};
 use crate::adapter::{MigrationMode, SplitKey, VectorStoreAdapter};
 use crate::config::Secret;
@@ -108,7 +108,7 @@ fn overload_error(
     max_concurrency: usize,
 ) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
-        metrics.count_guard("overloaded");
+        metrics.count_guard(Guard::Overloaded);
         let mut r = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -121,7 +121,7 @@ fn overload_error(
             .insert(header::RETRY_AFTER, "1".parse().expect("static"));
         r
     } else if err.is::<tower::timeout::error::Elapsed>() {
-        metrics.count_guard("timeout");
+        metrics.count_guard(Guard::Timeout);
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -131,7 +131,7 @@ fn overload_error(
         )
         .into_response()
     } else {
-        metrics.count_guard("internal");
+        metrics.count_guard(Guard::Internal);
         tracing::error!("request failed in the service's middleware: {err}");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
     }
@@ -141,20 +141,20 @@ fn overload_error(
 /// HEAD) and `POST /v1/search` (a read with a body) are open; everything else is a
 /// mutation, so a new mutating route is guarded without anyone remembering to.
 async fn guard_writes(State(st): Shared, req: Request, next: Next) -> Response {
-    let route = req
+    // An unmatched route or method answers 404/405 by itself.
+    let Some(route) = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let method = req.method().clone();
+        .map(MatchedPath::as_str)
+    else {
+        return next.run(req).await;
+    };
+    let method = req.method();
     let read_only = method == Method::GET
         || method == Method::HEAD
-        || (method == Method::POST && route.as_deref() == Some("/v1/search"));
-    // An unmatched route or method answers 404/405 by itself.
-    if read_only || route.is_none() {
-        return next.run(req).await;
-    }
-    let admin = route.as_deref() == Some("/v1/mode");
-    if !admin && st.open_writes {
+        || (method == Method::POST && route == "/v1/search");
+    let admin = route == "/v1/mode";
+    if read_only || (!admin && st.open_writes) {
         return next.run(req).await;
     }
     match authorize(&st, req.headers(), admin) {
@@ -313,18 +313,19 @@ async fn remove(
     }
 }
 
-async fn outbox_depth(st: &AppState) -> Option<u64> {
-    tokio::time::timeout(st.probe_timeout, st.adapter.outbox().depth())
+/// `fut` within the probe deadline; `None` when it failed or did not answer in time.
+async fn probe<T>(
+    st: &AppState,
+    fut: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Option<T> {
+    tokio::time::timeout(st.probe_timeout, fut)
         .await
         .ok()
         .and_then(Result::ok)
 }
 
-async fn outbox_parked(st: &AppState) -> Option<u64> {
-    tokio::time::timeout(st.probe_timeout, st.adapter.outbox().parked_count())
-        .await
-        .ok()
-        .and_then(Result::ok)
+async fn outbox_depth(st: &AppState) -> Option<u64> {
+    probe(st, st.adapter.outbox().depth()).await
 }
 
 async fn mode_response(st: &AppState, previous: Option<MigrationMode>) -> ModeResponse {
@@ -466,11 +467,16 @@ async fn healthz(State(st): Shared) -> Response {
 }
 
 async fn metrics(State(st): Shared) -> Response {
+    // Both counts at once, so a slow PostgreSQL costs one probe deadline, not two.
+    let (outbox_depth, outbox_parked) = tokio::join!(
+        outbox_depth(&st),
+        probe(&st, st.adapter.outbox().parked_count())
+    );
     let live = Live {
         mode: st.adapter.mode(),
         breaker: st.adapter.breaker_state(),
-        outbox_depth: outbox_depth(&st).await,
-        outbox_parked: outbox_parked(&st).await,
+        outbox_depth,
+        outbox_parked,
         adapter: st.adapter.stats(),
         record_written: st.capture.as_ref().map_or(0, |c| c.written()),
         record_dropped: st.capture.as_ref().map_or(0, |c| c.dropped()),

@@ -325,6 +325,28 @@ impl Outbox {
         self.count(&self.table).await
     }
 
+    /// The newest entry's sequence number, if any.
+    pub async fn last_seq(&self) -> Result<Option<i64>, StoreError> {
+        let sql = format!("SELECT max(seq) FROM {}", self.table);
+        self.pg
+            .deadline(sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(self.pg.pool()))
+            .await
+    }
+
+    /// Number of pending entries with a sequence number up to `seq`.
+    pub async fn depth_through(&self, seq: i64) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {} WHERE seq <= $1", self.table);
+        let n: i64 = self
+            .pg
+            .deadline(
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(seq)
+                    .fetch_one(self.pg.pool()),
+            )
+            .await?;
+        Ok(n as u64)
+    }
+
     /// Number of parked (dead-letter) entries.
     pub async fn parked_count(&self) -> Result<u64, StoreError> {
         self.count(&self.parked).await

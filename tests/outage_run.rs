@@ -29,18 +29,22 @@ async fn wait_for_ingest(child: &mut std::process::Child, name: &str) {
     panic!("the scenario's ingest did not finish");
 }
 
-#[tokio::test]
-async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvector() {
-    let _serial = common::OUTAGE.lock().await;
-    let name = common::unique_name("outage");
+/// Starts `shadowbench run` on a 40/s shadow scenario over the 5k set in a fresh
+/// table and index `name`, with output piped; returns the child, the report folder and
+/// the temporary folder holding both (kept alive by the caller).
+fn spawn_run(
+    name: &str,
+    scenario_name: &str,
+    duration_s: u32,
+) -> (std::process::Child, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("outage.toml");
+    let scenario = dir.path().join(format!("{scenario_name}.toml"));
     let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
     std::fs::write(
         &scenario,
         format!(
             r#"
-            name = "outage"
+            name = "{scenario_name}"
             phase = "shadow"
             [backends]
             a = "pgvector"
@@ -52,14 +56,14 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
             [load]
             rate = 40
             warmup_s = 1
-            duration_s = 14
+            duration_s = {duration_s}
             request_timeout_ms = 1000
             "#
         ),
     )
     .unwrap();
     let out_dir = dir.path().join("out");
-    let mut child = common::shadowbench(None)
+    let child = common::shadowbench(None)
         .arg("run")
         .arg(&scenario)
         .arg("--out")
@@ -68,6 +72,14 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    (child, out_dir, dir)
+}
+
+#[tokio::test]
+async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvector() {
+    let _serial = common::OUTAGE.lock().await;
+    let name = common::unique_name("outage");
+    let (mut child, out_dir, _dir) = spawn_run(&name, "outage", 14);
     // The ingest of 5k records comes first; wait until both stores hold them, then let
     // the measured run go for a few seconds before killing OpenSearch.
     wait_for_ingest(&mut child, &name).await;
@@ -148,40 +160,7 @@ async fn a_run_with_opensearch_killed_midway_completes_and_keeps_measuring_pgvec
 async fn a_run_with_opensearch_frozen_to_the_end_still_writes_its_report() {
     let _serial = common::OUTAGE.lock().await;
     let name = common::unique_name("frozen");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("frozen.toml");
-    let dataset = concat!(env!("CARGO_MANIFEST_DIR"), "/datasets/debian-minilm-5k");
-    std::fs::write(
-        &scenario,
-        format!(
-            r#"
-            name = "frozen"
-            [backends]
-            a = "pgvector"
-            b = "opensearch"
-            index = "{name}"
-            [dataset]
-            path = "{dataset}"
-            ingest = "recreate"
-            [load]
-            rate = 40
-            warmup_s = 1
-            duration_s = 8
-            request_timeout_ms = 1000
-            "#
-        ),
-    )
-    .unwrap();
-    let out_dir = dir.path().join("out");
-    let mut child = common::shadowbench(None)
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out_dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, out_dir, _dir) = spawn_run(&name, "frozen", 8);
     wait_for_ingest(&mut child, &name).await;
     // OpenSearch's ingest and settling follow pgvector's; freeze well inside the window.
     tokio::time::sleep(Duration::from_secs(12)).await;

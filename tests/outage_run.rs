@@ -29,6 +29,29 @@ async fn wait_for_ingest(child: &mut std::process::Child, name: &str) {
     panic!("the scenario's ingest did not finish");
 }
 
+/// Waits (up to 2 min) until OpenSearch index `name` counts the 5k set, failing if the
+/// run ends first.
+async fn wait_for_opensearch(child: &mut std::process::Child, name: &str) {
+    let url = format!("{}/{name}/_count", common::os_hosts().trim_end_matches('/'));
+    for _ in 0..240 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before the outage"
+        );
+        let out = std::process::Command::new("curl")
+            .args(["-sS", &url])
+            .output()
+            .expect("curl runs");
+        let body: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if body["count"].as_u64() == Some(5000) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the scenario's OpenSearch ingest did not finish");
+}
+
 /// Starts `shadowbench run` on a 40/s shadow scenario over the 5k set in a fresh
 /// table and index `name`, with output piped; returns the child, the report folder and
 /// the temporary folder holding both (kept alive by the caller).
@@ -162,8 +185,11 @@ async fn a_run_with_opensearch_frozen_to_the_end_still_writes_its_report() {
     let name = common::unique_name("frozen");
     let (mut child, out_dir, _dir) = spawn_run(&name, "frozen", 8);
     wait_for_ingest(&mut child, &name).await;
-    // OpenSearch's ingest and settling follow pgvector's; freeze well inside the window.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // OpenSearch's ingest follows pgvector's: wait until it holds the set too, then
+    // freeze well inside the 8 s window (1 s warmup and the settle come first). A fixed
+    // sleep from pgvector's ingest raced the run's end on a fast machine.
+    wait_for_opensearch(&mut child, &name).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let frozen = common::Frozen::new();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await

@@ -6,6 +6,11 @@
 //! HTTP client, an aborted task) reports a failure from `Drop`. Without that, a
 //! cancelled half-open probe would hold the single probe slot forever and the breaker
 //! would reject every later call.
+//!
+//! A failure only counts if its call began after the breaker last recovered. Calls
+//! stuck on a dead connection during an outage fail when their deadline passes, often
+//! after the backend is back and a probe has closed the breaker; counting them would
+//! re-open a healthy breaker once per outage wave.
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -65,7 +70,15 @@ enum Inner {
 #[derive(Debug)]
 pub struct Breaker {
     cfg: BreakerConfig,
-    inner: Mutex<Inner>,
+    inner: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    inner: Inner,
+    /// Recoveries (open or half-open → closed) so far; a permit remembers the value it
+    /// was issued under.
+    recoveries: u64,
 }
 
 /// What a [`Permit`] allows.
@@ -97,6 +110,8 @@ pub enum PermitKind {
 pub struct Permit {
     breaker: Arc<Breaker>,
     kind: PermitKind,
+    /// [`State::recoveries`] when issued.
+    issued_in: u64,
     reported: bool,
 }
 
@@ -114,14 +129,14 @@ impl Permit {
     /// The backend failed or did not answer in time.
     pub fn failure(mut self) {
         self.reported = true;
-        self.breaker.on_failure();
+        self.breaker.on_failure(self.issued_in);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.reported {
-            self.breaker.on_failure();
+            self.breaker.on_failure(self.issued_in);
         }
     }
 }
@@ -130,21 +145,24 @@ impl Breaker {
     pub fn new(cfg: BreakerConfig) -> Self {
         Self {
             cfg,
-            inner: Mutex::new(Inner::Closed { failures: 0 }),
+            inner: Mutex::new(State {
+                inner: Inner::Closed { failures: 0 },
+                recoveries: 0,
+            }),
         }
     }
 
     /// The lock is never held across a call that can panic, but a permit reports from
     /// `Drop`, possibly while unwinding, where a second panic would abort: so a
     /// poisoned lock is used as is rather than unwrapped.
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn state(&self) -> BreakerState {
-        let mut inner = self.lock();
-        Self::advance(&mut inner);
-        match *inner {
+        let mut state = self.lock();
+        Self::advance(&mut state.inner);
+        match state.inner {
             Inner::Closed { .. } => BreakerState::Closed,
             Inner::Open { .. } => BreakerState::Open,
             Inner::HalfOpen { .. } => BreakerState::HalfOpen,
@@ -162,9 +180,9 @@ impl Breaker {
     /// A permit to call the backend, or `None` while the breaker is open or its
     /// half-open probe is in flight.
     pub fn acquire(self: &Arc<Self>) -> Option<Permit> {
-        let mut inner = self.lock();
-        Self::advance(&mut inner);
-        let kind = match &mut *inner {
+        let mut state = self.lock();
+        Self::advance(&mut state.inner);
+        let kind = match &mut state.inner {
             Inner::Closed { .. } => PermitKind::Call,
             Inner::Open { .. } => return None,
             Inner::HalfOpen { probing: true } => return None,
@@ -176,20 +194,30 @@ impl Breaker {
         Some(Permit {
             breaker: self.clone(),
             kind,
+            issued_in: state.recoveries,
             reported: false,
         })
     }
 
     fn on_success(&self) {
-        *self.lock() = Inner::Closed { failures: 0 };
+        let mut state = self.lock();
+        if !matches!(state.inner, Inner::Closed { .. }) {
+            state.recoveries += 1;
+        }
+        state.inner = Inner::Closed { failures: 0 };
     }
 
-    fn on_failure(&self) {
-        let mut inner = self.lock();
+    fn on_failure(&self, issued_in: u64) {
+        let mut state = self.lock();
+        if issued_in < state.recoveries {
+            // Began before the last recovery: evidence about the outage, not now.
+            return;
+        }
         let open = Inner::Open {
             until: Instant::now() + self.cfg.open_for,
         };
-        match &mut *inner {
+        let inner = &mut state.inner;
+        match inner {
             Inner::Closed { failures } => {
                 *failures += 1;
                 if *failures >= self.cfg.failure_threshold {
@@ -293,6 +321,24 @@ mod tests {
         std::thread::spawn(move || drop(probe)).join().unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(kind(&b), Some(PermitKind::Probe));
+    }
+
+    #[test]
+    fn calls_that_began_before_a_recovery_cannot_reopen_the_breaker() {
+        let b = breaker(20);
+        // Calls stuck on a dead backend: issued while closed, still in flight.
+        let stuck: Vec<Permit> = (0..3).map(|_| b.acquire().unwrap()).collect();
+        fail(&b, 3);
+        std::thread::sleep(Duration::from_millis(30));
+        b.acquire().expect("probe").success();
+        // Their deadlines pass after the backend is back.
+        for p in stuck {
+            p.failure();
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Calls issued after the recovery still count.
+        fail(&b, 3);
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]

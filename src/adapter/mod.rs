@@ -351,9 +351,35 @@ impl VectorStoreAdapter {
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let Some(permit) = self.breaker.acquire() else {
+        let Some(mut permit) = self.breaker.acquire() else {
             return Err(GuardedError::BreakerOpen);
         };
+        if permit.kind() == PermitKind::Probe {
+            // The half-open probe is a health check under the read deadline, whatever
+            // call drew it: a drain batch or a write as the probe would hold the single
+            // probe slot for its own long deadline, keeping the breaker shut for up to
+            // 30 s after the backend is back.
+            let deadline = self.cfg.opensearch_read_timeout;
+            let alive = match &self.os {
+                Some(os) => matches!(
+                    tokio::time::timeout(deadline, os.health()).await,
+                    Ok(Ok(h)) if h.ok
+                ),
+                None => false,
+            };
+            if !alive {
+                permit.failure();
+                return Err(GuardedError::Store(StoreError::Timeout {
+                    backend: "opensearch",
+                    detail: format!(
+                        "circuit breaker probe: no healthy answer within {} ms",
+                        deadline.as_millis()
+                    ),
+                }));
+            }
+            permit.success();
+            permit = self.breaker.acquire().ok_or(GuardedError::BreakerOpen)?;
+        }
         match tokio::time::timeout(timeout, f).await {
             Ok(Ok(v)) => {
                 permit.success();

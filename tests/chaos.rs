@@ -18,6 +18,10 @@ use shadowbench::validate::{ValidateOptions, validate};
 
 const DIM: usize = 16;
 
+/// The timed test takes this exclusively; the others share it, so they still run in
+/// parallel with each other but never beside the timed one on this 2-core machine.
+static TIMED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A fresh table and index with the same name, as the CLI uses them.
 async fn stores(layout: TenantLayout) -> (String, Arc<PgVectorStore>, Arc<OpenSearchStore>) {
     let name = common::unique_name("chaos");
@@ -69,6 +73,7 @@ fn curl(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_process_killed_between_the_pgvector_commit_and_the_opensearch_write_loses_nothing() {
+    let _shared = TIMED.read().await;
     let name = common::unique_name("kill");
     let pg = common::pg_store_with(common::pg_config(&name, 384)).await;
     let os = common::os_store_with(common::os_config(&name, 384)).await;
@@ -113,6 +118,7 @@ async fn a_process_killed_between_the_pgvector_commit_and_the_opensearch_write_l
 
 #[tokio::test]
 async fn a_poison_entry_is_parked_and_the_rest_of_the_outbox_drains() {
+    let _shared = TIMED.read().await;
     let (name, pg, os) = stores(TenantLayout::PerTenant).await;
     // A per-tenant index someone else created with a foreign definition: every write
     // for that tenant is refused, whatever the retry.
@@ -170,6 +176,7 @@ async fn a_poison_entry_is_parked_and_the_rest_of_the_outbox_drains() {
 
 #[tokio::test]
 async fn a_rollback_then_a_roll_forward_serves_no_stale_record_and_no_resurrected_delete() {
+    let _shared = TIMED.read().await;
     let (_name, pg, os) = stores(TenantLayout::Shared).await;
     let a = adapter(&pg, &os, MigrationMode::DualWrite).await;
     let records = common::fixture(20, DIM, &["acme", "globex"], 9);
@@ -216,6 +223,7 @@ async fn a_rollback_then_a_roll_forward_serves_no_stale_record_and_no_resurrecte
 
 #[tokio::test]
 async fn two_adapter_processes_writing_the_same_ids_while_sync_runs_converge() {
+    let _shared = TIMED.read().await;
     let (name, pg, os) = stores(TenantLayout::Shared).await;
     let base = common::fixture(150, DIM, &["acme", "globex", "initech"], 21);
     pg.upsert_batch(&base).await.unwrap();
@@ -323,6 +331,8 @@ impl Drop for Proxy {
 
 #[tokio::test]
 async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothing() {
+    // Its 10 s drain deadline is a timing claim: nothing else in this file runs beside it.
+    let _alone = TIMED.write().await;
     const RATE: u64 = 200;
     const BEFORE_S: u64 = 5;
     const HOLE_S: u64 = 30;

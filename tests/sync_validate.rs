@@ -122,18 +122,27 @@ async fn sync_resumes_after_a_kill_and_ends_identical() {
         .lines()
         .find(|l| l.starts_with("expunged deleted documents"))
         .unwrap_or_else(|| panic!("no expunge line: {out}"));
-    let nums: Vec<u64> = line
+    // The index name holds digits too: read the figures after its colon.
+    let figures = line.rsplit_once(": ").map_or(line, |(_, f)| f);
+    let nums: Vec<u64> = figures
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
     let (before, after) = (nums[0], nums[1]);
     eprintln!("{line}");
     assert!(before > 0 && after < before, "{line}");
-    // only_expunge_deletes leaves segments under 10% deleted alone.
-    assert!(after <= 500, "{line}");
+    // only_expunge_deletes leaves a segment alone while at most 10% of it is deleted
+    // (index.merge.policy.expunge_deletes_allowed), so what stays is at most a tenth of
+    // live + deleted.
+    assert!(after * 10 <= 5000 + after, "{line}");
     let usage = os.resources().await.unwrap();
     assert_eq!(usage.live_entries, Some(5000));
-    assert_eq!(usage.deleted_entries, Some(after));
+    // A background merge may still drop some after the figure was read, never add any.
+    let deleted_now = usage.deleted_entries.expect("deleted_entries reported");
+    assert!(
+        deleted_now <= after,
+        "{deleted_now} deleted now, {after} after the merge"
+    );
     let (code, out) = run(cli(&name).arg("validate"));
     assert_eq!(code, 0, "{out}");
 }

@@ -675,8 +675,8 @@ mod tests {
         }
         RunOutcome {
             measurements: agg.finish(),
-            started_at: chrono::Utc::now(),
-            finished_at: chrono::Utc::now(),
+            started_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            finished_at: "2026-12-01T12:00:01Z".parse().unwrap(),
             elapsed: Duration::from_secs(1),
             measured: Duration::from_secs(1),
             exhausted: false,

@@ -52,6 +52,13 @@ mod tests {
         assert_eq!(read(&path).unwrap(), r);
     }
 
+    /// The restructure guard: the JSON of a fixed run, built from fixed samples, stays
+    /// byte for byte what it was.
+    #[test]
+    fn a_fixed_run_serialises_byte_for_byte() {
+        insta::assert_snapshot!(to_string(&super::super::build::sample_report(true)));
+    }
+
     #[test]
     fn a_file_that_is_not_a_report_is_named() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
 use shadowbench::connect::{BackendSelection, Backends};
 use shadowbench::error::{ConfigError, Error};
 use shadowbench::store::VectorStore;
-use shadowbench::{bootstrap, dataset, ingest, sync, validate};
+use shadowbench::{backfill, bootstrap, consistency, dataset, ingest};
 
 use crate::cli::{Cli, Command, IngestArgs, SyncArgs, ValidateArgs};
 
@@ -54,14 +54,14 @@ pub async fn adapter(
 async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
     let pg = backends.pgvector().await?;
     let os = backends.opensearch().await?;
-    let opts = sync::SyncOptions {
+    let opts = backfill::SyncOptions {
         batch_size: args.batch_size,
         concurrency: args.concurrency,
         restart: args.restart,
         progress: true,
     };
     let index = backends.os_config()?.index.clone();
-    let s = sync::sync(pg, os.clone(), &index, &opts).await?;
+    let s = backfill::sync(pg, os.clone(), &index, &opts).await?;
     if let Some(after) = &s.resumed_after {
         println!(
             "resumed after {after} ({} records were copied before the interruption)",
@@ -90,13 +90,13 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
     let outbox = shadowbench::adapter::Outbox::new(pg_store.clone());
     let pg: Arc<dyn VectorStore> = pg_store.clone();
     let os: Arc<dyn VectorStore> = backends.opensearch().await?;
-    let opts = validate::ValidateOptions {
+    let opts = consistency::ValidateOptions {
         show: args.show,
         progress: true,
-        ..validate::ValidateOptions::default()
+        ..consistency::ValidateOptions::default()
     };
     let report = if args.repair {
-        let (before, fixed, after) = validate::repair(pg_store, os, &opts).await?;
+        let (before, fixed, after) = consistency::repair(pg_store, os, &opts).await?;
         for line in before.lines() {
             println!("before repair: {line}");
         }
@@ -106,7 +106,7 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
         );
         after
     } else {
-        validate::validate(pg, os, &opts).await?
+        consistency::validate(pg, os, &opts).await?
     };
     for line in report.lines() {
         println!("{line}");
@@ -117,7 +117,7 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Err
         println!("{line}");
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&report).map_err(Error::failed)?;
         std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
     }
     if report.consistent() {
@@ -393,13 +393,13 @@ async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, E
     // usage error (exit 2).
     let report = drill::rollback(&opts).await.map_err(|e| match e {
         drill::DrillError::Target(c) => Error::Config(c),
-        e => Error::Failed(e.to_string()),
+        e => Error::failed(e),
     })?;
     for line in report.lines() {
         println!("{line}");
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&report).map_err(Error::failed)?;
         std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
     }
     Ok(if report.complete() { 0 } else { 1 })
@@ -420,7 +420,9 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
     }
     let options = runner::RunnerOptions {
         progress: true,
-        samples: args.samples.then(|| dir.join(report::parquet::FILE_NAME)),
+        samples: args
+            .samples
+            .then(|| dir.join(report::samples_sink::FILE_NAME)),
         run_id: Some(run_id),
     };
     let finished = runner::run_scenario(&scenario, backends, &options).await?;
@@ -518,7 +520,7 @@ async fn run_stages_cmd(
             .collect(),
         not_run: staged.not_run.clone(),
     };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Io(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&summary).map_err(Error::failed)?;
     for (name, text) in [
         (stages::JSON_FILE, json + "\n"),
         (stages::MARKDOWN_FILE, summary.markdown()),

@@ -160,16 +160,36 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file or socket operation failed; `context` says which and on what.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step failed with an error of its own module (a report not written, a drill
+    /// step refused, a fault not injected); the typed error is kept as the source.
     #[error("{0}")]
-    Io(String),
-    #[error("{0}")]
-    Failed(String),
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A service the command needs did not answer (not a backend store).
     #[error("{0}")]
     Unreachable(String),
 }
 
 impl Error {
+    /// Wraps a module's own error, keeping it as the source.
+    pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Failed(Box::new(e))
+    }
+
+    /// An I/O error with what was being done, e.g. `"{path}: cannot write"`.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// 0 pass, 1 failure (validation/gate), 2 usage or input, 3 backend unreachable.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -182,7 +202,7 @@ impl Error {
                 | StoreError::InvalidInput(_)
                 | StoreError::Conflict(_),
             ) => 2,
-            Error::Store(_) | Error::Io(_) | Error::Failed(_) => 1,
+            Error::Store(_) | Error::Io { .. } | Error::Failed(_) => 1,
         }
     }
 }

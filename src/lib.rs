@@ -2,10 +2,12 @@
 //! to OpenSearch k-NN. See README.md for the pipeline.
 
 pub mod adapter;
+pub mod backfill;
 pub mod bootstrap;
 pub mod compare;
 pub mod config;
 pub mod connect;
+pub mod consistency;
 pub mod dataset;
 pub mod distance;
 pub mod error;
@@ -23,6 +25,4 @@ pub mod scenario;
 pub mod serve;
 pub mod settle;
 pub mod store;
-pub mod sync;
-pub mod validate;
 pub mod workload;

@@ -251,7 +251,7 @@ pub async fn run_stages(
                 stage.mode
             ),
             adapter: Some((adapter.clone(), served.then_some(Side::B))),
-            samples: samples_dir.map(|d| d.join(&dir_name).join(report::parquet::FILE_NAME)),
+            samples: samples_dir.map(|d| d.join(&dir_name).join(report::samples_sink::FILE_NAME)),
             run_id: Some(format!("{base_id}-{dir_name}")),
             validate,
             faults: &stage.faults,
@@ -512,7 +512,7 @@ async fn measure(
     let [a, b] = leg.reads;
     let stats_before = leg.adapter.as_ref().map(|(ad, _)| ad.stats());
     let sample_writer = match &leg.samples {
-        Some(path) => Some(report::parquet::SampleWriter::spawn(
+        Some(path) => Some(report::samples_sink::SampleWriter::spawn(
             path,
             leg.plan.warmup,
             [
@@ -720,10 +720,10 @@ async fn measure(
             }
         }
         let pg: Arc<dyn VectorStore> = pg;
-        let options = crate::validate::ValidateOptions::default();
+        let options = crate::consistency::ValidateOptions::default();
         match crate::settle::bounded(
             VALIDATE_TIMEOUT,
-            crate::validate::validate(pg, os, &options),
+            crate::consistency::validate(pg, os, &options),
         )
         .await
         {

@@ -10,9 +10,9 @@ use shadowbench::adapter::{
     AdapterConfig, BreakerConfig, BreakerState, ComparedRead, ComparisonSink, MigrationMode,
     VectorStoreAdapter,
 };
+use shadowbench::consistency::{ValidateOptions, validate};
 use shadowbench::record::{Filter, Record, RecordId, SearchRequest};
 use shadowbench::store::{BackendKind, VectorStore};
-use shadowbench::validate::{ValidateOptions, validate};
 
 const DIM: usize = 16;
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
 use shadowbench::config::TenantLayout;
+use shadowbench::consistency::{ValidateOptions, validate};
 use shadowbench::record::{Record, RecordId};
 use shadowbench::store::VectorStore;
 use shadowbench::store::opensearch::OpenSearchStore;
 use shadowbench::store::pgvector::PgVectorStore;
-use shadowbench::validate::{ValidateOptions, validate};
 
 const DIM: usize = 16;
 
@@ -247,7 +247,7 @@ async fn two_adapter_processes_writing_the_same_ids_while_sync_runs_converge() {
     let sync_pg = pg.clone();
     let sync_os: Arc<dyn VectorStore> = os.clone();
     let syncer = async move {
-        let opts = shadowbench::sync::SyncOptions {
+        let opts = shadowbench::backfill::SyncOptions {
             batch_size: 10,
             concurrency: 4,
             restart: true,
@@ -255,7 +255,7 @@ async fn two_adapter_processes_writing_the_same_ids_while_sync_runs_converge() {
         };
         let mut copied = 0;
         for _ in 0..3 {
-            copied += shadowbench::sync::sync(sync_pg.clone(), sync_os.clone(), &name, &opts)
+            copied += shadowbench::backfill::sync(sync_pg.clone(), sync_os.clone(), &name, &opts)
                 .await
                 .expect("sync")
                 .copied;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shadowbench::adapter::{AdapterConfig, BreakerConfig, MigrationMode, VectorStoreAdapter};
 use shadowbench::config::Secret;
+use shadowbench::consistency::{ValidateOptions, validate};
 use shadowbench::httpload::{self, HttpLoadOptions, HttpScenario, LoadShape};
 use shadowbench::record::{Filter, Record, RecordId, SearchRequest};
 use shadowbench::serve::capture::{CapturedKind, CapturedOp};
@@ -19,7 +20,6 @@ use shadowbench::serve::{self, ServeConfig, drill};
 use shadowbench::store::VectorStore;
 use shadowbench::store::opensearch::OpenSearchStore;
 use shadowbench::store::pgvector::PgVectorStore;
-use shadowbench::validate::{ValidateOptions, validate};
 
 const TOKEN: &str = "test-admin-token";
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use shadowbench::consistency::{ValidateOptions, validate};
 use shadowbench::ingest::{IngestOptions, ingest};
 use shadowbench::store::VectorStore;
-use shadowbench::validate::{ValidateOptions, validate};
 
 /// The binary, configured for one table/index pair through the environment.
 fn cli(name: &str) -> Command {
@@ -58,7 +58,7 @@ async fn sync_resumes_after_a_kill_and_ends_identical() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let copied_before_kill = loop {
-        if let Some((_, copied)) = shadowbench::sync::checkpoint(&pg, &name).await.unwrap()
+        if let Some((_, copied)) = shadowbench::backfill::checkpoint(&pg, &name).await.unwrap()
             && copied >= 500
         {
             break copied;
@@ -75,7 +75,7 @@ async fn sync_resumes_after_a_kill_and_ends_identical() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
-    let (_, at_kill) = shadowbench::sync::checkpoint(&pg, &name)
+    let (_, at_kill) = shadowbench::backfill::checkpoint(&pg, &name)
         .await
         .unwrap()
         .expect("checkpoint kept after kill");
@@ -100,7 +100,7 @@ async fn sync_resumes_after_a_kill_and_ends_identical() {
         "resume copied only the rest: {resumed_copy} after {at_kill}"
     );
     assert!(
-        shadowbench::sync::checkpoint(&pg, &name)
+        shadowbench::backfill::checkpoint(&pg, &name)
             .await
             .unwrap()
             .is_none(),

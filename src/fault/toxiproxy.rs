@@ -39,7 +39,7 @@ impl From<FaultError> for crate::error::Error {
         match e {
             FaultError::Unreachable { .. } => crate::error::Error::Unreachable(e.to_string()),
             FaultError::Routing(m) => crate::error::ConfigError::invalid("faults", m).into(),
-            other => crate::error::Error::Failed(other.to_string()),
+            other => crate::error::Error::failed(other),
         }
     }
 }

@@ -92,7 +92,7 @@ impl From<HttpLoadError> for Error {
             e @ HttpLoadError::Scrape {
                 unreachable: true, ..
             } => Error::Unreachable(e.to_string()),
-            other => Error::Failed(other.to_string()),
+            other => Error::failed(other),
         }
     }
 }

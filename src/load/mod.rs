@@ -9,7 +9,7 @@ mod closed_loop;
 mod execute;
 pub mod fanout;
 mod open_loop;
-mod progress;
+
 pub mod schedule;
 
 use chrono::{DateTime, Utc};
@@ -196,7 +196,7 @@ pub async fn run(
         .labels
         .clone()
         .unwrap_or_else(|| [targets.a.kind().to_string(), targets.b.kind().to_string()]);
-    let progress = progress::Progress::start(
+    let progress = crate::progress::Progress::start(
         options.progress,
         plan.planned(),
         labels,

@@ -56,29 +56,4 @@ impl std::fmt::Display for Side {
     }
 }
 
-/// The operation types a workload issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OpKind {
-    Search,
-    Upsert,
-    Delete,
-}
-
-impl OpKind {
-    pub const ALL: [OpKind; 3] = [OpKind::Search, OpKind::Upsert, OpKind::Delete];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::Search => "search",
-            OpKind::Upsert => "upsert",
-            OpKind::Delete => "delete",
-        }
-    }
-}
-
-impl std::fmt::Display for OpKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::record::OpKind;

@@ -17,19 +17,19 @@ pub fn to_string(report: &Report) -> String {
 /// Writes `report.json` into `dir`, creating the directory; returns the file's path.
 pub fn write(report: &Report, dir: &Path) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Io(format!("{}: cannot create directory: {e}", dir.display())))?;
+        .map_err(|e| Error::io(format!("{}: cannot create directory", dir.display()), e))?;
     let path = dir.join(FILE_NAME);
     let mut text = to_string(report);
     text.push('\n');
     std::fs::write(&path, text)
-        .map_err(|e| Error::Io(format!("{}: cannot write: {e}", path.display())))?;
+        .map_err(|e| Error::io(format!("{}: cannot write", path.display()), e))?;
     Ok(path)
 }
 
 /// Reads a report written by [`write`].
 pub fn read(path: &Path) -> Result<Report, Error> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Io(format!("{}: cannot read: {e}", path.display())))?;
+        .map_err(|e| Error::io(format!("{}: cannot read", path.display()), e))?;
     serde_json::from_str(&text).map_err(|e| {
         Error::Config(crate::error::ConfigError::file(
             path,

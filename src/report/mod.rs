@@ -12,8 +12,8 @@ pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;
-pub mod parquet;
 pub mod plots;
+pub mod samples_sink;
 #[cfg(test)]
 mod schema;
 pub mod stages;
@@ -58,7 +58,7 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// Record-by-record consistency of pgvector and OpenSearch, when the scenario validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consistency: Option<crate::validate::ValidationReport>,
+    pub consistency: Option<crate::consistency::ValidationReport>,
     /// What the migration adapter did, when reads or writes went through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<AdapterReport>,

@@ -51,7 +51,7 @@ pub const PLOTS_DIR: &str = "plots";
 
 /// Writes the report files into `dir` (created if missing) and returns their paths in
 /// the order written. `samples.parquet` is not among them: it is streamed during the run
-/// by [`super::parquet::SampleSink`].
+/// by [`super::samples_sink::SampleSink`].
 pub fn write_all(
     report: &Report,
     verdict: Option<&Verdict>,
@@ -108,7 +108,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<PathBuf, ReportError> {
 
 impl From<ReportError> for crate::error::Error {
     fn from(e: ReportError) -> Self {
-        crate::error::Error::Io(e.to_string())
+        crate::error::Error::failed(e)
     }
 }
 

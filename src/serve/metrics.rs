@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::adapter::{AdapterStats, BreakerState, ComparedRead, ComparisonSink, MigrationMode};
 use crate::error::ErrorClass;
-use crate::record::Hit;
+use crate::record::{Hit, OpKind};
 
 /// Upper bounds (seconds) of the latency buckets: dense between 0.5 ms and 100 ms,
 /// where vector search lives, so p95 interpolated from buckets stays close.
@@ -32,24 +32,6 @@ pub const DIFF_BUCKETS: [f64; 19] = [
     -1.0, -0.25, -0.1, -0.05, -0.025, -0.01, -0.005, -0.001, 0.0, 0.001, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.0,
 ];
-
-/// The operation a measurement belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Op {
-    Search,
-    Upsert,
-    Delete,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Search => "search",
-            Op::Upsert => "upsert",
-            Op::Delete => "delete",
-        }
-    }
-}
 
 /// Whether a measurement is of the caller's request or of the mirrored shadow read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,8 +117,8 @@ impl Histogram {
     }
 }
 
-type LatencyKey = (Target, Op, Role);
-type ErrorKey = (Target, Op, ErrorClass, Role);
+type LatencyKey = (Target, OpKind, Role);
+type ErrorKey = (Target, OpKind, ErrorClass, Role);
 
 struct Shadow {
     comparisons: u64,
@@ -250,7 +232,7 @@ impl Metrics {
     pub fn observe(
         &self,
         target: Target,
-        op: Op,
+        op: OpKind,
         role: Role,
         latency: Duration,
         error: Option<ErrorClass>,
@@ -267,7 +249,7 @@ impl Metrics {
     }
 
     /// Counts a failed operation that has no meaningful latency (rejected input).
-    pub fn count_error(&self, target: Target, op: Op, class: ErrorClass, role: Role) {
+    pub fn count_error(&self, target: Target, op: OpKind, class: ErrorClass, role: Role) {
         *self
             .errors
             .lock()
@@ -545,7 +527,7 @@ impl ComparisonSink for Metrics {
         };
         self.observe(
             target,
-            Op::Search,
+            OpKind::Search,
             Role::Shadow,
             candidate.latency,
             candidate.result.as_ref().err().copied(),
@@ -657,7 +639,7 @@ mod tests {
         for ms in [1, 4, 4, 3000] {
             m.observe(
                 Target::Pgvector,
-                Op::Search,
+                OpKind::Search,
                 Role::Served,
                 Duration::from_millis(ms),
                 None,

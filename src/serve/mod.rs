@@ -160,8 +160,8 @@ impl From<ServeError> for Error {
             ServeError::Bind { .. } | ServeError::Config(_) => {
                 Error::Config(ConfigError::invalid("serve", e.to_string()))
             }
-            ServeError::Capture(c) => Error::Io(c.to_string()),
-            ServeError::Server(io) => Error::Io(format!("the HTTP server failed: {io}")),
+            ServeError::Capture(c) => Error::failed(c),
+            ServeError::Server(io) => Error::io("the HTTP server failed", io),
         }
     }
 }

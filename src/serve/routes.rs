@@ -24,11 +24,12 @@ use super::api::{
     parse_embeddings, parse_mode,
 };
 use super::capture::Capture;
-use super::metrics::{Guard, Live, Metrics, Op, Role, Target};
+use super::metrics::{Guard, Live, Metrics, Role, Target};
 use crate::adapter::mode::{routes_to_opensearch, stable_hash};
 use crate::adapter::{MigrationMode, SplitKey, VectorStoreAdapter};
 use crate::config::Secret;
 use crate::error::{ErrorClass, StoreError};
+use crate::record::OpKind;
 use crate::record::{RecordId, SearchRequest};
 use crate::store::VectorStore;
 
@@ -207,7 +208,7 @@ async fn search(State(st): Shared, body: Result<ApiJson<SearchBody>, ApiError>) 
         Err(e) => {
             st.metrics.count_error(
                 Target::Pgvector,
-                Op::Search,
+                OpKind::Search,
                 ErrorClass::Rejected,
                 Role::Served,
             );
@@ -232,7 +233,7 @@ async fn search(State(st): Shared, body: Result<ApiJson<SearchBody>, ApiError>) 
     let res = res.map(|(hits, _)| hits);
     st.metrics.observe(
         target,
-        Op::Search,
+        OpKind::Search,
         Role::Served,
         started.elapsed(),
         res.as_ref().err().map(|e| e.class()),
@@ -259,7 +260,7 @@ async fn upsert(State(st): Shared, body: Result<RawBody, ApiError>) -> Response 
         Ok(r) => r,
         Err(e) => {
             st.metrics
-                .count_error(target, Op::Upsert, ErrorClass::Rejected, Role::Served);
+                .count_error(target, OpKind::Upsert, ErrorClass::Rejected, Role::Served);
             return e.into_response();
         }
     };
@@ -270,7 +271,7 @@ async fn upsert(State(st): Shared, body: Result<RawBody, ApiError>) -> Response 
     let res = st.adapter.upsert_batch(&records).await;
     st.metrics.observe(
         target,
-        Op::Upsert,
+        OpKind::Upsert,
         Role::Served,
         started.elapsed(),
         res.as_ref().err().map(|e| e.class()),
@@ -292,7 +293,7 @@ async fn remove(
     };
     if let Err(e) = st.limits.delete(&id) {
         st.metrics
-            .count_error(target, Op::Delete, ErrorClass::Rejected, Role::Served);
+            .count_error(target, OpKind::Delete, ErrorClass::Rejected, Role::Served);
         return e.into_response();
     }
     if let Some(c) = &st.capture {
@@ -302,7 +303,7 @@ async fn remove(
     let res = st.adapter.delete(&id).await;
     st.metrics.observe(
         target,
-        Op::Delete,
+        OpKind::Delete,
         Role::Served,
         started.elapsed(),
         res.as_ref().err().map(|e| e.class()),

@@ -1,7 +1,8 @@
 //! No acknowledged write is lost, against the real servers: a crash between the
 //! pgvector commit and the OpenSearch write, a poison outbox entry, a rollback and roll
-//! forward, and two adapter processes writing the same identities while `sync` runs.
-//! Each test ends with `validate` at 100%.
+//! forward, two adapter processes writing the same identities while `sync` runs, an
+//! OpenSearch blackhole, and PostgreSQL going away under dual writes. Each test ends with
+//! `validate` at 100%.
 
 mod common;
 
@@ -308,6 +309,14 @@ impl Proxy {
         curl(&["-f", "-X", "POST", &url, "-d", body]);
     }
 
+    /// Disabled: toxiproxy closes the listener and every open connection, as a stopped
+    /// server would.
+    fn set_enabled(&self, enabled: bool) {
+        let url = format!("{}/proxies/{}", self.api, self.name);
+        let body = format!(r#"{{"enabled":{enabled}}}"#);
+        curl(&["-f", "-X", "POST", &url, "-d", &body]);
+    }
+
     fn heal(&self) {
         for t in ["blackhole", "blackhole_up"] {
             let url = format!("{}/proxies/{}/toxics/{t}", self.api, self.name);
@@ -421,4 +430,220 @@ async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothin
     );
     assert_eq!(pg.count().await.unwrap(), acked);
     assert_consistent(&pg, &os, acked).await;
+}
+
+/// The external version OpenSearch holds for `id` in index `index`.
+fn os_version(index: &str, id: &RecordId) -> Option<i64> {
+    let url = format!(
+        "{}/{index}/_doc/{}",
+        common::os_hosts().trim_end_matches('/'),
+        url::form_urlencoded::byte_serialize(id.doc_id().as_bytes()).collect::<String>()
+    );
+    let v: serde_json::Value = serde_json::from_str(&curl(&[&url])).expect("a JSON reply");
+    v["_version"].as_i64()
+}
+
+/// What one write of the PostgreSQL-outage test did.
+struct WriteResult {
+    id: RecordId,
+    /// `Some(record)` for an upsert, `None` for a delete.
+    upsert: Option<Record>,
+    issued_at: Duration,
+    latency: Duration,
+    outcome: Result<(), shadowbench::error::StoreError>,
+}
+
+#[tokio::test]
+async fn postgresql_stopped_under_dual_writes_fails_them_fast_and_acknowledges_only_what_it_kept() {
+    let _shared = TIMED.read().await;
+    const RATE: u64 = 50;
+    const BEFORE_S: u64 = 4;
+    const DOWN_S: u64 = 4;
+    const AFTER_S: u64 = 6;
+    let dsn = url::Url::parse(&common::pg_dsn()).expect("the test DSN is a URL");
+    let upstream = format!(
+        "{}:{}",
+        dsn.host_str().expect("DSN host"),
+        dsn.port().unwrap_or(5432)
+    );
+    let proxy = Proxy::new(&upstream);
+    let name = common::unique_name("pgdown");
+    // Bootstrapped and checked through the direct connection; the adapter's PostgreSQL is
+    // the proxy, which the test turns off as if the server had stopped.
+    let direct = common::pg_store_with(common::pg_config(&name, DIM)).await;
+    let mut proxied = dsn.clone();
+    let (host, port) = proxy.listen.rsplit_once(':').expect("host:port");
+    proxied.set_host(Some(host)).unwrap();
+    proxied.set_port(Some(port.parse().unwrap())).unwrap();
+    let mut pc = common::pg_config(&name, DIM);
+    pc.dsn = shadowbench::config::Secret::new(proxied.to_string());
+    let pg = Arc::new(
+        PgVectorStore::connect(pc)
+            .await
+            .expect("pgvector via the proxy"),
+    );
+    let os = common::os_store_with(common::os_config(&name, DIM)).await;
+    let a = adapter(&pg, &os, MigrationMode::DualWrite).await;
+    let _drainer = a.spawn_drainer(Duration::from_millis(200));
+
+    let total = RATE * (BEFORE_S + DOWN_S + AFTER_S);
+    let records = common::fixture(total as usize, DIM, &["acme", "globex"], 91);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    let started = std::time::Instant::now();
+    let (mut down_at, mut up_at) = (None, None);
+    for (i, r) in records.iter().enumerate() {
+        tick.tick().await;
+        let i = i as u64;
+        if i == RATE * BEFORE_S {
+            proxy.set_enabled(false);
+            down_at = Some(started.elapsed());
+        }
+        if i == RATE * (BEFORE_S + DOWN_S) {
+            proxy.set_enabled(true);
+            up_at = Some(started.elapsed());
+        }
+        // Every fifth write deletes the record written four writes before.
+        let (id, upsert) = if i % 5 == 4 {
+            (records[i as usize - 4].id.clone(), None)
+        } else {
+            (r.id.clone(), Some(r.clone()))
+        };
+        let a = a.clone();
+        tasks.spawn(async move {
+            let issued_at = started.elapsed();
+            let t = std::time::Instant::now();
+            let outcome = match &upsert {
+                Some(rec) => a.upsert(rec).await,
+                None => a.delete(&id).await.map(|_| ()),
+            };
+            WriteResult {
+                id,
+                upsert,
+                issued_at,
+                latency: t.elapsed(),
+                outcome,
+            }
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        results.push(r.unwrap());
+    }
+    results.sort_by_key(|r| r.issued_at);
+    let (down_at, up_at) = (down_at.unwrap(), up_at.unwrap());
+
+    let failed: Vec<&WriteResult> = results.iter().filter(|r| r.outcome.is_err()).collect();
+    let in_window = |r: &WriteResult| r.issued_at >= down_at && r.issued_at < up_at;
+    let failed_inside = failed.iter().filter(|r| in_window(r)).count();
+    let issued_inside = results.iter().filter(|r| in_window(r)).count();
+    let mut classes = std::collections::BTreeMap::new();
+    for r in &failed {
+        let class = r.outcome.as_ref().unwrap_err().class();
+        *classes.entry(class.as_str()).or_insert(0u64) += 1;
+    }
+    let slowest_failure = failed.iter().map(|r| r.latency).max().unwrap_or_default();
+    let last_failure = failed.iter().map(|r| r.issued_at).max();
+    eprintln!(
+        "postgresql down {:.1}-{:.1} s: {} writes, {} failed ({failed_inside} of \
+         {issued_inside} issued inside), classes {classes:?}, slowest failure {} ms, last \
+         failure issued at {:?}; first error: {}",
+        down_at.as_secs_f64(),
+        up_at.as_secs_f64(),
+        results.len(),
+        failed.len(),
+        slowest_failure.as_millis(),
+        last_failure,
+        failed
+            .first()
+            .map(|r| r.outcome.as_ref().unwrap_err().to_string())
+            .unwrap_or_default()
+    );
+    // Writes fail while PostgreSQL is away, and only around that time.
+    assert!(
+        failed_inside * 10 >= issued_inside * 9,
+        "{failed_inside} of {issued_inside} writes failed during the outage"
+    );
+    for r in &failed {
+        assert!(
+            r.issued_at + r.latency >= down_at && r.issued_at < up_at + Duration::from_secs(2),
+            "a write issued at {:?} failed outside the outage: {:?}",
+            r.issued_at,
+            r.outcome
+        );
+    }
+    // Classified as the outage they are, never as a backend's answer.
+    for class in classes.keys() {
+        assert!(
+            ["connection", "timeout"].contains(class),
+            "failures classified as {classes:?}"
+        );
+    }
+    // Fast: a refused connection fails the write at once, not after a deadline.
+    assert!(
+        slowest_failure < Duration::from_secs(3),
+        "the slowest failed write took {slowest_failure:?}"
+    );
+
+    // Acknowledged means kept, in both stores, at the version PostgreSQL gave it. A
+    // failed write is not acknowledged, but it may still have committed (the connection
+    // may have gone after the commit), so an identity it touched may hold either state.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while a.outbox().depth().await.unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "outbox not drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    os.refresh().await.unwrap();
+    let mut last_acked: std::collections::HashMap<&RecordId, &WriteResult> = Default::default();
+    let mut uncertain = std::collections::HashSet::new();
+    for r in &results {
+        match r.outcome {
+            Ok(()) => {
+                last_acked.insert(&r.id, r);
+            }
+            Err(_) => {
+                uncertain.insert(&r.id);
+            }
+        }
+    }
+    let mut checked = 0;
+    for (id, r) in &last_acked {
+        if uncertain.contains(id) {
+            continue;
+        }
+        let in_pg = direct.get(id).await.unwrap();
+        let in_os = os.get(id).await.unwrap();
+        match &r.upsert {
+            Some(rec) => {
+                let got = in_pg.unwrap_or_else(|| panic!("acknowledged {id} missing in pgvector"));
+                assert_eq!(&got, rec, "pgvector holds the acknowledged {id}");
+                let got_os =
+                    in_os.unwrap_or_else(|| panic!("acknowledged {id} missing in OpenSearch"));
+                assert_eq!(&got_os, rec, "OpenSearch holds the acknowledged {id}");
+                assert_eq!(
+                    os_version(&name, id),
+                    got.version,
+                    "{id}: OpenSearch holds PostgreSQL's version"
+                );
+            }
+            None => {
+                assert!(
+                    in_pg.is_none(),
+                    "acknowledged delete of {id} undone in pgvector"
+                );
+                assert!(
+                    in_os.is_none(),
+                    "acknowledged delete of {id} undone in OpenSearch"
+                );
+            }
+        }
+        checked += 1;
+    }
+    eprintln!(
+        "{checked} identities checked by their last acknowledged write, {} uncertain",
+        uncertain.len()
+    );
+    assert!(checked > 0);
+    let live = direct.count().await.unwrap();
+    assert_consistent(&direct, &os, live).await;
 }

@@ -4,6 +4,7 @@
 pub mod exact;
 pub mod opensearch;
 pub mod pgvector;
+pub mod reachability;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};

@@ -9,6 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 use std::sync::Arc;
+
+use super::reachability::{Endpoint, Reachability};
 use std::time::Duration;
 
 use super::{BackendKind, BootstrapOutcome, Health, IndexParams, ResourceUsage, VectorStore};
@@ -29,6 +31,8 @@ pub struct PgVectorStore {
     /// `SELECT` list in column order matching [`row_to_record`].
     select_cols: &'static str,
     upsert_sql: Arc<str>,
+    /// Fails calls fast while the server is not accepting connections.
+    reach: Reachability,
 }
 
 /// Maps sqlx errors to store errors without ever formatting the DSN.
@@ -110,6 +114,10 @@ impl PgVectorStore {
                     .map_err(|e| map_err(&target, e))?;
             let _ = conn.close().await;
         }
+        let reach = Reachability::new(
+            Endpoint::new(opts.get_host(), opts.get_port(), opts.get_socket()),
+            target.clone(),
+        );
         let ef_search = cfg.ef_search.to_string();
         let probes = cfg.probes.to_string();
         let timeout_ms = cfg.statement_timeout.as_millis().to_string();
@@ -160,6 +168,7 @@ impl PgVectorStore {
         Ok(Self {
             cfg,
             pool,
+            reach,
             select_cols: "tenant_id, entity_type, entity_id, embedding, metadata, model_version, created_at, updated_at, version",
             upsert_sql,
         })
@@ -497,21 +506,26 @@ impl PgVectorStore {
         self.cfg.statement_timeout + Duration::from_secs(2)
     }
 
-    /// Runs one sqlx call under [`Self::call_deadline`].
+    /// Runs one sqlx call under [`Self::call_deadline`], failing it fast while the server
+    /// is not accepting connections ([`Reachability`]).
     pub(crate) async fn deadline<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.call_deadline(), f).await {
-            Ok(r) => r.map_err(|e| self.err(e)),
-            Err(_) => Err(StoreError::Timeout {
-                backend: BACKEND,
-                detail: format!(
-                    "no answer within {} ms (client-side deadline)",
-                    self.call_deadline().as_millis()
-                ),
-            }),
-        }
+        self.reach
+            .guard(async {
+                match tokio::time::timeout(self.call_deadline(), f).await {
+                    Ok(r) => r.map_err(|e| self.err(e)),
+                    Err(_) => Err(StoreError::Timeout {
+                        backend: BACKEND,
+                        detail: format!(
+                            "no answer within {} ms (client-side deadline)",
+                            self.call_deadline().as_millis()
+                        ),
+                    }),
+                }
+            })
+            .await
     }
 
     /// Drops the table (and its index). For tests and `bootstrap --recreate`.

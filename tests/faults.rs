@@ -222,3 +222,112 @@ async fn a_run_that_fails_after_its_proxy_was_made_deletes_it() {
     let left: Vec<&String> = proxies.keys().filter(|k| k.starts_with(&mine)).collect();
     assert!(left.is_empty(), "left over: {left:?}");
 }
+
+#[tokio::test]
+async fn postgresql_down_during_dual_write_fails_its_writes_classified_and_the_gate() {
+    let _serial = SERIAL.lock().await;
+    toxiproxy_is_up().await;
+    let name = common::unique_name("fault_pgdown");
+    let text = format!(
+        r#"
+        name = "{name}"
+        validate = true
+        [backends]
+        a = "pgvector"
+        b = "opensearch"
+        index = "{name}"
+        mode = "dual_write"
+        [dataset]
+        synthetic = {{ count = 600, dimension = 16, tenants = 4, queries = 60 }}
+        ingest = "recreate"
+        [workload]
+        source = "synthetic"
+        upsert_share = 0.3
+        delete_share = 0.05
+        [load]
+        rate = 25
+        warmup_s = 3
+        duration_s = 10
+        request_timeout_ms = 3000
+        [[faults]]
+        at_s = 3
+        duration_s = 3
+        target = "pgvector"
+        kind = "down"
+        "#
+    );
+    let scenario = Scenario::parse(&text, None).expect("scenario parses");
+    let backends = Backends {
+        pg: Some(common::pg_config(&name, 16)),
+        os: Some(common::os_config(&name, 16)),
+    };
+    let r = run_scenario(&scenario, &backends, &RunnerOptions::default())
+        .await
+        .expect("the run completes although PostgreSQL went away")
+        .report;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = &r.faults[0];
+    assert!(f.error.is_none(), "{:?}", f.error);
+    let writer = r
+        .backend(shadowbench::measure::Side::Writer)
+        .expect("the adapter's writes are reported");
+    let mut write_errors = std::collections::BTreeMap::new();
+    for op in &writer.ops {
+        for (class, n) in &op.errors {
+            *write_errors.entry(class.as_str()).or_insert(0) += n;
+        }
+    }
+    let pg = side(f, true);
+    let os = side(f, false);
+    println!(
+        "writes: {:?}; errors by class {write_errors:?}; pgvector reads during: {} ops, {} \
+         errors, recovery {:?} ms; opensearch reads during: {} ops, {} errors; consistency {:?}",
+        writer
+            .ops
+            .iter()
+            .map(|o| (o.op.as_str(), o.requests, o.successes, o.latency.max_ms))
+            .collect::<Vec<_>>(),
+        pg.during.operations,
+        pg.during.errors,
+        pg.recovery_ms,
+        os.during.operations,
+        os.during.errors,
+        r.consistency.as_ref().map(|c| c.consistency_pct)
+    );
+    // The writes issued while PostgreSQL was away failed, as connection errors: none was
+    // acknowledged, and none is blamed on a backend's answer.
+    assert!(
+        write_errors.values().sum::<u64>() >= 5,
+        "writes failed during the outage: {write_errors:?}"
+    );
+    for class in write_errors.keys() {
+        assert!(
+            ["connection", "timeout"].contains(class),
+            "{write_errors:?}"
+        );
+    }
+    assert_eq!(
+        pg.during.errors, pg.during.operations,
+        "every pgvector read during the outage fails"
+    );
+    assert!(pg.during.operations >= 20);
+    assert!(pg.recovery_ms.expect("pgvector served again") < 3000.0);
+    // What was acknowledged is in both stores.
+    let c = r.consistency.as_ref().expect("validated after the run");
+    assert_eq!(c.consistency_pct, 100.0, "{:?}", c.lines());
+    // And the gate reads the outage.
+    let v = shadowbench::gate::evaluate(&r.gate_input(), &shadowbench::gate::Criteria::default());
+    let status = |n: &str| {
+        v.criteria
+            .iter()
+            .find(|c| c.name == n)
+            .map(|c| c.status)
+            .unwrap()
+    };
+    assert_eq!(v.outcome, shadowbench::gate::Outcome::Fail, "{v:?}");
+    assert_eq!(
+        status("availability_min_pct"),
+        shadowbench::gate::Status::Fail
+    );
+    no_leftover_proxy(f).await;
+}

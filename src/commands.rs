@@ -192,6 +192,9 @@ async fn ingest_cmd(
         s.seconds,
         s.records_per_second
     );
+    for note in &s.notes {
+        println!("{note}");
+    }
     if let Some(a) = drain {
         let d = a.drain_outbox().await?;
         let stats = a.stats();

@@ -34,6 +34,9 @@ pub struct IngestSummary {
     pub targets: Vec<String>,
     pub seconds: f64,
     pub records_per_second: f64,
+    /// What the stores did around the load (an index deferred and built after it, with
+    /// its settings and time).
+    pub notes: Vec<String>,
 }
 
 /// Writes every record to every target. A batch is acknowledged only when all targets
@@ -44,6 +47,40 @@ pub async fn ingest(
     opts: &IngestOptions,
 ) -> Result<IngestSummary, Error> {
     let start = Instant::now();
+    let mut notes = Vec::new();
+    for t in targets {
+        notes.extend(t.begin_load().await?);
+    }
+    let loaded = load(records, targets, opts).await;
+    // What was deferred is rebuilt even when the load failed, so a failed ingest does
+    // not leave a table without its index.
+    for t in targets {
+        match t.finish_load().await {
+            Ok(n) => notes.extend(n),
+            Err(e) if loaded.is_ok() => return Err(e.into()),
+            Err(_) => {}
+        }
+    }
+    loaded?;
+    for t in targets {
+        t.refresh().await?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(IngestSummary {
+        records: records.len() as u64,
+        targets: targets.iter().map(|t| t.kind().to_string()).collect(),
+        seconds,
+        records_per_second: records.len() as f64 / seconds.max(1e-9),
+        notes,
+    })
+}
+
+/// The batches, `opts.concurrency` at a time, with the progress bar.
+async fn load(
+    records: &[Record],
+    targets: &[Arc<dyn VectorStore>],
+    opts: &IngestOptions,
+) -> Result<(), StoreError> {
     let pb = crate::progress::bar(records.len() as u64, "ingest", opts.progress);
     stream::iter(records.chunks(opts.batch_size.max(1)))
         .map(|chunk| {
@@ -58,15 +95,6 @@ pub async fn ingest(
         .buffer_unordered(opts.concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
-    for t in targets {
-        t.refresh().await?;
-    }
     pb.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(IngestSummary {
-        records: records.len() as u64,
-        targets: targets.iter().map(|t| t.kind().to_string()).collect(),
-        seconds,
-        records_per_second: records.len() as f64 / seconds.max(1e-9),
-    })
+    Ok(())
 }

@@ -85,6 +85,21 @@ async fn after_ingesting_the_small_dataset_pgvector_exact_scan_matches_the_exact
     assert_eq!(s.records, 5000);
     assert_eq!(pg.count().await.unwrap(), 5000);
     assert_eq!(os.count().await.unwrap(), 5000);
+    // The table was empty: its HNSW index was dropped for the load and built once after.
+    eprintln!("ingest notes: {:?}", s.notes);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("vector index built after the load over 5000 rows")),
+        "{:?}",
+        s.notes
+    );
+    let again = pg.bootstrap().await.unwrap();
+    assert!(
+        again.unchanged.iter().any(|u| u.starts_with("index "))
+            && !again.created.iter().any(|c| c.starts_with("index ")),
+        "the index is there after the load: {again:?}"
+    );
 
     let exact = ExactStore::from_records(384, Metric::Cosine, &ds.train).unwrap();
     for q in ds.queries.iter().take(20) {

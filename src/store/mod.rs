@@ -173,6 +173,19 @@ pub trait VectorStore: Send + Sync {
         Ok(())
     }
 
+    /// Prepares a bulk load (`ingest`): a store may stop maintaining its vector index
+    /// row by row while it is empty, to build it once after the load. Returns what it
+    /// changed, to be shown.
+    async fn begin_load(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Ends a bulk load begun by [`Self::begin_load`] (called after a failed load too):
+    /// rebuilds what was deferred. Returns what it did, with its settings and time.
+    async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// How settled the index is: segments and merges in progress (OpenSearch). Stores
     /// without segments answer with nothing known.
     async fn index_state(&self) -> Result<IndexState, StoreError> {

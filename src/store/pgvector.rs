@@ -88,6 +88,58 @@ pub(crate) fn map_err(target: &str, e: sqlx::Error) -> StoreError {
     }
 }
 
+/// How a vector index was (or is to be) built after a bulk load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexBuild {
+    pub rows: u64,
+    /// `maintenance_work_mem` for the build, in kB.
+    pub work_mem_kb: u64,
+    /// `max_parallel_maintenance_workers` for the build (the leader works too).
+    pub parallel_workers: usize,
+    pub seconds: f64,
+}
+
+impl IndexBuild {
+    /// Bounds of `maintenance_work_mem`: PostgreSQL's default, and a ceiling that leaves
+    /// the rest of a shared machine's memory alone.
+    const MIN_WORK_MEM_KB: u64 = 64 * 1024;
+    const MAX_WORK_MEM_KB: u64 = 4 * 1024 * 1024;
+
+    /// Room for the whole HNSW graph in memory (a build whose graph outgrows
+    /// `maintenance_work_mem` falls back to a much slower on-disk insert): per row the
+    /// vector, 2·m neighbour slots at layer 0 and the tuple overhead, doubled for slack;
+    /// one worker per core beside the leader.
+    pub fn plan(rows: u64, dimension: usize, index: PgIndex) -> Self {
+        let per_row = match index {
+            PgIndex::Hnsw { m, .. } => dimension as u64 * 4 + 2 * m as u64 * 8 + 64,
+            PgIndex::IvfFlat { .. } => dimension as u64 * 4 + 32,
+        };
+        let work_mem_kb = (rows.saturating_mul(per_row) * 2 / 1024)
+            .clamp(Self::MIN_WORK_MEM_KB, Self::MAX_WORK_MEM_KB);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            rows,
+            work_mem_kb,
+            parallel_workers: cores.saturating_sub(1).max(1),
+            seconds: 0.0,
+        }
+    }
+}
+
+impl std::fmt::Display for IndexBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vector index built after the load over {} rows in {:.1} s \
+             (maintenance_work_mem {} MB, max_parallel_maintenance_workers {})",
+            self.rows,
+            self.seconds,
+            self.work_mem_kb / 1024,
+            self.parallel_workers
+        )
+    }
+}
+
 impl PgVectorStore {
     /// Opens a pool; fails fast with `Unreachable`/`Auth` when the server is not usable.
     pub async fn connect(cfg: PgConfig) -> Result<Self, StoreError> {
@@ -190,6 +242,112 @@ impl PgVectorStore {
         format!("{}_embedding_idx", self.cfg.table)
     }
 
+    /// The index method and its `WITH` parameters.
+    fn index_method(&self) -> (&'static str, String) {
+        match self.cfg.index {
+            PgIndex::Hnsw { m, ef_construction } => (
+                "hnsw",
+                format!("m = {m}, ef_construction = {ef_construction}"),
+            ),
+            PgIndex::IvfFlat { lists } => ("ivfflat", format!("lists = {lists}")),
+        }
+    }
+
+    fn index_ddl(&self) -> String {
+        let (method, with) = self.index_method();
+        format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} USING {method} (embedding {}) WITH ({with})",
+            self.index_name(),
+            self.cfg.table,
+            self.cfg.metric.pg_opclass()
+        )
+    }
+
+    /// Whether the vector index exists.
+    async fn has_index(&self) -> Result<bool, StoreError> {
+        self.deadline(
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = $1 \
+                 AND schemaname = current_schema())",
+            )
+            .bind(self.index_name())
+            .fetch_one(&self.pool),
+        )
+        .await
+    }
+
+    /// Drops the vector index when the table is empty, so that a bulk load does not
+    /// insert every row into the graph one at a time; [`Self::build_index`] builds it
+    /// once after the load. Returns whether it dropped it. A process that dies between
+    /// the two leaves the table without its index: `bootstrap` (run by every command
+    /// that opens the store for writing) creates it again.
+    pub async fn defer_index_if_empty(&self) -> Result<bool, StoreError> {
+        let t = &self.cfg.table;
+        let empty: bool = self
+            .deadline(
+                sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {t})"
+                )))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        if !empty || !self.has_index().await? {
+            return Ok(false);
+        }
+        let ddl = format!("DROP INDEX IF EXISTS {}", self.index_name());
+        self.deadline(sqlx::query(AssertSqlSafe(ddl)).execute(&self.pool))
+            .await?;
+        Ok(true)
+    }
+
+    /// Builds the vector index if it is missing, in one pass over the loaded table, with
+    /// `maintenance_work_mem` sized to hold the graph and parallel maintenance workers
+    /// (the server's `max_parallel_maintenance_workers` cap still applies). No statement
+    /// timeout: a build of millions of rows takes minutes. Returns `None` when the index
+    /// was already there.
+    pub async fn build_index(&self) -> Result<Option<IndexBuild>, StoreError> {
+        if self.has_index().await? {
+            return Ok(None);
+        }
+        let rows = self.count_rows().await?;
+        let plan = IndexBuild::plan(rows, self.cfg.dimension, self.cfg.index);
+        let started = std::time::Instant::now();
+        let mut tx = self.deadline(self.pool.begin()).await?;
+        for set in [
+            format!("SET LOCAL maintenance_work_mem = '{}kB'", plan.work_mem_kb),
+            format!(
+                "SET LOCAL max_parallel_maintenance_workers = {}",
+                plan.parallel_workers
+            ),
+            "SET LOCAL statement_timeout = 0".to_string(),
+        ] {
+            self.deadline(sqlx::query(AssertSqlSafe(set)).execute(&mut *tx))
+                .await?;
+        }
+        sqlx::query(AssertSqlSafe(self.index_ddl()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.deadline(tx.commit()).await?;
+        Ok(Some(IndexBuild {
+            seconds: started.elapsed().as_secs_f64(),
+            ..plan
+        }))
+    }
+
+    async fn count_rows(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .deadline(
+                sqlx::query_scalar(AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {}",
+                    self.cfg.table
+                )))
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Creates the extension, table and vector index when missing. A table whose
     /// vector column has another dimension is a conflict, never silently reused.
     pub async fn bootstrap(&self) -> Result<BootstrapOutcome, StoreError> {
@@ -266,13 +424,7 @@ impl PgVectorStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
-        let (method, with) = match self.cfg.index {
-            PgIndex::Hnsw { m, ef_construction } => (
-                "hnsw",
-                format!("m = {m}, ef_construction = {ef_construction}"),
-            ),
-            PgIndex::IvfFlat { lists } => ("ivfflat", format!("lists = {lists}")),
-        };
+        let (method, with) = self.index_method();
         let opclass = self.cfg.metric.pg_opclass();
         match existing_def {
             Some(def) if def.contains(&format!("USING {method}")) && def.contains(opclass) => {
@@ -286,10 +438,7 @@ impl PgVectorStore {
                 )));
             }
             None => {
-                let ddl = format!(
-                    "CREATE INDEX IF NOT EXISTS {idx} ON {t} USING {method} (embedding {opclass}) WITH ({with})"
-                );
-                sqlx::query(AssertSqlSafe(ddl))
+                sqlx::query(AssertSqlSafe(self.index_ddl()))
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.err(e))?;
@@ -762,6 +911,25 @@ impl VectorStore for PgVectorStore {
         Ok(())
     }
 
+    async fn begin_load(&self) -> Result<Vec<String>, StoreError> {
+        Ok(if self.defer_index_if_empty().await? {
+            vec![format!(
+                "pgvector: table {} is empty: its vector index is built after the load",
+                self.cfg.table
+            )]
+        } else {
+            Vec::new()
+        })
+    }
+
+    async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .build_index()
+            .await?
+            .map(|b| vec![format!("pgvector: {b}")])
+            .unwrap_or_default())
+    }
+
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
         let mut conn = self.deadline(self.pool.acquire()).await?;
         self.delete_in(&mut conn, id).await
@@ -947,6 +1115,26 @@ impl VectorStore for PgVectorStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_build_gets_room_for_its_graph_within_bounds() {
+        let hnsw = PgIndex::Hnsw {
+            m: 16,
+            ef_construction: 64,
+        };
+        // 1M x 384: (1536 + 256 + 64) B per row, doubled: about 3.5 GiB.
+        let big = IndexBuild::plan(1_000_000, 384, hnsw);
+        assert_eq!(big.work_mem_kb, 1_000_000 * 1856 * 2 / 1024);
+        assert!(big.parallel_workers >= 1);
+        assert_eq!(
+            IndexBuild::plan(100, 384, hnsw).work_mem_kb,
+            IndexBuild::MIN_WORK_MEM_KB
+        );
+        assert_eq!(
+            IndexBuild::plan(100_000_000, 384, hnsw).work_mem_kb,
+            IndexBuild::MAX_WORK_MEM_KB
+        );
+    }
 
     #[test]
     fn dedup_keeps_the_last_write_per_identity() {

@@ -846,6 +846,23 @@ impl VectorStore for VectorStoreAdapter {
             .map(|_| ())
     }
 
+    /// Both stores prepare for the load (pgvector defers the index of an empty table).
+    async fn begin_load(&self) -> Result<Vec<String>, StoreError> {
+        let mut notes = self.pg.begin_load().await?;
+        if let Some(os) = &self.os {
+            notes.extend(os.begin_load().await?);
+        }
+        Ok(notes)
+    }
+
+    async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
+        let mut notes = self.pg.finish_load().await?;
+        if let Some(os) = &self.os {
+            notes.extend(os.finish_load().await?);
+        }
+        Ok(notes)
+    }
+
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
         crate::record::validate_id(id)?;
         let Some(os) = self.os.clone() else {

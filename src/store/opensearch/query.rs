@@ -1,0 +1,262 @@
+//! Query DSL of the OpenSearch store: the k-NN `_search` body with its filter, the
+//! `search_after` scan body, and the parsing of hits and stored documents.
+
+use chrono::{DateTime, Utc};
+use opensearch::http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::transport::{Reply, to_vec};
+use super::{BACKEND, OpenSearchStore};
+use crate::distance::Metric;
+use crate::error::StoreError;
+use crate::record::{Filter, Hit, MAX_K, Record, RecordId, SearchRequest};
+
+/// `index.max_result_window` default: the largest `size` one search may ask for.
+pub(super) const MAX_PAGE: usize = 10_000;
+
+/// Fields returned for a k-NN hit (the identity only; vectors are not fetched).
+const HIT_SOURCE: [&str; 3] = ["tenant_id", "entity_type", "entity_id"];
+
+impl OpenSearchStore {
+    /// `ef_search` sent with a query: at least k (Lucene explores max(k, ef) candidates).
+    pub(super) fn effective_ef_search(&self, k: usize) -> usize {
+        (self.cfg.ef_search as usize).max(k).min(MAX_K)
+    }
+
+    pub(super) async fn search_raw(&self, index: &str, body: &[u8]) -> Result<Reply, StoreError> {
+        let path = format!("/{index}/_search");
+        self.call(Method::Post, &path, &[], Some(body.to_vec()))
+            .await
+    }
+}
+
+/// The bool filter for a [`Filter`], or `None` when it is empty.
+pub fn filter_clause(filter: &Filter) -> Option<Value> {
+    let mut terms = Vec::new();
+    if let Some(t) = &filter.tenant_id {
+        terms.push(json!({"term": {"tenant_id": t}}));
+    }
+    if let Some(t) = &filter.entity_type {
+        terms.push(json!({"term": {"entity_type": t}}));
+    }
+    if let Some(m) = &filter.model_version {
+        terms.push(json!({"term": {"model_version": m}}));
+    }
+    (!terms.is_empty()).then(|| json!({"bool": {"filter": terms}}))
+}
+
+#[derive(Serialize)]
+struct KnnSearchBody<'a> {
+    size: usize,
+    _source: [&'static str; 3],
+    query: KnnQuery<'a>,
+}
+
+#[derive(Serialize)]
+struct KnnQuery<'a> {
+    knn: KnnField<'a>,
+}
+
+#[derive(Serialize)]
+struct KnnField<'a> {
+    vector: KnnClause<'a>,
+}
+
+#[derive(Serialize)]
+struct KnnClause<'a> {
+    vector: &'a [f32],
+    k: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method_parameters: Option<Value>,
+}
+
+/// The `_search` body of a k-NN query. The filter goes inside the knn clause, where the
+/// Lucene engine applies it during the graph search (efficient filtering), not after it.
+/// `ef_search` is sent as `method_parameters.ef_search` (accepted by k-NN ≥ 2.16 for Lucene).
+pub fn knn_search_body(req: &SearchRequest, ef_search: usize) -> Vec<u8> {
+    let body = KnnSearchBody {
+        size: req.k,
+        _source: HIT_SOURCE,
+        query: KnnQuery {
+            knn: KnnField {
+                vector: KnnClause {
+                    vector: &req.vector,
+                    k: req.k,
+                    filter: filter_clause(&req.filter),
+                    method_parameters: Some(json!({ "ef_search": ef_search })),
+                },
+            },
+        },
+    };
+    to_vec(&body)
+}
+
+/// The `_search` body of one scan page, in [`RecordId`] order.
+pub fn scan_body(after: Option<&RecordId>, size: usize) -> Value {
+    let mut body = json!({
+        "size": size,
+        "track_total_hits": false,
+        "query": {"match_all": {}},
+        "sort": [
+            {"tenant_id": "asc"},
+            {"entity_type": "asc"},
+            {"entity_id": "asc"}
+        ]
+    });
+    if let Some(a) = after {
+        body["search_after"] = json!([a.tenant_id, a.entity_type, a.entity_id]);
+    }
+    body
+}
+
+/// k-NN hits, nearest first, with `_score` converted to the metric's distance.
+pub(super) fn parse_knn_hits(v: &Value, metric: Metric) -> Result<Vec<Hit>, StoreError> {
+    let hits = v
+        .pointer("/hits/hits")
+        .and_then(Value::as_array)
+        .ok_or_else(|| StoreError::bad_response(BACKEND, "search: no hits.hits"))?;
+    let mut out = Vec::with_capacity(hits.len());
+    for h in hits {
+        let source = h
+            .get("_source")
+            .ok_or_else(|| StoreError::bad_response(BACKEND, "search: hit without _source"))?;
+        let field = |name: &str| {
+            source
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    StoreError::bad_response(BACKEND, format!("search: hit without {name}"))
+                })
+        };
+        let score = h
+            .get("_score")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| StoreError::bad_response(BACKEND, "search: hit without _score"))?;
+        out.push(Hit {
+            id: RecordId::new(
+                field("tenant_id")?,
+                field("entity_type")?,
+                field("entity_id")?,
+            ),
+            distance: metric.from_opensearch_score(score) as f32,
+        });
+    }
+    // OpenSearch sorts by score; the conversion is monotonic, but keep the contract
+    // explicit (stable, so equal distances keep the engine's order).
+    out.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct StoredDoc {
+    tenant_id: String,
+    entity_type: String,
+    entity_id: String,
+    vector: Vec<f32>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    model_version: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// A full record from a document's `_source`.
+pub(super) fn parse_source(source: &Value) -> Result<Record, StoreError> {
+    let doc = StoredDoc::deserialize(source)
+        .map_err(|e| StoreError::bad_response(BACKEND, format!("document _source: {e}")))?;
+    let time = |s: &str| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::bad_response(BACKEND, format!("timestamp {s:?}: {e}")))
+    };
+    Ok(Record {
+        id: RecordId::new(doc.tenant_id, doc.entity_type, doc.entity_id),
+        vector: doc.vector,
+        metadata: doc.metadata.unwrap_or_default(),
+        model_version: doc.model_version,
+        created_at: time(&doc.created_at)?,
+        updated_at: time(&doc.updated_at)?,
+        version: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(req: &SearchRequest, ef: usize) -> Value {
+        serde_json::from_slice(&knn_search_body(req, ef)).unwrap()
+    }
+
+    #[test]
+    fn knn_body_without_filter_has_no_filter_key() {
+        let req = SearchRequest {
+            vector: vec![0.1, 0.2, 0.3],
+            k: 5,
+            filter: Filter::default(),
+        };
+        let b = body_json(&req, 100);
+        assert_eq!(b["size"], 5);
+        assert_eq!(
+            b["_source"],
+            json!(["tenant_id", "entity_type", "entity_id"])
+        );
+        let clause = &b["query"]["knn"]["vector"];
+        assert_eq!(clause["k"], 5);
+        assert!(clause.get("filter").is_none());
+        assert_eq!(clause["method_parameters"]["ef_search"], 100);
+        // f32 components are written in shortest f32 form.
+        let raw = String::from_utf8(knn_search_body(&req, 100)).unwrap();
+        assert!(raw.contains("[0.1,0.2,0.3]"), "{raw}");
+    }
+
+    #[test]
+    fn knn_body_with_filter_puts_terms_inside_the_knn_clause() {
+        let req = SearchRequest {
+            vector: vec![1.0, 0.0, 0.0],
+            k: 10,
+            filter: Filter {
+                tenant_id: Some("acme".into()),
+                entity_type: None,
+                model_version: Some("m2".into()),
+            },
+        };
+        let b = body_json(&req, 100);
+        let filter = &b["query"]["knn"]["vector"]["filter"];
+        assert_eq!(
+            *filter,
+            json!({"bool": {"filter": [
+                {"term": {"tenant_id": "acme"}},
+                {"term": {"model_version": "m2"}}
+            ]}})
+        );
+        assert!(b.get("post_filter").is_none());
+    }
+
+    #[test]
+    fn scan_body_uses_search_after() {
+        let b = scan_body(None, 100);
+        assert!(b.get("search_after").is_none());
+        assert_eq!(b["size"], 100);
+        let b = scan_body(Some(&RecordId::new("t", "e", "9")), 10);
+        assert_eq!(b["search_after"], json!(["t", "e", "9"]));
+        assert_eq!(b["sort"][2], json!({"entity_id": "asc"}));
+    }
+
+    #[test]
+    fn hits_become_distances_nearest_first() {
+        let v = json!({"hits": {"hits": [
+            {"_score": 0.9, "_source": {"tenant_id": "t", "entity_type": "e", "entity_id": "1"}},
+            {"_score": 0.6, "_source": {"tenant_id": "t", "entity_type": "e", "entity_id": "2"}}
+        ]}});
+        let hits = parse_knn_hits(&v, Metric::Cosine).unwrap();
+        assert_eq!(hits[0].id.entity_id, "1");
+        assert!((hits[0].distance - 0.2).abs() < 1e-6);
+        assert!((hits[1].distance - 0.8).abs() < 1e-6);
+    }
+}

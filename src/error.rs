@@ -46,7 +46,7 @@ impl ErrorClass {
     }
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("vector has dimension {got}, expected {expected}")]
     Dimension { expected: usize, got: usize },

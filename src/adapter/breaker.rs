@@ -199,6 +199,24 @@ impl Breaker {
         })
     }
 
+    /// An out-of-band health check (the outbox drainer's, see
+    /// `VectorStoreAdapter::drain_outbox`) found the backend healthy while the breaker
+    /// was open: close it now rather than wait out the cool-down. That is the same
+    /// evidence a half-open probe takes, gathered sooner. Returns whether it closed.
+    pub fn close_after_health_check(&self) -> bool {
+        let mut state = self.lock();
+        Self::advance(&mut state.inner);
+        match state.inner {
+            // A probe in flight will decide; a closed breaker has nothing to do.
+            Inner::Closed { .. } | Inner::HalfOpen { probing: true } => false,
+            Inner::Open { .. } | Inner::HalfOpen { probing: false } => {
+                state.recoveries += 1;
+                state.inner = Inner::Closed { failures: 0 };
+                true
+            }
+        }
+    }
+
     fn on_success(&self) {
         let mut state = self.lock();
         if !matches!(state.inner, Inner::Closed { .. }) {
@@ -310,6 +328,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         b.acquire().expect("probe").success();
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_health_check_closes_an_open_breaker_before_its_cool_down() {
+        let b = breaker(60_000);
+        fail(&b, 3);
+        let stuck = b.acquire();
+        assert!(stuck.is_none(), "open");
+        assert!(b.close_after_health_check());
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert!(!b.close_after_health_check(), "already closed");
+        // A call issued before that recovery cannot re-open it.
+        let before = breaker(60_000);
+        let old = before.acquire().unwrap();
+        fail(&before, 3);
+        assert!(before.close_after_health_check());
+        old.failure();
+        assert_eq!(before.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_health_check_leaves_a_probe_in_flight_to_decide() {
+        let b = breaker(20);
+        fail(&b, 3);
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.acquire().expect("probe");
+        assert!(!b.close_after_health_check());
+        probe.failure();
+        assert_eq!(b.state(), BreakerState::Open);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! fallback to pgvector behind a circuit breaker.
 
 pub mod breaker;
+mod coalesce;
 pub mod mode;
 pub mod outbox;
 
@@ -59,6 +60,12 @@ pub enum SplitKey {
     Query,
 }
 
+/// Concurrent `_bulk` calls per drain round.
+const DRAIN_CALLS: usize = 2;
+
+/// How often the drainer may health-check OpenSearch while the breaker is open.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AdapterConfig {
     /// Deadline for an OpenSearch read before falling back to pgvector.
@@ -75,6 +82,9 @@ pub struct AdapterConfig {
     pub retry_base: Duration,
     /// Longest backoff between deliveries of one entry.
     pub retry_cap: Duration,
+    /// Live OpenSearch write calls in flight at once; writes that arrive meanwhile are
+    /// sent together in the next `_bulk` (see `coalesce`).
+    pub write_calls_in_flight: usize,
 }
 
 impl Default for AdapterConfig {
@@ -88,6 +98,7 @@ impl Default for AdapterConfig {
             max_attempts: 10,
             retry_base: Duration::from_secs(1),
             retry_cap: Duration::from_secs(300),
+            write_calls_in_flight: 4,
         }
     }
 }
@@ -193,6 +204,10 @@ pub struct VectorStoreAdapter {
     mirror_slots: Arc<Semaphore>,
     sink: RwLock<Option<Arc<dyn ComparisonSink>>>,
     counters: Arc<Counters>,
+    /// Live OpenSearch writes, coalesced.
+    os_writes: Option<coalesce::Coalescer>,
+    /// When the drainer last health-checked OpenSearch behind an open breaker.
+    last_health_check: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl VectorStoreAdapter {
@@ -212,6 +227,13 @@ impl VectorStoreAdapter {
         pg.ensure_versioning().await?;
         let outbox = Outbox::new(pg.clone());
         outbox.ensure().await?;
+        let os_writes = os.clone().map(|os| {
+            coalesce::Coalescer::spawn(
+                os,
+                cfg.write_calls_in_flight,
+                crate::store::opensearch::BULK_MAX_DOCS,
+            )
+        });
         Ok(Self {
             breaker: Arc::new(Breaker::new(cfg.breaker)),
             mirror_slots: Arc::new(Semaphore::new(cfg.mirror_capacity.max(1))),
@@ -223,6 +245,8 @@ impl VectorStoreAdapter {
             outbox,
             sink: RwLock::new(None),
             counters: Arc::new(Counters::default()),
+            last_health_check: std::sync::Mutex::new(None),
+            os_writes,
         })
     }
 
@@ -457,7 +481,7 @@ impl VectorStoreAdapter {
                 let sample = ReadSample {
                     backend: BackendKind::Pgvector,
                     latency: started.elapsed(),
-                    result: res.as_ref().map(Clone::clone).map_err(StoreError::class),
+                    result: res.clone().map_err(|e| e.class()),
                 };
                 self.mirror(req, sample);
                 Ok((res?, BackendKind::Pgvector))
@@ -601,7 +625,11 @@ impl VectorStoreAdapter {
             .cfg
             .opensearch_read_timeout
             .max(Duration::from_secs(10));
-        match self.guarded(timeout, os.apply(&ops)).await {
+        let sent = match &self.os_writes {
+            Some(writes) => self.guarded(timeout, writes.apply(ops)).await,
+            None => self.guarded(timeout, os.apply(&ops)).await,
+        };
+        match sent {
             Ok(outcomes) => {
                 let mut done = Vec::new();
                 let mut rejected = Vec::new();
@@ -661,6 +689,9 @@ impl VectorStoreAdapter {
             if entries.is_empty() {
                 break;
             }
+            if self.breaker.state() != BreakerState::Closed {
+                self.health_check_behind_open_breaker(os.as_ref()).await;
+            }
             // Per identity: its entries, the newest delete version, the most attempts.
             let mut by_id: HashMap<RecordId, (Vec<i64>, Option<i64>, i32)> = HashMap::new();
             for e in &entries {
@@ -688,7 +719,7 @@ impl VectorStoreAdapter {
                 .cfg
                 .opensearch_read_timeout
                 .max(Duration::from_secs(30));
-            let outcomes = match self.guarded(timeout, os.apply(&ops)).await {
+            let outcomes = match self.apply_in_parallel(os.as_ref(), &ops, timeout).await {
                 Ok(o) => o,
                 Err(why) => {
                     report.last_error = Some(why.to_string());
@@ -745,6 +776,52 @@ impl VectorStoreAdapter {
         }
         report.remaining = self.outbox.depth().await?;
         Ok(report)
+    }
+
+    /// `ops` in [`DRAIN_CALLS`] concurrent calls, each behind the breaker; the outcomes
+    /// in order, or the first call's failure. While one `_bulk` waits on its translog
+    /// sync the other is parsed and indexed, so a backlog drains faster than in one
+    /// call after another.
+    async fn apply_in_parallel(
+        &self,
+        os: &dyn VectorStore,
+        ops: &[WriteOp],
+        timeout: Duration,
+    ) -> Result<Vec<ItemOutcome>, GuardedError> {
+        let per_call = ops.len().div_ceil(DRAIN_CALLS).max(1);
+        let calls = ops
+            .chunks(per_call)
+            .map(|chunk| self.guarded(timeout, os.apply(chunk)));
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for answer in futures::future::join_all(calls).await {
+            outcomes.extend(answer?);
+        }
+        Ok(outcomes)
+    }
+
+    /// With entries waiting and the breaker open, checks OpenSearch's health at most
+    /// once per [`HEALTH_CHECK_EVERY`], and closes the breaker when it answers healthy.
+    /// The breaker's cool-down (5 s by default) paces probes by live traffic; without
+    /// this, a backlog built during an outage would wait up to one whole cool-down after
+    /// the recovery before its first delivery.
+    async fn health_check_behind_open_breaker(&self, os: &dyn VectorStore) {
+        {
+            let mut last = self
+                .last_health_check
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < HEALTH_CHECK_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let healthy = matches!(
+            tokio::time::timeout(self.cfg.opensearch_read_timeout, os.health()).await,
+            Ok(Ok(h)) if h.ok
+        );
+        if healthy && self.breaker.close_after_health_check() {
+            tracing::info!("OpenSearch answers healthy again: circuit breaker closed");
+        }
     }
 
     /// Drains the outbox in the background every `every` until the handle is dropped.

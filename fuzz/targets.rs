@@ -52,7 +52,11 @@ pub fn scenario(data: &[u8]) {
         };
         let _ = s.info();
         let _ = s.workload.source();
-        for f in s.faults.iter().chain(s.stages.iter().flat_map(|st| &st.faults)) {
+        for f in s
+            .faults
+            .iter()
+            .chain(s.stages.iter().flat_map(|st| &st.faults))
+        {
             let _ = f.describe();
         }
         for plan in std::iter::once(&s.plan).chain(s.stages.iter().map(|st| &st.plan)) {
@@ -287,11 +291,7 @@ pub fn serve(data: &[u8]) {
     };
     let limits = Limits {
         dimension: if mode & 8 == 0 { 2 } else { 3 },
-        max_k: if mode & 16 == 0 {
-            100
-        } else {
-            usize::MAX
-        },
+        max_k: if mode & 16 == 0 { 100 } else { usize::MAX },
         tenants: (mode & 4 != 0).then(|| ["acme".to_string(), "libs".to_string()].into()),
     };
     let result: Result<(), api::ApiError> = match mode & 3 {
@@ -370,7 +370,10 @@ pub fn report(data: &[u8]) {
 
 fn judge_report(r: &Report) {
     let measured = r.gate_input();
-    for criteria in [r.gate_criteria.clone().unwrap_or_default(), Criteria::default()] {
+    for criteria in [
+        r.gate_criteria.clone().unwrap_or_default(),
+        Criteria::default(),
+    ] {
         let verdict = gate::evaluate(&measured, &criteria);
         let _ = verdict.outcome.exit_code();
         let _ = format!("{verdict:?}");
@@ -436,8 +439,7 @@ pub fn histogram(data: &[u8]) {
 /// The first byte picks one; the rest is the value.
 pub fn cli_values(data: &[u8]) {
     use shadowbench::config::{
-        OpenSearchConfig, PgConfig, parse_hosts, redact_dsn, validate_identifier,
-        validate_pg_table,
+        OpenSearchConfig, PgConfig, parse_hosts, redact_dsn, validate_identifier, validate_pg_table,
     };
     let Some((mode, rest)) = split_mode(data) else {
         return;

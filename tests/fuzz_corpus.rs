@@ -159,8 +159,20 @@ mod seeds {
 
     fn recorded(dir: &Path) {
         for (i, line) in LINES.iter().enumerate() {
-            put(dir, "recorded_line", &format!("{i}"), Some(0), line.as_bytes());
-            put(dir, "recorded_line", &format!("{i}-any-dim"), Some(1), line.as_bytes());
+            put(
+                dir,
+                "recorded_line",
+                &format!("{i}"),
+                Some(0),
+                line.as_bytes(),
+            );
+            put(
+                dir,
+                "recorded_line",
+                &format!("{i}-any-dim"),
+                Some(1),
+                line.as_bytes(),
+            );
         }
         let log = LINES[..4].join("\n") + "\n\n" + LINES[4];
         let bad = LINES.join("\n");
@@ -168,7 +180,13 @@ mod seeds {
         put(dir, "recorded_log", "plain-stop", Some(4), bad.as_bytes());
         put(dir, "recorded_log", "timed", Some(2), bad.as_bytes());
         put(dir, "recorded_log", "gzip-by-mode", Some(8), log.as_bytes());
-        put(dir, "recorded_log", "gzip-raw", Some(1), &gzip(log.as_bytes()));
+        put(
+            dir,
+            "recorded_log",
+            "gzip-raw",
+            Some(1),
+            &gzip(log.as_bytes()),
+        );
         // Two gzip members: `MultiGzDecoder` reads both.
         let mut two = gzip(LINES[0].as_bytes());
         two.extend(gzip(format!("\n{}\n", LINES[1]).as_bytes()));
@@ -217,7 +235,11 @@ mod seeds {
         // The fixed partners of inputs that are one of the optional files.
         let seeds = dir.join("seeds");
         std::fs::create_dir_all(&seeds).unwrap();
-        std::fs::write(seeds.join("train.parquet"), parquet_bytes(&mut train, plain)).unwrap();
+        std::fs::write(
+            seeds.join("train.parquet"),
+            parquet_bytes(&mut train, plain),
+        )
+        .unwrap();
         std::fs::write(seeds.join("test.parquet"), parquet_bytes(&mut test, plain)).unwrap();
 
         for (name, c) in [
@@ -249,26 +271,56 @@ mod seeds {
             )
             .into_column(),
         ]);
-        put(dir, "parquet", "train-i32-f64", Some(0), &parquet_bytes(&mut narrow, plain));
+        put(
+            dir,
+            "parquet",
+            "train-i32-f64",
+            Some(0),
+            &parquet_bytes(&mut narrow, plain),
+        );
         // Nulls where the loader insists on values.
         let mut nulls = frame(vec![
             Series::new("id".into(), &[Some(1i64), None]).into_column(),
             list_f32("emb", &[&[1.0], &[2.0]]),
         ]);
-        put(dir, "parquet", "train-null-id", Some(0), &parquet_bytes(&mut nulls, plain));
+        put(
+            dir,
+            "parquet",
+            "train-null-id",
+            Some(0),
+            &parquet_bytes(&mut nulls, plain),
+        );
 
-        put(dir, "parquet", "test", Some(1), &parquet_bytes(&mut test, plain));
+        put(
+            dir,
+            "parquet",
+            "test",
+            Some(1),
+            &parquet_bytes(&mut test, plain),
+        );
         let mut neighbors = frame(vec![
             ints("id", &[0, 1]),
             list_i64("neighbors_id", &[&[0, 2, 1], &[1, 3, 0]]),
         ]);
-        put(dir, "parquet", "neighbors", Some(2), &parquet_bytes(&mut neighbors, plain));
+        put(
+            dir,
+            "parquet",
+            "neighbors",
+            Some(2),
+            &parquet_bytes(&mut neighbors, plain),
+        );
         let mut tenant = frame(vec![
             ints("id", &[0, 1]),
             strs("tenant_id", &["default", "default"]),
             list_i64("neighbors_id", &[&[0], &[1, 3]]),
         ]);
-        put(dir, "parquet", "neighbors-tenant", Some(3), &parquet_bytes(&mut tenant, plain));
+        put(
+            dir,
+            "parquet",
+            "neighbors-tenant",
+            Some(3),
+            &parquet_bytes(&mut tenant, plain),
+        );
         let mut meta = frame(vec![
             ints("id", &[0, 1, 2, 3]),
             strs("tenant_id", &["acme", "acme", "libs", "libs"]),
@@ -276,9 +328,24 @@ mod seeds {
             strs("entity_id", &["a", "b", "c", "d"]),
             strs("model_version", &["m1", "m1", "m2", "m2"]),
         ]);
-        put(dir, "parquet", "meta", Some(4), &parquet_bytes(&mut meta, plain));
-        let mut test_meta = frame(vec![ints("id", &[0, 1]), strs("tenant_id", &["acme", "libs"])]);
-        put(dir, "parquet", "test-meta", Some(5), &parquet_bytes(&mut test_meta, plain));
+        put(
+            dir,
+            "parquet",
+            "meta",
+            Some(4),
+            &parquet_bytes(&mut meta, plain),
+        );
+        let mut test_meta = frame(vec![
+            ints("id", &[0, 1]),
+            strs("tenant_id", &["acme", "libs"]),
+        ]);
+        put(
+            dir,
+            "parquet",
+            "test-meta",
+            Some(5),
+            &parquet_bytes(&mut test_meta, plain),
+        );
     }
 
     fn vecs_bytes(dim: i32, rows: &[&[u8]]) -> Vec<u8> {
@@ -309,11 +376,23 @@ mod seeds {
         );
         put(dir, "vecs", "base", Some(0), &base);
         put(dir, "vecs", "base-and-queries", Some(1), &base);
-        put(dir, "vecs", "queries", Some(2), &vecs_bytes(3, &[&f32s(&[1.0, 2.0, 3.0])]));
+        put(
+            dir,
+            "vecs",
+            "queries",
+            Some(2),
+            &vecs_bytes(3, &[&f32s(&[1.0, 2.0, 3.0])]),
+        );
         let truth = vecs_bytes(2, &[&i32s(&[0, 3]), &i32s(&[1, 2])]);
         put(dir, "vecs", "groundtruth", Some(3), &truth);
         put(dir, "vecs", "truncated", Some(0), &base[..base.len() - 3]);
-        put(dir, "vecs", "nan", Some(0), &vecs_bytes(1, &[&f32s(&[f32::NAN])]));
+        put(
+            dir,
+            "vecs",
+            "nan",
+            Some(0),
+            &vecs_bytes(1, &[&f32s(&[f32::NAN])]),
+        );
     }
 
     fn serve(dir: &Path) {
@@ -368,7 +447,13 @@ mod seeds {
                 .decode(b64)
                 .unwrap();
             put(dir, "histogram", &format!("{i}-frame"), Some(0), &raw);
-            put(dir, "histogram", &format!("{i}-b64"), Some(2), b64.as_bytes());
+            put(
+                dir,
+                "histogram",
+                &format!("{i}-b64"),
+                Some(2),
+                b64.as_bytes(),
+            );
             let mut v2 = Vec::new();
             V2Serializer::new()
                 .serialize(&op.histogram().unwrap(), &mut v2)
@@ -388,7 +473,11 @@ mod seeds {
         let cases: [(&str, u8, &str); 8] = [
             ("backend", 0, "both"),
             ("metric", 1, "innerproduct"),
-            ("hosts", 2, "https://admin:secret@localhost:9200, node2:9201/"),
+            (
+                "hosts",
+                2,
+                "https://admin:secret@localhost:9200, node2:9201/",
+            ),
             ("hosts-bad", 2, "ftp://x,,http://[::1]:92000"),
             ("dsn", 3, "postgres://u:p@localhost:5432/db?sslmode=disable"),
             ("identifier", 4, "ml_embeddings"),

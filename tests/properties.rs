@@ -230,7 +230,10 @@ proptest! {
 
 /// Answers of up to 15 ids drawn from 20, so that the two sides overlap and repeat.
 fn answer() -> impl Strategy<Value = Vec<RecordId>> {
-    prop::collection::vec((0u8..20).prop_map(|i| RecordId::new("t", "e", i.to_string())), 0..15)
+    prop::collection::vec(
+        (0u8..20).prop_map(|i| RecordId::new("t", "e", i.to_string())),
+        0..15,
+    )
 }
 
 fn distinct_top_k(ids: &[RecordId], k: usize) -> HashSet<&RecordId> {
@@ -390,11 +393,19 @@ fn status_of(m: &Measured, c: &Criteria, name: &str) -> Status {
 }
 
 fn option_f64() -> impl Strategy<Value = Option<f64>> {
-    prop_oneof![Just(None), any::<f64>().prop_map(Some), (0.0f64..1_000.0).prop_map(Some)]
+    prop_oneof![
+        Just(None),
+        any::<f64>().prop_map(Some),
+        (0.0f64..1_000.0).prop_map(Some)
+    ]
 }
 
 fn option_u64() -> impl Strategy<Value = Option<u64>> {
-    prop_oneof![Just(None), any::<u64>().prop_map(Some), (0u64..200).prop_map(Some)]
+    prop_oneof![
+        Just(None),
+        any::<u64>().prop_map(Some),
+        (0u64..200).prop_map(Some)
+    ]
 }
 
 prop_compose! {

@@ -217,8 +217,8 @@ pub(crate) fn decode_histogram(b64: &str) -> Option<Histogram<u64>> {
 /// The plain V2 frame in `bytes` (inflated when it is V2 + DEFLATE), only when the
 /// payload its header declares is all there. hdrhistogram's deserializer allocates and
 /// zeroes the declared length (up to 4 GiB) before reading it, so without this check
-/// 40 bytes of base64 in a report.json made `gate` and `compare` allocate 4 GiB (found
-/// by fuzz/targets.rs `histogram`).
+/// 40 bytes of base64 in a report.json made `gate` and `compare` allocate 4 GiB (the
+/// inputs are in fuzz/regressions/histogram/).
 fn plain_v2_frame(bytes: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     use std::io::Read as _;
     const V2_COOKIE: u32 = 0x1c84_9313;

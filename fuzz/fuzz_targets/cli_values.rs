@@ -1,0 +1,8 @@
+//! Fuzz target `cli_values`: the body is `targets::cli_values` in fuzz/targets.rs, shared with
+//! tests/fuzz_corpus.rs, which replays the committed corpus on stable Rust.
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::cli_values(data));

@@ -1,0 +1,8 @@
+//! Fuzz target `recorded_line`: the body is `targets::recorded_line` in fuzz/targets.rs, shared with
+//! tests/fuzz_corpus.rs, which replays the committed corpus on stable Rust.
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::recorded_line(data));

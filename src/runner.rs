@@ -15,7 +15,7 @@ use crate::load::{self, FanOutWriter, LoadPlan, RunOptions, Targets};
 use crate::measure::Side;
 use crate::measure::{CollectorConfig, GroundTruth};
 use crate::report::{self, AdapterReport, Report, ReportContext, SideInfo};
-use crate::scenario::{DatasetSource, IngestPolicy, Scenario, WorkloadSpec};
+use crate::scenario::{DatasetSource, IngestPolicy, Scenario, WorkloadSpec, WriteRoute};
 use crate::store::exact::ExactStore;
 use crate::store::pgvector::PgVectorStore;
 use crate::store::{BackendKind, VectorStore};
@@ -108,11 +108,8 @@ pub async fn run_scenario(
     }
     let prep = Prepared::open(scenario, backends, options).await?;
     let [a, b] = prep.opened.sides.clone();
-    let (writer, writer_note, adapter): (Arc<dyn VectorStore>, String, _) = match scenario
-        .mode
-        .as_str()
-    {
-        "direct" => {
+    let (writer, writer_note, adapter): (Arc<dyn VectorStore>, String, _) = match scenario.mode {
+        WriteRoute::Direct => {
             let mut stores = vec![a.clone(), b.clone()];
             // pgvector is the source of truth during the migration: written first.
             stores.sort_by_key(|s| s.kind());
@@ -121,8 +118,7 @@ pub async fn run_scenario(
             let note = format!("direct fan-out, in order: {}", order.join(" then "));
             (Arc::new(w), note, None)
         }
-        mode => {
-            let mode = MigrationMode::parse("backends.mode", mode)?;
+        WriteRoute::Adapter(mode) => {
             let adapter = prep.adapter(scenario, mode).await?;
             (
                 adapter.clone(),
@@ -135,7 +131,7 @@ pub async fn run_scenario(
     let leg = Leg {
         plan: &scenario.plan,
         scenario: scenario.info(),
-        mode: scenario.mode.clone(),
+        mode: scenario.mode.to_string(),
         infos: [
             side_info(Side::A, &a, labels[0].clone()),
             side_info(Side::B, &b, labels[1].clone()),

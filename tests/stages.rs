@@ -85,7 +85,10 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     );
     // The fourth stage cannot meet its p95 < 0.001 ms: the run fails (1) and stops.
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("== stage 2 of 7: split-50 (mode read_split(50)) =="));
+    assert!(
+        stdout.contains("== stage 2 of 7: split-50 (mode read_split(50)) =="),
+        "{stdout}\n{stderr}"
+    );
 
     let summary: StagesSummary =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("stages.json")).unwrap())

@@ -429,10 +429,7 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, E
         run_id: Some(run_id),
     };
     let finished = runner::run_scenario(&scenario, backends, &options).await?;
-    let mut report = finished.report;
-    let verdict = shadowbench::gate::evaluate(&report.gate_input(), &scenario.criteria);
-    report.gate_criteria = Some(scenario.criteria.clone());
-    report.gate = Some(verdict.clone());
+    let (report, verdict) = finished.report.gated(scenario.criteria.clone());
     let written = report::write_all(
         &report,
         Some(&verdict),
@@ -504,53 +501,7 @@ async fn run_stages_cmd(
         },
     )
     .await?;
-    let summary = stages::StagesSummary {
-        scenario: scenario.name.clone(),
-        outcome: staged.outcome(),
-        stages: staged
-            .stages
-            .iter()
-            .map(|st| {
-                stages::StageSummary::new(
-                    st.number,
-                    &st.name,
-                    &st.mode.to_string(),
-                    &st.dir_name,
-                    &st.report,
-                    &st.verdict,
-                )
-            })
-            .collect(),
-        not_run: staged.not_run.clone(),
-    };
-    let json = serde_json::to_string_pretty(&summary).map_err(Error::failed)?;
-    for (name, text) in [
-        (stages::JSON_FILE, json + "\n"),
-        (stages::MARKDOWN_FILE, summary.markdown()),
-    ] {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| ConfigError::file(&path, e))?;
-    }
-    if let Some(junit) = &args.junit {
-        let mut suites: Vec<(String, Option<&shadowbench::gate::Verdict>)> = staged
-            .stages
-            .iter()
-            .map(|st| {
-                (
-                    format!("{} / {}", scenario.name, st.name),
-                    Some(&st.verdict),
-                )
-            })
-            .collect();
-        suites.extend(
-            staged
-                .not_run
-                .iter()
-                .map(|n| (format!("{} / {n}", scenario.name), None)),
-        );
-        std::fs::write(junit, report::junit::render_suites(&suites))
-            .map_err(|e| ConfigError::file(junit, e))?;
-    }
+    let summary = staged.write(&scenario.name, dir, args.junit.as_deref())?;
     println!(
         "\nstages: {:?}; {} ran, {} not run; summary in {}",
         summary.outcome,

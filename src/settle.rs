@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::report::Warning;
 use crate::scenario::Settle;
 use crate::store::{IndexState, VectorStore};
 
@@ -42,61 +43,45 @@ pub struct SettleReport {
 
 impl SettleReport {
     /// Warnings: counts that differ, merges still running, segments that changed.
-    pub fn warnings(&self) -> Vec<String> {
+    pub fn warnings(&self) -> Vec<Warning> {
         let mut w = Vec::new();
         let counts: Vec<u64> = self.stores.iter().filter_map(|s| s.count).collect();
         if counts.windows(2).any(|p| p[0] != p[1]) {
-            let list: Vec<String> = self
-                .stores
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} {}",
-                        s.label,
-                        s.count.map_or("?".into(), |c| c.to_string())
-                    )
-                })
-                .collect();
-            w.push(format!(
-                "the stores hold different record counts after the refresh ({}): recall and \
-                 overlap compare different data",
-                list.join(", ")
-            ));
+            w.push(Warning::CountsDiffer {
+                counts: self
+                    .stores
+                    .iter()
+                    .map(|s| (s.label.clone(), s.count))
+                    .collect(),
+            });
         }
         for s in &self.stores {
-            for e in &s.errors {
-                w.push(format!("{}: {e}", s.label));
-            }
+            w.extend(s.errors.iter().map(|e| Warning::SettleFailed {
+                label: s.label.clone(),
+                error: e.clone(),
+            }));
             if let Some(st) = s.start
                 && st.merges_running.unwrap_or(0) > 0
             {
-                w.push(format!(
-                    "{}: {} merges were still running when the window started (waited {} s): \
-                     the index was not settled; use settle = \"force_merge\" or wait longer",
-                    s.label,
-                    st.merges_running.unwrap_or(0),
-                    MERGE_WAIT.as_secs()
-                ));
+                w.push(Warning::MergesRunning {
+                    label: s.label.clone(),
+                    merges: st.merges_running.unwrap_or(0),
+                    waited_s: MERGE_WAIT.as_secs(),
+                });
             }
-            if let (Some(a), Some(b)) = (s.start, s.end) {
-                if a.segments != b.segments || b.merges_running.unwrap_or(0) > 0 {
-                    w.push(format!(
-                        "{}: the index changed under the window: {} → {} segments, {} merges \
-                         running at the end; figures mix two states of the index",
-                        s.label,
-                        opt(a.segments),
-                        opt(b.segments),
-                        opt(b.merges_running)
-                    ));
-                }
+            if let (Some(a), Some(b)) = (s.start, s.end)
+                && (a.segments != b.segments || b.merges_running.unwrap_or(0) > 0)
+            {
+                w.push(Warning::IndexChanged {
+                    label: s.label.clone(),
+                    segments_start: a.segments,
+                    segments_end: b.segments,
+                    merges_at_end: b.merges_running,
+                });
             }
         }
         w
     }
-}
-
-fn opt(v: Option<u64>) -> String {
-    v.map_or("?".into(), |v| v.to_string())
 }
 
 /// Each settling call (refresh, count, index state) gets this long; a force-merge gets
@@ -224,9 +209,21 @@ mod tests {
                 store("opensearch", 99, (27, 1), Some((20, 0))),
             ],
         };
-        let w = r.warnings().join("\n");
-        assert!(w.contains("different record counts"), "{w}");
-        assert!(w.contains("still running"), "{w}");
-        assert!(w.contains("27 → 20 segments"), "{w}");
+        let w = r.warnings();
+        assert!(
+            matches!(
+                w.as_slice(),
+                [
+                    Warning::CountsDiffer { counts },
+                    Warning::MergesRunning { label, merges: 1, .. },
+                    Warning::IndexChanged {
+                        segments_start: Some(27),
+                        segments_end: Some(20),
+                        ..
+                    },
+                ] if counts[1] == ("opensearch".to_string(), Some(99)) && label == "opensearch"
+            ),
+            "{w:?}"
+        );
     }
 }

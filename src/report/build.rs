@@ -3,20 +3,17 @@
 
 use hdrhistogram::Histogram;
 
+use super::findings::Findings;
 use super::{
     BackendReport, Comparison, Methodology, OpReport, PercentilePoint, RecallReport, Report,
     ResourceRatios, ResourcesReport, SCHEMA_VERSION, Samples, ScenarioInfo, SchedulerReport,
-    SideInfo, SideResources,
+    SideInfo, SideResources, Warning,
 };
 use crate::load::{LoadModel, LoadPlan, RunOutcome, Stop};
-use crate::measure::collector::RecallMeasure;
+use crate::measure::collector::{OpMeasure, RecallMeasure};
 use crate::measure::{LatencyHistogram, OpKind, Side};
 use crate::store::ResourceUsage;
 
-/// Below this many measured searches per side, p99 is not meaningful.
-pub const MIN_SAMPLES_P99: u64 = 100;
-/// Below this many, p99.9 is not meaningful.
-pub const MIN_SAMPLES_P999: u64 = 1000;
 /// Share of late operations above which the generator is called saturated.
 pub const LATE_SHARE_WARNING: f64 = 0.01;
 
@@ -37,7 +34,7 @@ pub struct ReportContext {
     /// How ground truth was obtained; `None` when there was none (no recall).
     pub ground_truth: Option<String>,
     /// Warnings from preparing the run (e.g. store contents differ from the dataset).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// The window a side's rates are computed over: from the end of the warmup to the later
@@ -68,68 +65,50 @@ fn offered_window_s(plan: &LoadPlan, outcome: &RunOutcome) -> f64 {
     }
 }
 
+/// The report of a run with nothing found besides its measurements.
 pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
+    build_with(ctx, outcome, Findings::default())
+}
+
+/// The report of a run: its measurements, what was found around them and the warnings
+/// both call for. The report is complete; only the gate's verdict is added to it later
+/// ([`Report::gated`]), since the gate judges the built report.
+pub fn build_with(ctx: ReportContext, outcome: &RunOutcome, findings: Findings) -> Report {
+    let mut report = measured(&ctx, outcome);
+    report.warnings = super::warnings::collect(&ctx, outcome, &findings, &report)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let Findings {
+        settle,
+        faults,
+        export,
+        adapter,
+        validation,
+        warnings: _,
+    } = findings;
+    report.settle = settle;
+    report.faults = faults.map(|f| f.windows).unwrap_or_default();
+    report.methodology.samples.export = export;
+    report.adapter = adapter;
+    report.consistency = validation.and_then(|v| v.result.ok());
+    report
+}
+
+/// The report's figures from the measurements alone: no findings, no warnings yet.
+fn measured(ctx: &ReportContext, outcome: &RunOutcome) -> Report {
     let m = &outcome.measurements;
     let measured_s = outcome.measured.as_secs_f64();
-    let label = |side: Side| match side {
-        Side::A => ctx.sides[0].label.clone(),
-        Side::B => ctx.sides[1].label.clone(),
-        Side::Writer if ctx.mode == "direct" => "fan-out writer".to_string(),
-        Side::Writer => format!("adapter ({})", ctx.mode),
-    };
-
-    let mut backends: Vec<BackendReport> = Vec::new();
-    for side in Side::ALL {
-        let ops: Vec<OpReport> = OpKind::ALL
-            .into_iter()
-            .filter_map(|op| m.ops.get(&(side, op)).map(|om| (op, om)))
-            .map(|(op, om)| {
-                let errors = om.error_count();
-                let requests = om.requests;
-                OpReport {
-                    op,
-                    requests,
-                    successes: om.successes,
-                    errors: om.errors.clone(),
-                    error_examples: om.error_examples.clone(),
-                    error_rate: ratio(errors, requests, 0.0),
-                    availability: ratio(om.successes, requests, 1.0),
-                    achieved_qps: match side_window_s(&ctx.plan, outcome, side) {
-                        w if w > 0.0 => om.successes as f64 / w,
-                        _ => 0.0,
-                    },
-                    latency: om.latency.stats(),
-                    service_time: om.service.stats(),
-                    percentile_spectrum: spectrum(&om.latency),
-                    histogram_v2_deflate_b64: encode_histogram(&om.latency),
-                }
-            })
-            .collect();
-        let backend = match side {
-            Side::A => Some(ctx.sides[0].backend),
-            Side::B => Some(ctx.sides[1].backend),
-            Side::Writer if !ops.is_empty() => Some(ctx.sides[0].backend),
-            Side::Writer => None,
-        };
-        // Read sides are always listed, so a side that never answered is visible.
-        if let Some(backend) = backend {
-            backends.push(BackendReport {
-                side,
-                backend,
-                label: label(side),
-                ops,
-            });
-        }
-    }
-
+    let label = |side: Side| side_label(ctx, side);
+    let backends = backends_report(ctx, outcome);
     let recall = [Side::A, Side::B]
         .into_iter()
         .zip(&m.recall)
         .map(|(side, r)| recall_report(side, label(side), r))
         .collect();
 
-    let resources = resources_report(&ctx);
-    let methodology = methodology(&ctx, outcome);
+    let resources = resources_report(ctx);
+    let methodology = methodology(ctx, outcome);
     let scheduler = SchedulerReport {
         lag: m.lag.stats(),
         late_after_ms: ctx.plan.late_after.as_secs_f64() * 1000.0,
@@ -145,7 +124,7 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         overlap: m.overlap.summary(),
         recall,
     };
-    let mut report = Report {
+    Report {
         schema_version: SCHEMA_VERSION,
         run_id: ctx.run_id.clone(),
         scenario: ctx.scenario.clone(),
@@ -167,9 +146,71 @@ pub fn build(ctx: ReportContext, outcome: &RunOutcome) -> Report {
         harness: Some(harness_report(outcome, &ctx.plan)),
         settle: None,
         faults: Vec::new(),
-    };
-    report.warnings = warnings(&ctx, outcome, &report);
-    report
+    }
+}
+
+fn side_label(ctx: &ReportContext, side: Side) -> String {
+    match side {
+        Side::A => ctx.sides[0].label.clone(),
+        Side::B => ctx.sides[1].label.clone(),
+        Side::Writer if ctx.mode == "direct" => "fan-out writer".to_string(),
+        Side::Writer => format!("adapter ({})", ctx.mode),
+    }
+}
+
+/// One entry per read side, plus the writer when the workload wrote.
+fn backends_report(ctx: &ReportContext, outcome: &RunOutcome) -> Vec<BackendReport> {
+    let m = &outcome.measurements;
+    let mut backends: Vec<BackendReport> = Vec::new();
+    for side in Side::ALL {
+        let ops: Vec<OpReport> = OpKind::ALL
+            .into_iter()
+            .filter_map(|op| m.ops.get(&(side, op)).map(|om| (op, om)))
+            .map(|(op, om)| {
+                let window_s = side_window_s(&ctx.plan, outcome, side);
+                op_report(op, om, window_s)
+            })
+            .collect();
+        let backend = match side {
+            Side::A => Some(ctx.sides[0].backend),
+            Side::B => Some(ctx.sides[1].backend),
+            Side::Writer if !ops.is_empty() => Some(ctx.sides[0].backend),
+            Side::Writer => None,
+        };
+        // Read sides are always listed, so a side that never answered is visible.
+        if let Some(backend) = backend {
+            backends.push(BackendReport {
+                side,
+                backend,
+                label: side_label(ctx, side),
+                ops,
+            });
+        }
+    }
+    backends
+}
+
+/// One side × operation; rates over `window_s`, the side's own window.
+fn op_report(op: OpKind, om: &OpMeasure, window_s: f64) -> OpReport {
+    let errors = om.error_count();
+    let requests = om.requests;
+    OpReport {
+        op,
+        requests,
+        successes: om.successes,
+        errors: om.errors.clone(),
+        error_examples: om.error_examples.clone(),
+        error_rate: ratio(errors, requests, 0.0),
+        availability: ratio(om.successes, requests, 1.0),
+        achieved_qps: match window_s {
+            w if w > 0.0 => om.successes as f64 / w,
+            _ => 0.0,
+        },
+        latency: om.latency.stats(),
+        service_time: om.service.stats(),
+        percentile_spectrum: spectrum(&om.latency),
+        histogram_v2_deflate_b64: encode_histogram(&om.latency),
+    }
 }
 
 /// Points of the percentile spectrum: q = 1 − 10^(−i/6) for i = 0..=30, i.e. from 0
@@ -363,38 +404,6 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
         }
         LoadModel::ClosedLoop { concurrency: c } => concurrency = Some(*c),
     }
-    let mut notes = vec![
-        "latency and service-time histograms hold successful operations only; failures are \
-         counted by class"
-            .to_string(),
-        "percentiles come from HDR histograms (µs, 3 significant digits), merged, never \
-         averaged"
-            .to_string(),
-        "QPS = a side's successful operations / that side's window (end of warmup to the \
-         later of the planned end and its own last completion); offered rate = scheduled \
-         operations / the planned window"
-            .to_string(),
-        "timeline seconds count operations by the second they finished, warmup included"
-            .to_string(),
-    ];
-    if plan.model.is_open() {
-        notes.push(
-            "open loop: latency runs from each operation's intended start, so queueing \
-             behind a slow request is included (no coordinated omission); service time \
-             runs from the actual send"
-                .to_string(),
-        );
-        notes.push(
-            "tokio's timers fire on 1 ms ticks, so the scheduler aims one tick early; an \
-             operation released before its intended time is timed from its actual start \
-             (lag 0), one released late carries the lag in its latency"
-                .to_string(),
-        );
-    } else {
-        notes.push(
-            "closed loop: latency runs from the actual send and equals service time".to_string(),
-        );
-    }
     Methodology {
         load_model: load_model.to_string(),
         latency_origin: latency_origin.to_string(),
@@ -428,21 +437,7 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
             (Some(g), _) => g.clone(),
         },
         seed: plan.seed,
-        sides: ctx
-            .sides
-            .iter()
-            .zip(&ctx.resources)
-            .map(|(side, usage)| {
-                let mut side = side.clone();
-                // Segment counts are read with the resources, after the load.
-                if let Ok(u) = usage
-                    && u.segments.is_some()
-                {
-                    side.index_params.segments = u.segments;
-                }
-                side
-            })
-            .collect(),
+        sides: sides_after_run(ctx),
         writer: ctx.writer.clone(),
         samples: Samples {
             scheduled: m.scheduled,
@@ -452,150 +447,64 @@ fn methodology(ctx: &ReportContext, outcome: &RunOutcome) -> Methodology {
             skipped_inputs: outcome.skipped_inputs,
             export: None,
         },
-        notes,
+        notes: notes(plan.model.is_open()),
     }
 }
 
-/// Above this share of deleted entries in a store's files, its size figures are flagged.
-const DELETED_SHARE_WARNING: f64 = 0.1;
+/// The sides as they were measured: their index parameters with the segment counts
+/// read after the load.
+fn sides_after_run(ctx: &ReportContext) -> Vec<SideInfo> {
+    ctx.sides
+        .iter()
+        .zip(&ctx.resources)
+        .map(|(side, usage)| {
+            let mut side = side.clone();
+            // Segment counts are read with the resources, after the load.
+            if let Ok(u) = usage
+                && u.segments.is_some()
+            {
+                side.index_params.segments = u.segments;
+            }
+            side
+        })
+        .collect()
+}
 
-fn warnings(ctx: &ReportContext, outcome: &RunOutcome, report: &Report) -> Vec<String> {
-    let mut w = ctx.warnings.clone();
-    let m = &outcome.measurements;
-    if !ctx.plan.model.is_open() {
-        w.push(
-            "closed loop: latency is measured from the actual send, so a stall hides the \
-             requests that were never sent (coordinated omission); use an open loop for \
-             latency claims"
+/// How the figures are to be read, for the methodology section.
+fn notes(open_loop: bool) -> Vec<String> {
+    let mut notes = vec![
+        "latency and service-time histograms hold successful operations only; failures are \
+         counted by class"
+            .to_string(),
+        "percentiles come from HDR histograms (µs, 3 significant digits), merged, never \
+         averaged"
+            .to_string(),
+        "QPS = a side's successful operations / that side's window (end of warmup to the \
+         later of the planned end and its own last completion); offered rate = scheduled \
+         operations / the planned window"
+            .to_string(),
+        "timeline seconds count operations by the second they finished, warmup included"
+            .to_string(),
+    ];
+    if open_loop {
+        notes.push(
+            "open loop: latency runs from each operation's intended start, so queueing \
+             behind a slow request is included (no coordinated omission); service time \
+             runs from the actual send"
                 .to_string(),
         );
-    }
-    if let Some(e) = &outcome.stopped_by {
-        w.push(format!("the workload stopped early on bad input: {e}"));
-    } else if outcome.exhausted {
-        w.push(format!(
-            "the workload ran out after {:.1} s of the planned window; rates use the shorter \
-             window",
-            report.measured_s
-        ));
-    }
-    if outcome.skipped_inputs > 0 {
-        w.push(format!(
-            "{} input lines were skipped as bad",
-            outcome.skipped_inputs
-        ));
-    }
-    for b in &report.backends {
-        for op in &b.ops {
-            let errors = op.error_count();
-            if errors > 0 {
-                let classes: Vec<String> = op
-                    .errors
-                    .iter()
-                    .map(|(c, n)| format!("{} {n}", c.as_str()))
-                    .collect();
-                w.push(format!(
-                    "{} {}: {errors} of {} failed ({}); availability {:.2}%",
-                    b.label,
-                    op.op,
-                    op.requests,
-                    classes.join(", "),
-                    op.availability * 100.0
-                ));
-            }
-        }
-        if b.side != Side::Writer {
-            let n = b.op(OpKind::Search).map_or(0, |o| o.successes);
-            if n < MIN_SAMPLES_P99 {
-                w.push(format!(
-                    "{}: only {n} successful measured searches; p99 needs at least \
-                     {MIN_SAMPLES_P99} (run longer or faster)",
-                    b.label
-                ));
-            } else if n < MIN_SAMPLES_P999 {
-                w.push(format!(
-                    "{}: {n} successful measured searches; p99.9 needs at least \
-                     {MIN_SAMPLES_P999} and is not meaningful here",
-                    b.label
-                ));
-            }
-        }
-    }
-    for r in &report.resources.sides {
-        let Some(u) = &r.usage else { continue };
-        if let Some(share) = u.deleted_share().filter(|s| *s > DELETED_SHARE_WARNING) {
-            w.push(format!(
-                "{}: {} of {} entries ({:.0}%) are deleted or replaced copies that still \
-                 occupy its files; its size and memory figures (and the ratios) include them \
-                 (OpenSearch: force-merge with only_expunge_deletes, e.g. `shadowbench sync \
-                 --expunge-deletes`; pgvector: VACUUM)",
-                r.label,
-                u.deleted_entries.unwrap_or(0),
-                u.deleted_entries.unwrap_or(0) + u.live_entries.unwrap_or(0),
-                share * 100.0
-            ));
-        }
-    }
-    let dropped = m.dropped_total();
-    if dropped > 0 {
-        w.push(format!(
-            "LOAD NOT DELIVERED: {dropped} of {} scheduled operations ({:.1}%) were dropped: \
-             a side could not start them within max_lag of their intended time (its \
-             in-flight limit was full, or the generator was late). They count against \
-             availability and error rate, and latency percentiles are lower bounds (≥): \
-             the slowest operations were never timed",
-            m.scheduled,
-            100.0 * dropped as f64 / m.scheduled.max(1) as f64
-        ));
-    }
-    if let Some(Err(e)) = &outcome.scoring {
-        w.push(format!(
-            "recall is incomplete: the reads spilled for scoring after the run could not be \
-             scored ({e})"
-        ));
-    }
-    for r in &report.comparison.recall {
-        if r.filter_violations > 0 {
-            w.push(format!(
-                "{}: {} returned hits violate their query's filter; each counts as wrong in \
-                 recall@k",
-                r.label, r.filter_violations
-            ));
-        }
-    }
-    if let Some(h) = report.harness.as_ref().filter(|h| h.saturated) {
-        w.push(format!(
-            "HARNESS SATURATED: {}; figures may describe the generator, not the backends \
-             (the gate fails harness_not_saturated)",
-            h.reasons.join("; ")
-        ));
-    }
-    if ctx.ground_truth.is_none() {
-        w.push("no ground truth: recall@k was not computed (overlap only)".to_string());
-    }
-    if outcome.workload_writes {
-        w.push(
-            "the workload writes: each read is scored after the run against the truth as of \
-             the writes acknowledged before it was answered, but reads that overlap a write \
-             (and OpenSearch's refresh interval) can still lower recall transiently"
+        notes.push(
+            "tokio's timers fire on 1 ms ticks, so the scheduler aims one tick early; an \
+             operation released before its intended time is timed from its actual start \
+             (lag 0), one released late carries the lag in its latency"
                 .to_string(),
         );
+    } else {
+        notes.push(
+            "closed loop: latency runs from the actual send and equals service time".to_string(),
+        );
     }
-    if ctx.sides[0].backend == ctx.sides[1].backend {
-        w.push(format!(
-            "A/A run ({} on both sides): differences between the sides measure the noise \
-             floor of this setup, not a backend difference. The one store carried both \
-             sides: every read queried it twice, so each side's QPS is half of what the \
-             store served, at twice the concurrency",
-            ctx.sides[0].backend
-        ));
-    }
-    for r in &report.resources.sides {
-        if let Some(e) = &r.error {
-            w.push(format!("{}: resource figures unavailable: {e}", r.label));
-        }
-    }
-    w
+    notes
 }
 
 /// A small report for exporter tests: pgvector vs OpenSearch, 10 searches, side b
@@ -617,6 +526,7 @@ mod tests {
     use crate::measure::collector::{
         Aggregator, CollectorConfig, Event, QualitySample, SideSample,
     };
+    use crate::report::{FaultFindings, SampleExport, Validation};
     use crate::store::{BackendKind, IndexParams};
     use std::time::Duration;
 
@@ -747,33 +657,100 @@ mod tests {
         assert!(r.backend(Side::Writer).is_none());
     }
 
+    /// The warnings [`build_with`] renders into the report, as values.
+    fn warnings_of(ctx: &ReportContext, outcome: &RunOutcome, findings: &Findings) -> Vec<Warning> {
+        crate::report::warnings::collect(ctx, outcome, findings, &measured(ctx, outcome))
+    }
+
     #[test]
     fn warnings_name_errors_small_samples_and_a_a_runs() {
-        let r = build(
-            ctx(BackendKind::Pgvector, BackendKind::Opensearch),
-            &outcome(true),
-        );
-        let all = r.warnings.join("\n");
+        let c = ctx(BackendKind::Pgvector, BackendKind::Opensearch);
+        let w = warnings_of(&c, &outcome(true), &Findings::default());
         assert!(
-            all.contains("opensearch search: 5 of 10 failed (connection 5)"),
-            "{all}"
+            w.iter().any(|w| matches!(
+                w,
+                Warning::OperationsFailed { label, op: OpKind::Search, requests: 10, errors, .. }
+                    if label == "opensearch" && errors[&ErrorClass::Connection] == 5
+            )),
+            "{w:?}"
         );
         assert!(
-            all.contains("only 10 successful measured searches"),
-            "{all}"
+            w.iter()
+                .any(|w| matches!(w, Warning::TooFewForP99 { searches: 10, .. })),
+            "{w:?}"
         );
-        assert!(!all.contains("A/A"), "{all}");
+        assert!(
+            !w.iter().any(|w| matches!(w, Warning::AaRun { .. })),
+            "{w:?}"
+        );
         // Side b's files hold as many deleted copies as live entries.
         assert!(
-            all.contains("100 of 200 entries (50%) are deleted or replaced copies"),
-            "{all}"
+            w.iter().any(|w| matches!(
+                w,
+                Warning::DeletedCopies { deleted: 100, live: 100, share, .. } if *share == 0.5
+            )),
+            "{w:?}"
         );
-        let r = build(ctx(BackendKind::Exact, BackendKind::Exact), &outcome(false));
+        let texts: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(build(c, &outcome(true)).warnings, texts);
+        let c = ctx(BackendKind::Exact, BackendKind::Exact);
+        let w = warnings_of(&c, &outcome(false), &Findings::default());
         assert!(
-            r.warnings.iter().any(|w| w.starts_with("A/A run (exact")),
-            "{:?}",
-            r.warnings
+            w.contains(&Warning::AaRun {
+                backend: BackendKind::Exact
+            }),
+            "{w:?}"
         );
+    }
+
+    #[test]
+    fn findings_take_their_place_and_their_warnings_come_after_the_measurements() {
+        let mut fault = crate::report::fixture::sample_fault();
+        fault.error = Some("proxy gone".into());
+        let findings = Findings {
+            faults: Some(FaultFindings {
+                windows: vec![fault.clone()],
+                samples_over_cap: 0,
+            }),
+            export: Some(SampleExport {
+                file: "samples.parquet".into(),
+                rows: 20,
+                operations_dropped: 3,
+            }),
+            validation: Some(Validation {
+                outbox: Some(Ok(2)),
+                result: Err("no answer within 600 s".into()),
+            }),
+            warnings: vec![Warning::StageNotValidated {
+                mode: crate::adapter::MigrationMode::Pgvector,
+            }],
+            ..Findings::default()
+        };
+        let c = ctx(BackendKind::Pgvector, BackendKind::Opensearch);
+        let w = warnings_of(&c, &outcome(false), &findings);
+        let after_load: Vec<&Warning> = w
+            .iter()
+            .skip_while(|w| !matches!(w, Warning::FaultFailed { .. }))
+            .collect();
+        assert!(
+            matches!(
+                after_load.as_slice(),
+                [
+                    Warning::FaultFailed { kind, .. },
+                    Warning::SamplesFileIncomplete { operations: 3 },
+                    Warning::OutboxUndelivered { remaining: 2 },
+                    Warning::ValidationFailed { .. },
+                    Warning::StageNotValidated { .. },
+                ] if kind == "down"
+            ),
+            "{w:?}"
+        );
+        let r = build_with(c, &outcome(false), findings);
+        assert_eq!(r.faults, vec![fault]);
+        assert_eq!(r.methodology.samples.export.as_ref().unwrap().rows, 20);
+        // Validation that could not run leaves consistency unmeasured.
+        assert_eq!((r.consistency.as_ref(), r.settle.as_ref()), (None, None));
+        assert_eq!(r.warnings.len(), w.len());
     }
 
     #[test]

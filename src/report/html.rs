@@ -293,6 +293,17 @@ mod tests {
         assert!(!html.contains("<fixture>"));
     }
 
+    /// The whole page of the fixture; the plot is a few fixed bytes (real PNGs come from
+    /// the plotting library and its font rendering, which this test does not pin).
+    #[test]
+    fn the_fixture_page_renders_byte_for_byte() {
+        let plot = Plot {
+            name: "timeline",
+            png: b"\x89PNG fixed bytes".to_vec(),
+        };
+        insta::assert_snapshot!(render(&sample_report(), Some(&sample_verdict()), &[plot]));
+    }
+
     #[test]
     fn the_page_is_self_contained() {
         let plots = crate::report::plots::render_all(&sample_report()).unwrap();

@@ -114,4 +114,10 @@ mod tests {
         );
         assert!(xml.ends_with("</testsuites>\n"));
     }
+
+    #[test]
+    fn the_junit_of_a_fixed_verdict_renders_byte_for_byte() {
+        let verdict = crate::report::fixture::sample_verdict();
+        insta::assert_snapshot!(render("fixture <run> & \"friends\"", &verdict));
+    }
 }

@@ -6,6 +6,7 @@
 //! [`write_all`] writes a run's report directory.
 
 pub(crate) mod build;
+mod findings;
 #[cfg(test)]
 pub mod fixture;
 pub mod html;
@@ -18,13 +19,16 @@ pub mod samples_sink;
 mod schema;
 pub mod stages;
 pub mod summary;
+pub mod warnings;
 mod write;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use build::{ReportContext, build};
+pub use build::{ReportContext, build, build_with};
+pub use findings::{FaultFindings, Findings, Validation};
+pub use warnings::Warning;
 pub use write::{ReportError, WriteOptions, write_all};
 
 use crate::error::ErrorClass;
@@ -54,7 +58,9 @@ pub struct Report {
     pub comparison: Comparison,
     pub resources: ResourcesReport,
     pub timeline: Vec<TimelineSecond>,
-    /// Advice about how far the figures can be trusted; empty when nothing is amiss.
+    /// Advice about how far the figures can be trusted, each the text of a [`Warning`]
+    /// (plain strings, so that reports written before that enum read as well); empty
+    /// when nothing is amiss.
     pub warnings: Vec<String>,
     /// Record-by-record consistency of pgvector and OpenSearch, when the scenario validates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -375,6 +381,15 @@ pub struct ResourceRatios {
 }
 
 impl Report {
+    /// Gates this report with `criteria` and records both the criteria (so `shadowbench
+    /// gate` re-judges it the same way) and the verdict in it.
+    pub fn gated(mut self, criteria: crate::gate::Criteria) -> (Report, crate::gate::Verdict) {
+        let verdict = crate::gate::evaluate(&self.gate_input(), &criteria);
+        self.gate_criteria = Some(criteria);
+        self.gate = Some(verdict.clone());
+        (self, verdict)
+    }
+
     /// The side holding OpenSearch (the migration's candidate), else side b.
     pub fn candidate_side(&self) -> Side {
         self.methodology

@@ -1,17 +1,128 @@
-//! The summary of a staged scenario (`stages.json`, `stages.md` beside the per-stage
-//! report directories): one row per stage with its verdict and the figures a rollout
-//! decision turns on, taken from each stage's own report.
+//! The outputs of a staged scenario: each stage's gated report ([`StageRun`]), and the
+//! summary beside the per-stage report directories (`stages.json`, `stages.md`, and the
+//! JUnit file with one suite per stage): one row per stage with its verdict and the
+//! figures a rollout decision turns on, taken from each stage's own report.
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
+use std::path::Path;
 
 use super::Report;
 use super::markdown::opt;
+use crate::adapter::MigrationMode;
+use crate::error::{ConfigError, Error};
 use crate::gate::{Outcome, Status, Verdict};
 use crate::measure::{OpKind, Side};
+use crate::workload::WorkloadError;
 
 pub const JSON_FILE: &str = "stages.json";
 pub const MARKDOWN_FILE: &str = "stages.md";
+
+/// One finished stage of a staged scenario, measured and gated.
+#[derive(Debug)]
+pub struct StageRun {
+    /// Position in the scenario, from 1.
+    pub number: usize,
+    pub name: String,
+    pub mode: MigrationMode,
+    /// Directory name for its report files: `<NN>-<name>`.
+    pub dir_name: String,
+    pub report: Report,
+    pub verdict: Verdict,
+}
+
+/// A staged scenario's outcome: the stages that ran, in order, and those skipped
+/// because an earlier stage did not pass its gate.
+#[derive(Debug)]
+pub struct Staged {
+    pub stages: Vec<StageRun>,
+    pub not_run: Vec<String>,
+    pub stopped_by: Option<WorkloadError>,
+}
+
+impl Staged {
+    /// The worst outcome among the stages that ran; inconclusive when a stage could not
+    /// be run at all.
+    pub fn outcome(&self) -> Outcome {
+        let worst = self
+            .stages
+            .iter()
+            .map(|s| s.verdict.outcome)
+            .max_by_key(|o| match o {
+                Outcome::Pass => 0,
+                Outcome::Inconclusive => 1,
+                Outcome::Fail => 2,
+            })
+            .unwrap_or(Outcome::Inconclusive);
+        if worst == Outcome::Pass && !self.not_run.is_empty() {
+            Outcome::Inconclusive
+        } else {
+            worst
+        }
+    }
+
+    /// The summary of the run of `scenario` (its name).
+    pub fn summary(&self, scenario: &str) -> StagesSummary {
+        StagesSummary {
+            scenario: scenario.to_string(),
+            outcome: self.outcome(),
+            stages: self
+                .stages
+                .iter()
+                .map(|st| {
+                    StageSummary::new(
+                        st.number,
+                        &st.name,
+                        &st.mode.to_string(),
+                        &st.dir_name,
+                        &st.report,
+                        &st.verdict,
+                    )
+                })
+                .collect(),
+            not_run: self.not_run.clone(),
+        }
+    }
+
+    /// JUnit XML with one suite per stage, `<scenario> / <stage>`, those not run
+    /// included (each one skipped test case).
+    pub fn junit(&self, scenario: &str) -> String {
+        let mut suites: Vec<(String, Option<&Verdict>)> = self
+            .stages
+            .iter()
+            .map(|st| (format!("{scenario} / {}", st.name), Some(&st.verdict)))
+            .collect();
+        suites.extend(
+            self.not_run
+                .iter()
+                .map(|n| (format!("{scenario} / {n}"), None)),
+        );
+        super::junit::render_suites(&suites)
+    }
+
+    /// Writes `stages.json` and `stages.md` into `dir` (which holds the stages' report
+    /// directories) and, when `junit` is given, the JUnit file there; returns the summary.
+    pub fn write(
+        &self,
+        scenario: &str,
+        dir: &Path,
+        junit: Option<&Path>,
+    ) -> Result<StagesSummary, Error> {
+        let summary = self.summary(scenario);
+        let json = serde_json::to_string_pretty(&summary).map_err(Error::failed)?;
+        for (name, text) in [
+            (JSON_FILE, json + "\n"),
+            (MARKDOWN_FILE, summary.markdown()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| ConfigError::file(&path, e))?;
+        }
+        if let Some(junit) = junit {
+            std::fs::write(junit, self.junit(scenario)).map_err(|e| ConfigError::file(junit, e))?;
+        }
+        Ok(summary)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StagesSummary {
@@ -172,7 +283,66 @@ impl StagesSummary {
 mod tests {
     use super::*;
     use crate::gate::{Criteria, evaluate};
-    use crate::report::fixture::sample_report;
+    use crate::report::fixture::{sample_report, sample_verdict};
+
+    /// Two stages of the fixture run, the second passing, and one not run.
+    fn staged() -> Staged {
+        let mut pass = sample_verdict();
+        pass.outcome = Outcome::Pass;
+        pass.criteria.retain(|c| c.status != Status::Fail);
+        let stage = |number, name: &str, mode, verdict| StageRun {
+            number,
+            name: name.into(),
+            mode,
+            dir_name: crate::runner::stage_dir_name(number, name),
+            report: sample_report(),
+            verdict,
+        };
+        Staged {
+            stages: vec![
+                stage(1, "shadow", MigrationMode::ShadowRead, sample_verdict()),
+                stage(
+                    2,
+                    "split | 10%",
+                    MigrationMode::ReadSplit { percent: 10.0 },
+                    pass,
+                ),
+            ],
+            not_run: vec!["cutover".into()],
+            stopped_by: None,
+        }
+    }
+
+    #[test]
+    fn stages_md_of_a_fixed_run_renders_byte_for_byte() {
+        insta::assert_snapshot!(staged().summary("phase <3>").markdown());
+    }
+
+    #[test]
+    fn the_stages_junit_of_a_fixed_run_renders_byte_for_byte() {
+        insta::assert_snapshot!(staged().junit("phase <3>"));
+    }
+
+    #[test]
+    fn writing_the_summary_writes_json_markdown_and_junit() {
+        let dir = tempfile::tempdir().unwrap();
+        let junit = dir.path().join("junit.xml");
+        let summary = staged().write("phase3", dir.path(), Some(&junit)).unwrap();
+        assert_eq!(summary.outcome, Outcome::Fail);
+        let json = std::fs::read_to_string(dir.path().join(JSON_FILE)).unwrap();
+        assert!(json.ends_with("}\n"), "{json}");
+        let back: StagesSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, summary);
+        let md = std::fs::read_to_string(dir.path().join(MARKDOWN_FILE)).unwrap();
+        assert_eq!(md, summary.markdown());
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+        let err = staged()
+            .write("phase3", &dir.path().join("missing"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing/stages.json"), "{err}");
+    }
 
     #[test]
     fn a_stage_row_carries_its_verdict_and_figures() {

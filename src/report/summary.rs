@@ -203,6 +203,16 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_of_the_fixed_fixture_renders_byte_for_byte() {
+        insta::assert_snapshot!(render(&crate::report::fixture::sample_report()));
+    }
+
+    #[test]
+    fn the_summary_of_a_fixed_built_run_renders_byte_for_byte() {
+        insta::assert_snapshot!(render(&super::super::build::sample_report(true)));
+    }
+
+    #[test]
     fn columns_line_up() {
         let t = table(&[
             vec!["a".into(), "bb".into(), "c".into(), "1".into()],

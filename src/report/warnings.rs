@@ -519,12 +519,17 @@ fn from_measurements(ctx: &ReportContext, outcome: &RunOutcome, report: &Report)
             error: e.to_string(),
         });
     }
-    w.extend(report.comparison.recall.iter().filter_map(|r| {
-        (r.filter_violations > 0).then(|| Warning::FilterViolations {
-            label: r.label.clone(),
-            hits: r.filter_violations,
-        })
-    }));
+    w.extend(
+        report
+            .comparison
+            .recall
+            .iter()
+            .filter(|r| r.filter_violations > 0)
+            .map(|r| Warning::FilterViolations {
+                label: r.label.clone(),
+                hits: r.filter_violations,
+            }),
+    );
     if let Some(h) = report.harness.as_ref().filter(|h| h.saturated) {
         w.push(Warning::HarnessSaturated {
             reasons: h.reasons.clone(),

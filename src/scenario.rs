@@ -750,9 +750,10 @@ fn stage(i: usize, st: RawStage, plan: &LoadPlan, gate: &toml::Table) -> Result<
         }
     }
     plan.validate().map_err(|e| match e {
-        ConfigError::Invalid { flag, message } => {
-            (field(flag.trim_start_matches("load.")), message)
-        }
+        ConfigError::Invalid {
+            field: name,
+            message,
+        } => (field(name.trim_start_matches("load.")), message),
         other => bad(&field("load"), other.to_string()),
     })?;
     let faults = faults(&field("faults"), st.faults, &plan)?;
@@ -878,7 +879,7 @@ fn load_plan(l: RawLoad, seed: u64, log_timing: bool, speed: f64) -> Result<Load
         seed,
     };
     plan.validate().map_err(|e| match e {
-        ConfigError::Invalid { flag, message } => (flag, message),
+        ConfigError::Invalid { field, message } => (field, message),
         other => bad("load", other.to_string()),
     })?;
     Ok(plan)

@@ -128,8 +128,7 @@ impl OpenSearchStore {
     /// Builds the client and does one `GET /` so a wrong URL, a dead node or bad
     /// credentials fail here rather than on the first write.
     pub async fn connect(cfg: OpenSearchConfig) -> Result<Self, StoreError> {
-        cfg.validate()
-            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        cfg.validate().map_err(StoreError::InvalidConfig)?;
         // Defensive: user info in a host URL never reaches the transport (it would show
         // up in reqwest's error messages). `parse_hosts` already moves it out.
         let hosts: Vec<Url> = cfg

@@ -10,11 +10,12 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, StoreError};
 use crate::record::{Record, RecordId};
 use crate::store::VectorStore;
+use crate::store::opensearch::OpenSearchStore;
 use crate::store::pgvector::PgVectorStore;
 
 const CHECKPOINT_TABLE: &str = "shadowbench_sync_checkpoint";
@@ -50,6 +51,54 @@ pub struct SyncSummary {
     pub resumed_after: Option<RecordId>,
     pub seconds: f64,
     pub records_per_second: f64,
+}
+
+impl SyncSummary {
+    /// Where a resumed run started, then what this run copied into `index`.
+    pub fn lines(&self, index: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(after) = &self.resumed_after {
+            out.push(format!(
+                "resumed after {after} ({} records were copied before the interruption)",
+                self.previously_copied
+            ));
+        }
+        out.push(format!(
+            "synced {} records into opensearch index {index} in {:.1}s ({:.0} records/s)",
+            self.copied, self.seconds, self.records_per_second
+        ));
+        out
+    }
+}
+
+/// Deleted documents in OpenSearch's segments before and after [`expunge_deletes`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Expunged {
+    pub before: u64,
+    pub after: u64,
+    pub seconds: f64,
+}
+
+impl Expunged {
+    pub fn line(&self, index: &str) -> String {
+        format!(
+            "expunged deleted documents from {index}: {} before, {} after ({:.1}s)",
+            self.before, self.after, self.seconds
+        )
+    }
+}
+
+/// After a backfill, merges away the deleted copies the rewrite left in OpenSearch's
+/// segments, so size and memory figures count live documents only. Waits an hour at
+/// most for the shards' retention leases to allow it.
+pub async fn expunge_deletes(os: &OpenSearchStore) -> Result<Expunged, StoreError> {
+    let started = Instant::now();
+    let (before, after) = os.expunge_deletes(Duration::from_secs(3600)).await?;
+    Ok(Expunged {
+        before,
+        after,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The checkpoint of one (table → index) pair.
@@ -216,4 +265,32 @@ pub async fn sync(
         seconds,
         records_per_second: copied as f64 / seconds.max(1e-9),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_sync_says_where_it_started_and_what_was_copied_before() {
+        let mut s = SyncSummary {
+            copied: 500,
+            previously_copied: 0,
+            resumed_after: None,
+            seconds: 2.0,
+            records_per_second: 250.0,
+        };
+        assert_eq!(
+            s.lines("ml_embeddings"),
+            ["synced 500 records into opensearch index ml_embeddings in 2.0s (250 records/s)"]
+        );
+        s.resumed_after = Some(RecordId::new("t1", "doc", "42"));
+        s.previously_copied = 1000;
+        let lines = s.lines("ml_embeddings");
+        assert_eq!(
+            lines[0],
+            "resumed after t1/doc/42 (1000 records were copied before the interruption)"
+        );
+        assert_eq!(lines.len(), 2);
+    }
 }

@@ -2,16 +2,19 @@
 //! `ML_*` environment variables into the library's typed configs.
 //! Precedence: flag > environment > default.
 
+mod conn;
+pub mod flags;
+
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use shadowbench::config::{
-    OpenSearchConfig, PgConfig, PgIndex, Secret, TenantLayout, parse_hosts, redact_dsn,
-};
-use shadowbench::connect::{BackendSelection, Backends};
-use shadowbench::distance::Metric;
+use shadowbench::adapter::{AdapterConfig, MigrationMode};
+use shadowbench::config::Secret;
 use shadowbench::error::ConfigError;
+use shadowbench::httpload::{HttpLoadOptions, HttpScenario, LoadShape};
+use shadowbench::serve::{ServeConfig, drill::DrillOptions};
+
+pub use conn::ConnArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,234 +149,7 @@ pub struct IngestArgs {
     /// Write through the migration adapter in this mode (pgvector, dual_write, shadow_read,
     /// read_split(P), opensearch) instead of straight into --backend.
     #[arg(long, env = "ML_MIGRATION_MODE")]
-    pub mode: Option<String>,
-}
-
-/// A credential from a flag or variable: [`Secret`], so the derived `Debug` of the
-/// arguments prints `***`.
-fn secret(s: &str) -> Result<Secret, std::convert::Infallible> {
-    Ok(Secret::new(s))
-}
-
-/// `--hosts` as given. URLs may carry `user:password@`, so `Debug` prints them with the
-/// credentials removed.
-#[derive(Clone)]
-pub struct HostList(pub String);
-
-impl std::fmt::Debug for HostList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted: Vec<String> = self.0.split(',').map(|h| redact_dsn(h.trim())).collect();
-        f.debug_tuple("HostList")
-            .field(&redacted.join(","))
-            .finish()
-    }
-}
-
-fn host_list(s: &str) -> Result<HostList, std::convert::Infallible> {
-    Ok(HostList(s.to_string()))
-}
-
-/// Connection and index settings shared by every subcommand. `Debug` is safe to print:
-/// the password and DSN are [`Secret`]s and the host list hides credentials.
-#[derive(Debug, Args)]
-pub struct ConnArgs {
-    /// Which store(s) a command touches: pgvector, opensearch or both.
-    #[arg(long, global = true, env = "ML_VECTOR_BACKEND", default_value = "both")]
-    pub backend: String,
-    /// OpenSearch node URLs, comma-separated.
-    #[arg(long, global = true, env = "ML_OPENSEARCH_HOSTS", value_parser = host_list)]
-    pub hosts: Option<HostList>,
-    #[arg(long, global = true, env = "ML_OPENSEARCH_USERNAME")]
-    pub username: Option<String>,
-    /// OpenSearch password (prefer the environment variable; never printed).
-    #[arg(
-        long,
-        global = true,
-        env = "ML_OPENSEARCH_PASSWORD",
-        hide_env_values = true,
-        value_parser = secret
-    )]
-    pub password: Option<Secret>,
-    /// Verify TLS certificates (true/false).
-    #[arg(long, global = true, env = "ML_OPENSEARCH_VERIFY_CERTS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
-    pub verify_certs: bool,
-    /// OpenSearch index (and pgvector table, unless --pg-table is given).
-    #[arg(
-        long,
-        global = true,
-        env = "ML_OPENSEARCH_INDEX",
-        default_value = "ml_embeddings"
-    )]
-    pub embeddings_index: String,
-    #[arg(
-        long,
-        global = true,
-        env = "ML_VECTOR_DIMENSION",
-        default_value_t = 384
-    )]
-    pub vector_dimension: usize,
-    /// Similarity space for both stores: cosinesimil, l2 or innerproduct.
-    #[arg(long, global = true, default_value = "cosinesimil")]
-    pub space_type: String,
-    /// OpenSearch k-NN engine (the Maven build of k-NN only has lucene).
-    #[arg(long, global = true, default_value = "lucene")]
-    pub engine: String,
-    /// HNSW graph degree (OpenSearch).
-    #[arg(long, global = true, default_value_t = 16)]
-    pub m: u32,
-    /// HNSW build beam width (OpenSearch).
-    #[arg(long, global = true, default_value_t = 100)]
-    pub ef_construction: u32,
-    /// HNSW search beam width (OpenSearch; Lucene uses max(k, this)).
-    #[arg(long, global = true, default_value_t = 100)]
-    pub ef_search: u32,
-    #[arg(long, global = true, default_value_t = 1)]
-    pub shards: u32,
-    #[arg(long, global = true, default_value_t = 0)]
-    pub replicas: u32,
-    #[arg(long, global = true, default_value = "1s")]
-    pub refresh_interval: String,
-    /// shared (one index, tenant_id filter) or per-tenant (`<index>_<tenant>` via the template).
-    #[arg(long, global = true, default_value = "shared")]
-    pub tenant_layout: String,
-    /// PostgreSQL connection URL (falls back to DATABASE_URL; never printed).
-    #[arg(
-        long,
-        global = true,
-        env = "ML_PGVECTOR_DSN",
-        hide_env_values = true,
-        value_parser = secret
-    )]
-    pub pg_dsn: Option<Secret>,
-    /// pgvector table (default: the embeddings index name).
-    #[arg(long, global = true)]
-    pub pg_table: Option<String>,
-    /// pgvector index method: hnsw or ivfflat.
-    #[arg(long, global = true, default_value = "hnsw")]
-    pub pg_index: String,
-    #[arg(long, global = true, default_value_t = 16)]
-    pub pg_m: u32,
-    #[arg(long, global = true, default_value_t = 64)]
-    pub pg_ef_construction: u32,
-    /// pgvector `hnsw.ef_search`, set on each pooled connection.
-    #[arg(long, global = true, default_value_t = 100)]
-    pub pg_ef_search: u32,
-    /// IVFFlat lists (with --pg-index ivfflat).
-    #[arg(long, global = true, default_value_t = 100)]
-    pub pg_lists: u32,
-    /// IVFFlat probes (with --pg-index ivfflat).
-    #[arg(long, global = true, default_value_t = 10)]
-    pub pg_probes: u32,
-    /// Per-request timeout for both stores, in milliseconds.
-    #[arg(long, global = true, default_value_t = 10_000)]
-    pub timeout_ms: u64,
-}
-
-impl ConnArgs {
-    pub fn selection(&self) -> Result<BackendSelection, ConfigError> {
-        BackendSelection::parse("--backend / ML_VECTOR_BACKEND", &self.backend)
-    }
-
-    /// Builds both store configs. A store whose connection is not configured is `None`;
-    /// commands that need it fail with a message naming the flag.
-    pub fn backends(&self) -> Result<Backends, ConfigError> {
-        let metric = Metric::parse(&self.space_type).ok_or_else(|| {
-            ConfigError::invalid(
-                "--space-type",
-                format!(
-                    "{:?} is not one of cosinesimil, l2, innerproduct",
-                    self.space_type
-                ),
-            )
-        })?;
-        let timeout = Duration::from_millis(self.timeout_ms.max(1));
-        let tenant_layout = match self.tenant_layout.as_str() {
-            "shared" => TenantLayout::Shared,
-            "per-tenant" | "per_tenant" => TenantLayout::PerTenant,
-            other => {
-                return Err(ConfigError::invalid(
-                    "--tenant-layout",
-                    format!("{other:?} is not one of shared, per-tenant"),
-                ));
-            }
-        };
-        let dsn = self
-            .pg_dsn
-            .as_ref()
-            .map(|d| d.expose().to_string())
-            .or_else(|| std::env::var("DATABASE_URL").ok())
-            .filter(|s| !s.is_empty());
-        let pg = match dsn {
-            None => None,
-            Some(dsn) => {
-                let mut c = PgConfig::new(dsn);
-                c.table = self
-                    .pg_table
-                    .clone()
-                    .unwrap_or_else(|| self.embeddings_index.clone());
-                c.dimension = self.vector_dimension;
-                c.metric = metric;
-                c.index = match self.pg_index.as_str() {
-                    "hnsw" => PgIndex::Hnsw {
-                        m: self.pg_m,
-                        ef_construction: self.pg_ef_construction,
-                    },
-                    "ivfflat" => PgIndex::IvfFlat {
-                        lists: self.pg_lists,
-                    },
-                    other => {
-                        return Err(ConfigError::invalid(
-                            "--pg-index",
-                            format!("{other:?} is not one of hnsw, ivfflat"),
-                        ));
-                    }
-                };
-                c.ef_search = self.pg_ef_search;
-                c.probes = self.pg_probes;
-                c.statement_timeout = timeout;
-                c.validate()?;
-                Some(c)
-            }
-        };
-        let os = match self
-            .hosts
-            .as_ref()
-            .map(|h| h.0.as_str())
-            .filter(|s| !s.is_empty())
-        {
-            None => None,
-            Some(list) => {
-                let (hosts, creds) = parse_hosts("--hosts / ML_OPENSEARCH_HOSTS", list)?;
-                let mut c = OpenSearchConfig::new(hosts);
-                if let Some((u, p)) = creds {
-                    c.username = Some(u);
-                    c.password = Some(p);
-                }
-                if let Some(u) = &self.username {
-                    c.username = Some(u.clone());
-                }
-                if let Some(p) = &self.password {
-                    c.password = Some(p.clone());
-                }
-                c.verify_certs = self.verify_certs;
-                c.index = self.embeddings_index.clone();
-                c.dimension = self.vector_dimension;
-                c.tenant_layout = tenant_layout;
-                c.engine = self.engine.clone();
-                c.metric = metric;
-                c.m = self.m;
-                c.ef_construction = self.ef_construction;
-                c.ef_search = self.ef_search;
-                c.shards = self.shards;
-                c.replicas = self.replicas;
-                c.refresh_interval = self.refresh_interval.clone();
-                c.timeout = timeout;
-                c.validate()?;
-                Some(c)
-            }
-        };
-        Ok(Backends { pg, os })
-    }
+    pub mode: Option<MigrationMode>,
 }
 
 #[derive(Debug, Args)]
@@ -383,7 +159,7 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     /// Migration mode at start (pgvector, dual_write, shadow_read, read_split(P), opensearch).
     #[arg(long, env = "ML_MIGRATION_MODE", default_value = "shadow_read")]
-    pub mode: String,
+    pub mode: MigrationMode,
     /// Capture every accepted request to this JSON Lines file (`.gz` for gzip) for replay.
     #[arg(long)]
     pub record: Option<PathBuf>,
@@ -440,7 +216,7 @@ pub struct HttpLoadArgs {
     pub dataset: PathBuf,
     /// search (search only) or mixed (search : upsert : delete = 8 : 3 : 1).
     #[arg(long, default_value = "search")]
-    pub scenario: String,
+    pub scenario: HttpScenario,
     /// Concurrent goose users.
     #[arg(long, default_value_t = 8, conflicts_with = "test_plan")]
     pub users: usize,
@@ -495,6 +271,86 @@ pub struct RollbackDrillArgs {
     pub admin_token_file: Option<PathBuf>,
 }
 
+impl ServeArgs {
+    /// The service's config; the admin token is read by the caller, never from a flag.
+    pub fn config(&self, admin_token: Option<Secret>) -> ServeConfig {
+        let tenants = self.tenants.as_deref().map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
+        ServeConfig {
+            listen: self.listen,
+            tenants,
+            max_k: self.max_k,
+            max_body_bytes: self.max_body_bytes,
+            record: self.record.clone(),
+            record_buffer: self.record_buffer,
+            admin_token,
+            open_writes: self.open_writes,
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
+            max_concurrency: self.max_concurrency,
+            ..ServeConfig::default()
+        }
+    }
+
+    /// The adapter under the service, splitting reads by the service's key.
+    pub fn adapter_config(&self, serve: &ServeConfig) -> AdapterConfig {
+        AdapterConfig {
+            mirror_capacity: self.mirror_capacity.max(1),
+            opensearch_read_timeout: std::time::Duration::from_millis(
+                self.opensearch_read_timeout_ms.max(1),
+            ),
+            split_key: serve.split_key,
+            ..AdapterConfig::default()
+        }
+    }
+}
+
+impl HttpLoadArgs {
+    /// The attack; `write_token` goes with upserts and deletes.
+    pub fn options(self, write_token: Option<Secret>) -> Result<HttpLoadOptions, ConfigError> {
+        let shape = match (self.test_plan, self.run_time) {
+            (Some(plan), _) => LoadShape::TestPlan(plan),
+            (None, Some(run_time)) => LoadShape::Ramp {
+                users: self.users,
+                hatch_rate: self.hatch_rate,
+                run_time,
+            },
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    "--run-time",
+                    "required (or --test-plan): http-load always stops by itself",
+                ));
+            }
+        };
+        Ok(HttpLoadOptions {
+            target: self.target,
+            dataset: self.dataset,
+            scenario: self.scenario,
+            shape,
+            throttle_requests: self.throttle_requests,
+            k: self.k,
+            allow_remote: self.allow_remote,
+            out_dir: self.out,
+            goose_args: self.goose,
+            quiet: false,
+            write_token,
+        })
+    }
+}
+
+impl RollbackDrillArgs {
+    pub fn options(&self, token: Secret) -> DrillOptions {
+        let mut opts = DrillOptions::new(self.target.clone(), token);
+        opts.allow_remote = self.allow_remote;
+        opts.timeout = std::time::Duration::from_secs(self.timeout_s.max(1));
+        opts
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,7 +397,7 @@ mod tests {
         .unwrap();
         // The values are really there, only hidden.
         assert_eq!(
-            cli.conn.password.as_ref().map(Secret::expose),
+            cli.conn.opensearch.password.as_ref().map(Secret::expose),
             Some("hunter2-secret")
         );
         let debug = format!("{cli:?}");

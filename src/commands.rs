@@ -1,29 +1,25 @@
-//! One function per subcommand: build typed config from the CLI, call the library,
-//! print a human summary. Returns the process exit code.
+//! One function per subcommand: flags to typed config, one library call, a printed
+//! summary. Each returns the process's [`Exit`]; errors go back to `main` unprinted.
 
-use std::sync::Arc;
+use std::path::Path;
 
-use shadowbench::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
 use shadowbench::connect::{BackendSelection, Backends};
-use shadowbench::error::{ConfigError, Error};
-use shadowbench::store::VectorStore;
-use shadowbench::{backfill, bootstrap, consistency, dataset, ingest};
+use shadowbench::error::{ConfigError, Error, Exit};
+use shadowbench::ingest::{self, Target};
+use shadowbench::{backfill, bootstrap, consistency, status};
 
 use crate::cli::{Cli, Command, IngestArgs, SyncArgs, ValidateArgs};
 
-pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
+pub async fn dispatch(cli: Cli) -> Result<Exit, Error> {
     let backends = cli.conn.backends()?;
-    let which = cli.conn.selection()?;
+    let which = cli.conn.selection();
     match cli.command {
         Command::Bootstrap => {
-            let report = bootstrap::run(&backends, which).await?;
-            for line in report.lines() {
-                println!("{line}");
-            }
-            Ok(0)
+            print_lines(bootstrap::run(&backends, which).await?.lines());
+            Ok(Exit::Pass)
         }
         Command::Ingest(args) => ingest_cmd(&backends, which, args).await,
-        Command::Status => status(&backends, which).await,
+        Command::Status => status_cmd(&backends, which).await,
         Command::Sync(args) => sync_cmd(&backends, args).await,
         Command::Validate(args) => validate_cmd(&backends, args).await,
         Command::Run(args) => run_cmd(&backends, args).await,
@@ -35,23 +31,23 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
     }
 }
 
-/// Opens the adapter for a mode; starts with the outbox as the previous run left it.
-pub async fn adapter(
-    backends: &Backends,
-    mode: MigrationMode,
-) -> Result<Arc<VectorStoreAdapter>, Error> {
-    let pg = backends.pgvector().await?;
-    let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || backends.os.is_some() {
-        Some(backends.opensearch().await?)
-    } else {
-        None
-    };
-    Ok(Arc::new(
-        VectorStoreAdapter::new(pg, os, mode, AdapterConfig::default()).await?,
-    ))
+fn print_lines(lines: impl IntoIterator<Item = String>) {
+    for line in lines {
+        println!("{line}");
+    }
 }
 
-async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
+/// Writes `text` to a file the user named; failing is a usage error naming the file.
+fn write_file(path: &Path, text: impl AsRef<[u8]>) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| ConfigError::file(path, e).into())
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value).map_err(Error::failed)?;
+    write_file(path, text)
+}
+
+async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<Exit, Error> {
     let pg = backends.pgvector().await?;
     let os = backends.opensearch().await?;
     let opts = backfill::SyncOptions {
@@ -61,71 +57,35 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<u8, Error> {
         progress: true,
     };
     let index = backends.os_config()?.index.clone();
-    let s = backfill::sync(pg, os.clone(), &index, &opts).await?;
-    if let Some(after) = &s.resumed_after {
-        println!(
-            "resumed after {after} ({} records were copied before the interruption)",
-            s.previously_copied
-        );
-    }
-    println!(
-        "synced {} records into opensearch index {index} in {:.1}s ({:.0} records/s)",
-        s.copied, s.seconds, s.records_per_second
+    print_lines(
+        backfill::sync(pg, os.clone(), &index, &opts)
+            .await?
+            .lines(&index),
     );
     if args.expunge_deletes {
-        let started = std::time::Instant::now();
-        let (before, after) = os
-            .expunge_deletes(std::time::Duration::from_secs(3600))
-            .await?;
-        println!(
-            "expunged deleted documents from {index}: {before} before, {after} after ({:.1}s)",
-            started.elapsed().as_secs_f64()
-        );
+        println!("{}", backfill::expunge_deletes(&os).await?.line(&index));
     }
-    Ok(0)
+    Ok(Exit::Pass)
 }
 
-async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<u8, Error> {
-    let pg_store = backends.pgvector().await?;
-    let outbox = shadowbench::adapter::Outbox::new(pg_store.clone());
-    let pg: Arc<dyn VectorStore> = pg_store.clone();
-    let os: Arc<dyn VectorStore> = backends.opensearch().await?;
+async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<Exit, Error> {
     let opts = consistency::ValidateOptions {
         show: args.show,
         progress: true,
         ..consistency::ValidateOptions::default()
     };
-    let report = if args.repair {
-        let (before, fixed, after) = consistency::repair(pg_store, os, &opts).await?;
-        for line in before.lines() {
-            println!("before repair: {line}");
-        }
-        println!(
-            "repair: upserted {} and deleted {} records in opensearch",
-            fixed.upserted, fixed.deleted
-        );
-        after
-    } else {
-        consistency::validate(pg, os, &opts).await?
-    };
-    for line in report.lines() {
-        println!("{line}");
-    }
-    // What has not reached OpenSearch yet, or never will without help: a parked entry
-    // names the record and why OpenSearch refused it.
-    for line in outbox.state(args.show).await?.lines(outbox.table()) {
-        println!("{line}");
-    }
+    let checked = consistency::check(backends, args.repair, &opts).await?;
+    print_lines(checked.lines());
+    print_lines(checked.outbox_lines(args.show).await?);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(Error::failed)?;
-        std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
+        write_json(path, &checked.report)?;
     }
-    if report.consistent() {
+    if checked.report.consistent() {
         println!("CONSISTENT: 100%");
-        Ok(0)
+        Ok(Exit::Pass)
     } else {
         println!("INCONSISTENT");
-        Ok(1)
+        Ok(Exit::Failure)
     }
 }
 
@@ -133,122 +93,40 @@ async fn ingest_cmd(
     backends: &Backends,
     which: BackendSelection,
     args: IngestArgs,
-) -> Result<u8, Error> {
-    if args.batch_size == 0 {
-        return Err(ConfigError::invalid("--batch-size", "must be at least 1").into());
-    }
-    let ds = dataset::Dataset::load(&args.dataset)?;
-    let dim = backends
-        .pg
-        .as_ref()
-        .map(|c| c.dimension)
-        .or(backends.os.as_ref().map(|c| c.dimension))
-        .unwrap_or(ds.dimension);
-    if ds.dimension != dim {
-        return Err(ConfigError::invalid(
-            "--vector-dimension",
-            format!(
-                "dataset {} has dimension {} but the stores are configured for {dim}",
-                args.dataset.display(),
-                ds.dimension
-            ),
-        )
-        .into());
-    }
-    let records = match args.limit {
-        Some(n) => &ds.train[..n.min(ds.train.len())],
-        None => &ds.train[..],
-    };
-    let mut drain = None;
-    let targets: Vec<Arc<dyn VectorStore>> = match &args.mode {
-        Some(m) => {
-            let mode = MigrationMode::parse("--mode / ML_MIGRATION_MODE", m)?;
-            let a = adapter(backends, mode).await?;
-            drain = Some(a.clone());
-            vec![a]
-        }
-        None => backends.open(which).await?,
-    };
+) -> Result<Exit, Error> {
+    let target = args.mode.map_or(Target::Stores(which), Target::Adapter);
     let opts = ingest::IngestOptions {
         batch_size: args.batch_size,
         concurrency: args.concurrency,
         progress: true,
     };
-    let s = ingest::ingest(records, &targets, &opts).await?;
-    println!(
-        "ingested {} records of {} into {} in {:.1}s ({:.0} records/s)",
-        s.records,
-        ds.name,
-        match &drain {
-            Some(a) if a.mode().writes_opensearch() => {
-                format!(
-                    "pgvector + opensearch through the adapter in mode {}",
-                    a.mode()
-                )
-            }
-            Some(a) => format!("pgvector through the adapter in mode {}", a.mode()),
-            None => s.targets.join(" + "),
-        },
-        s.seconds,
-        s.records_per_second
-    );
-    for note in &s.notes {
-        println!("{note}");
-    }
-    if let Some(a) = drain {
-        let d = a.drain_outbox().await?;
-        let stats = a.stats();
-        println!(
-            "mode {}: {} writes acknowledged, {} deferred to the outbox, {} replayed, outbox depth now {}",
-            a.mode(),
-            stats.writes_acknowledged,
-            stats.secondary_write_failures,
-            d.delivered,
-            d.remaining
-        );
-        if d.remaining > 0 {
+    let done = ingest::dataset(backends, target, &args.dataset, args.limit, &opts).await?;
+    println!("{}", done.line());
+    if let Some(d) = done.drain().await? {
+        println!("{}", d.line());
+        if d.report.remaining > 0 {
             println!(
                 "outbox not empty: run `shadowbench sync` or ingest again once OpenSearch is healthy"
             );
-            return Ok(1);
+            return Ok(Exit::Failure);
         }
     }
-    Ok(0)
+    Ok(Exit::Pass)
 }
 
-async fn status(backends: &Backends, which: BackendSelection) -> Result<u8, Error> {
-    let stores = backends.open(which).await?;
-    let mut code = 0;
-    for s in stores {
-        let h = s.health().await?;
-        let n = s
-            .count()
-            .await
-            .map(|n| n.to_string())
-            .unwrap_or_else(|e| format!("? ({e})"));
-        let r = s.resources().await.unwrap_or_default();
-        println!(
-            "{:<10} {} {} | records {} | data {} B | index {} B",
-            s.kind(),
-            if h.ok { "up" } else { "DEGRADED" },
-            h.version,
-            n,
-            r.data_bytes.map(|b| b.to_string()).unwrap_or("?".into()),
-            r.index_bytes.map(|b| b.to_string()).unwrap_or("?".into()),
-        );
-        if !h.ok {
-            code = 1;
+async fn status_cmd(backends: &Backends, which: BackendSelection) -> Result<Exit, Error> {
+    let mut exit = Exit::Pass;
+    for store in backends.open(which).await? {
+        let s = status::StoreStatus::probe(store.as_ref()).await?;
+        println!("{}", s.line());
+        if !s.up {
+            exit = Exit::Failure;
         }
     }
     if which != BackendSelection::Opensearch {
-        let outbox = shadowbench::adapter::Outbox::new(backends.pgvector().await?);
-        let state = outbox.state(5).await?;
-        match state.lines(outbox.table()).as_slice() {
-            [] => println!("{}", state.summary(outbox.table())),
-            lines => lines.iter().for_each(|l| println!("{l}")),
-        }
+        print_lines(status::outbox_lines(backends).await?);
     }
-    Ok(code)
+    Ok(exit)
 }
 
 /// The admin token guarding the service's mutating endpoints: `--admin-token-file`
@@ -260,46 +138,9 @@ fn admin_token(
     shadowbench::serve::load_admin_token(file, std::env::var("SHADOWBENCH_ADMIN_TOKEN").ok())
 }
 
-async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u8, Error> {
-    use shadowbench::serve;
-    let mode = MigrationMode::parse("--mode / ML_MIGRATION_MODE", &args.mode)?;
-    let tenants = args.tenants.as_deref().map(|list| {
-        list.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect()
-    });
-    let cfg = serve::ServeConfig {
-        listen: args.listen,
-        tenants,
-        max_k: args.max_k,
-        max_body_bytes: args.max_body_bytes,
-        record: args.record.clone(),
-        record_buffer: args.record_buffer,
-        admin_token: admin_token(args.admin_token_file.as_deref())?,
-        open_writes: args.open_writes,
-        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
-        max_concurrency: args.max_concurrency,
-        ..serve::ServeConfig::default()
-    };
-    cfg.validate()?;
-    let adapter_cfg = AdapterConfig {
-        mirror_capacity: args.mirror_capacity.max(1),
-        opensearch_read_timeout: std::time::Duration::from_millis(
-            args.opensearch_read_timeout_ms.max(1),
-        ),
-        split_key: cfg.split_key,
-        ..AdapterConfig::default()
-    };
-    let pg = backends.pgvector().await?;
-    let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || backends.os.is_some() {
-        Some(backends.opensearch().await?)
-    } else {
-        None
-    };
-    let adapter = Arc::new(VectorStoreAdapter::new(pg, os, mode, adapter_cfg).await?);
-    let switching = match (cfg.admin_token.is_some(), cfg.open_writes) {
+/// What the service lets callers do without and with the token.
+fn access(token: bool, open_writes: bool) -> &'static str {
+    match (token, open_writes) {
         (true, false) => "writes and mode switching need the bearer token",
         (true, true) => "writes are open (--open-writes); mode switching needs the bearer token",
         (false, true) => {
@@ -308,109 +149,64 @@ async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<u
         (false, false) => {
             "read-only: writes and mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN, or --open-writes for writes)"
         }
-    };
+    }
+}
+
+async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<Exit, Error> {
+    use shadowbench::serve;
+    let cfg = args.config(admin_token(args.admin_token_file.as_deref())?);
+    cfg.validate()?;
+    let adapter = backends
+        .adapter(args.mode, args.adapter_config(&cfg))
+        .await?;
+    let access = access(cfg.admin_token.is_some(), cfg.open_writes);
     let running = serve::start(adapter, cfg).await?;
     println!(
-        "serving on {} in mode {}; {switching}{}",
+        "serving on {} in mode {}; {access}{}",
         running.base_url(),
-        mode,
+        args.mode,
         args.record
             .as_ref()
             .map(|p| format!("; recording to {}", p.display()))
             .unwrap_or_default()
     );
-    let summary = running.run_until(serve::shutdown_signal()).await?;
-    println!(
-        "stopped: {} shadow comparisons, {} mirrored reads dropped, {} writes acknowledged",
-        summary.shadow_comparisons,
-        summary.adapter.mirror_dropped,
-        summary.adapter.writes_acknowledged
-    );
-    if let Some(c) = summary.capture {
-        println!(
-            "capture {}: {} operations written, {} dropped",
-            c.path.display(),
-            c.written,
-            c.dropped
-        );
-    }
-    Ok(0)
+    print_lines(running.run_until(serve::shutdown_signal()).await?.lines());
+    Ok(Exit::Pass)
 }
 
-async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<u8, Error> {
-    use shadowbench::httpload::{self, HttpLoadOptions, HttpScenario, LoadShape};
-    let shape = match (args.test_plan, args.run_time) {
-        (Some(plan), _) => LoadShape::TestPlan(plan),
-        (None, Some(run_time)) => LoadShape::Ramp {
-            users: args.users,
-            hatch_rate: args.hatch_rate,
-            run_time,
-        },
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                "--run-time",
-                "required (or --test-plan): http-load always stops by itself",
-            )
-            .into());
-        }
-    };
-    let opts = HttpLoadOptions {
-        target: args.target,
-        dataset: args.dataset,
-        scenario: HttpScenario::parse("--scenario", &args.scenario)?,
-        shape,
-        throttle_requests: args.throttle_requests,
-        k: args.k,
-        allow_remote: args.allow_remote,
-        out_dir: args.out.clone(),
-        goose_args: args.goose,
-        quiet: false,
-        write_token: admin_token(None)?,
-    };
+async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<Exit, Error> {
+    use shadowbench::httpload;
+    let opts = args.options(admin_token(None)?)?;
     let report = httpload::run(&opts).await?;
-    for line in report.lines() {
-        println!("{line}");
-    }
+    print_lines(report.lines());
     println!(
         "wrote {}, {} and {} in {}",
         httpload::GOOSE_HTML,
         httpload::GOOSE_JSON,
         httpload::REPORT_JSON,
-        args.out.display()
+        opts.out_dir.display()
     );
-    Ok(if report.thresholds_failed { 1 } else { 0 })
+    Ok(Exit::failure_if(report.thresholds_failed))
 }
 
-async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<u8, Error> {
-    use shadowbench::serve::drill;
+async fn rollback_drill_cmd(args: crate::cli::RollbackDrillArgs) -> Result<Exit, Error> {
     let token = admin_token(args.admin_token_file.as_deref())?.ok_or_else(|| {
         ConfigError::invalid(
             "SHADOWBENCH_ADMIN_TOKEN",
             "set it (or --admin-token-file) to the token the service was started with",
         )
     })?;
-    let mut opts = drill::DrillOptions::new(args.target, token);
-    opts.allow_remote = args.allow_remote;
-    opts.timeout = std::time::Duration::from_secs(args.timeout_s.max(1));
-    // `rollback` checks the target before it sends anything; a refused target is a
-    // usage error (exit 2).
-    let report = drill::rollback(&opts).await.map_err(|e| match e {
-        drill::DrillError::Target(c) => Error::Config(c),
-        e => Error::failed(e),
-    })?;
-    for line in report.lines() {
-        println!("{line}");
-    }
+    let report = shadowbench::serve::drill::rollback(&args.options(token)).await?;
+    print_lines(report.lines());
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(Error::failed)?;
-        std::fs::write(path, text).map_err(|e| ConfigError::file(path, e))?;
+        write_json(path, &report)?;
     }
-    Ok(if report.complete() { 0 } else { 1 })
+    Ok(Exit::failure_if(!report.complete()))
 }
 
 /// `run SCENARIO.toml [--out DIR]`: the report is written and summarised even when the
 /// workload stopped on bad input (then the exit code is 2).
-async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<u8, Error> {
+async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<Exit, Error> {
     use shadowbench::{report, runner, scenario};
     let scenario = scenario::Scenario::load(&args.scenario)?;
     let run_id = report::run_id(chrono::Utc::now(), &scenario.name);
@@ -466,7 +262,7 @@ async fn run_stages_cmd(
     scenario: &shadowbench::scenario::Scenario,
     run_id: String,
     dir: &std::path::Path,
-) -> Result<u8, Error> {
+) -> Result<Exit, Error> {
     use shadowbench::report::{self, stages};
     use shadowbench::runner;
     let options = runner::RunnerOptions {
@@ -516,63 +312,42 @@ async fn run_stages_cmd(
 }
 
 fn print_verdict(v: &shadowbench::gate::Verdict) {
-    use shadowbench::gate::Status;
-    println!("gate: {:?}", v.outcome);
-    for c in &v.criteria {
-        let measured = c
-            .measured
-            .map_or_else(|| "n/a".to_string(), |m| format!("{m:.4}"));
-        let status = match c.status {
-            Status::Pass => "pass",
-            Status::Fail => "FAIL",
-            Status::NoData => "no data",
-            Status::Skipped => "skipped",
-        };
-        println!(
-            "  {:<24} {:<36} {:>12}  {status}",
-            c.name, c.threshold, measured
-        );
-    }
+    print_lines(v.lines());
 }
 
 /// `gate REPORT.json [--criteria FILE] [--junit FILE]`: re-evaluates a saved report.
-async fn gate_cmd(args: crate::cli::GateArgs) -> Result<u8, Error> {
+async fn gate_cmd(args: crate::cli::GateArgs) -> Result<Exit, Error> {
     use shadowbench::{gate, report};
     let r = report::json::read(&args.report)?;
     let criteria = match &args.criteria {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::file(p, e))?;
-            toml::from_str::<gate::Criteria>(&text)
-                .map_err(|e| ConfigError::file(p, e.to_string().trim_end().to_string()))?
-        }
+        Some(p) => gate::Criteria::load(p)?,
         // The criteria the run itself was gated with, else the migration plan's defaults.
         None => r.gate_criteria.clone().unwrap_or_default(),
     };
     let verdict = gate::evaluate(&r.gate_input(), &criteria);
     print_verdict(&verdict);
-    let mut code = verdict.outcome.exit_code();
+    let mut exit = verdict.outcome.exit_code();
     if let Some(base) = &args.baseline {
         let b = report::json::read(base)?;
         let cmp = shadowbench::compare::compare(&b, &r, &gate::RegressionPolicy::default());
         print!("{}", cmp.render());
-        if cmp.regressions() > 0 && code == 0 {
-            code = 1;
+        if cmp.regressions() > 0 && exit == Exit::Pass {
+            exit = Exit::Failure;
         }
     }
     if let Some(junit) = &args.junit {
-        std::fs::write(junit, report::junit::render(&r.scenario.name, &verdict))
-            .map_err(|e| ConfigError::file(junit, e))?;
+        write_file(junit, report::junit::render(&r.scenario.name, &verdict))?;
     }
-    Ok(code)
+    Ok(exit)
 }
 
 /// `compare A B`: B against baseline A; exit 1 when B regressed.
-async fn compare_cmd(args: crate::cli::CompareArgs) -> Result<u8, Error> {
+async fn compare_cmd(args: crate::cli::CompareArgs) -> Result<Exit, Error> {
     use shadowbench::report;
     let a = report::json::read(&args.baseline)?;
     let b = report::json::read(&args.current)?;
     let cmp =
         shadowbench::compare::compare(&a, &b, &shadowbench::gate::RegressionPolicy::default());
     print!("{}", cmp.render());
-    Ok(if cmp.regressions() > 0 { 1 } else { 0 })
+    Ok(Exit::failure_if(cmp.regressions() > 0))
 }

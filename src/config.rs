@@ -58,12 +58,56 @@ pub fn redact_dsn(dsn: &str) -> String {
     }
 }
 
+/// The names errors give configuration fields (the `field` of [`ConfigError::Invalid`]).
+/// The library never names a flag; the binary maps each of these to the flag or
+/// variable that sets the field, so its messages name what the user typed.
+pub mod field {
+    /// The PostgreSQL connection as a whole (none is configured).
+    pub const PG: &str = "pg";
+    pub const PG_DSN: &str = "pg.dsn";
+    pub const PG_TABLE: &str = "pg.table";
+    pub const PG_INDEX: &str = "pg.index";
+    /// The OpenSearch connection as a whole (none is configured).
+    pub const OPENSEARCH: &str = "opensearch";
+    pub const OPENSEARCH_HOSTS: &str = "opensearch.hosts";
+    pub const OPENSEARCH_INDEX: &str = "opensearch.index";
+    pub const OPENSEARCH_ENGINE: &str = "opensearch.engine";
+    pub const OPENSEARCH_USERNAME: &str = "opensearch.username";
+    pub const OPENSEARCH_TENANT_LAYOUT: &str = "opensearch.tenant_layout";
+    /// Which stores a command touches.
+    pub const BACKEND: &str = "backend";
+    /// The vector dimension of both stores.
+    pub const DIMENSION: &str = "dimension";
+    /// The similarity space of both stores.
+    pub const SPACE_TYPE: &str = "space_type";
+    /// The migration mode a command starts the adapter in.
+    pub const MIGRATION_MODE: &str = "migration_mode";
+    pub const INGEST_BATCH_SIZE: &str = "ingest.batch_size";
+    pub const SERVE_LISTEN: &str = "serve.listen";
+    pub const SERVE_MAX_K: &str = "serve.max_k";
+    pub const SERVE_MAX_BODY_BYTES: &str = "serve.max_body_bytes";
+    pub const SERVE_TENANTS: &str = "serve.tenants";
+    pub const SERVE_REQUEST_TIMEOUT: &str = "serve.request_timeout";
+    pub const SERVE_MAX_CONCURRENCY: &str = "serve.max_concurrency";
+    /// The admin token given as a value (not a file).
+    pub const ADMIN_TOKEN: &str = "admin_token";
+    pub const ADMIN_TOKEN_FILE: &str = "admin_token_file";
+    pub const HTTP_LOAD_TARGET: &str = "http_load.target";
+    pub const HTTP_LOAD_SCENARIO: &str = "http_load.scenario";
+    pub const HTTP_LOAD_K: &str = "http_load.k";
+    pub const HTTP_LOAD_USERS: &str = "http_load.users";
+    pub const HTTP_LOAD_HATCH_RATE: &str = "http_load.hatch_rate";
+    pub const HTTP_LOAD_RUN_TIME: &str = "http_load.run_time";
+    pub const HTTP_LOAD_TEST_PLAN: &str = "http_load.test_plan";
+    pub const DRILL_TARGET: &str = "drill.target";
+}
+
 /// Default index / table name, as in the seed.
 pub const DEFAULT_INDEX: &str = "ml_embeddings";
 pub const DEFAULT_DIMENSION: usize = 384;
 
 /// Checks a name used as an SQL identifier or index name: `[a-z_][a-z0-9_]*`, ≤ 63 bytes.
-pub fn validate_identifier(flag: &str, name: &str) -> Result<(), ConfigError> {
+pub fn validate_identifier(field: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -77,7 +121,7 @@ pub fn validate_identifier(flag: &str, name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError::invalid(
-            flag,
+            field,
             format!("{name:?} must match [a-z_][a-z0-9_]* and be at most 63 bytes"),
         ))
     }
@@ -113,11 +157,11 @@ const PG_RESERVED: &[&str] = &[
 /// Checks the pgvector table name: an identifier, not a reserved word, and short
 /// enough that every companion name (`<table>_embedding_idx`, `_outbox`, ...) stays
 /// within PostgreSQL's 63-byte limit.
-pub fn validate_pg_table(flag: &str, name: &str) -> Result<(), ConfigError> {
-    validate_identifier(flag, name)?;
+pub fn validate_pg_table(field: &str, name: &str) -> Result<(), ConfigError> {
+    validate_identifier(field, name)?;
     if name.len() > MAX_PG_TABLE_BYTES {
         return Err(ConfigError::invalid(
-            flag,
+            field,
             format!(
                 "{name:?} is {} bytes; a pgvector table name may have at most {MAX_PG_TABLE_BYTES}, \
                  so that {:?} stays within PostgreSQL's 63-byte identifier limit",
@@ -128,7 +172,7 @@ pub fn validate_pg_table(flag: &str, name: &str) -> Result<(), ConfigError> {
     }
     if PG_RESERVED.binary_search(&name).is_ok() {
         return Err(ConfigError::invalid(
-            flag,
+            field,
             format!("{name:?} is a reserved word in PostgreSQL; choose another table name"),
         ));
     }
@@ -146,12 +190,62 @@ pub enum TenantLayout {
     PerTenant,
 }
 
+impl std::str::FromStr for TenantLayout {
+    type Err = ConfigError;
+
+    /// `shared`, or `per-tenant` (also `per_tenant`).
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "shared" => Ok(TenantLayout::Shared),
+            "per-tenant" | "per_tenant" => Ok(TenantLayout::PerTenant),
+            other => Err(ConfigError::invalid(
+                field::OPENSEARCH_TENANT_LAYOUT,
+                format!("{other:?} is not one of shared, per-tenant"),
+            )),
+        }
+    }
+}
+
 /// Vector index method for pgvector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PgIndex {
     Hnsw { m: u32, ef_construction: u32 },
     IvfFlat { lists: u32 },
+}
+
+/// The pgvector index method alone, before its parameters are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgIndexMethod {
+    Hnsw,
+    IvfFlat,
+}
+
+impl PgIndexMethod {
+    /// The index with its parameters: `m` and `ef_construction` for HNSW, `lists` for
+    /// IVFFlat; the others are ignored.
+    pub fn with(self, m: u32, ef_construction: u32, lists: u32) -> PgIndex {
+        match self {
+            PgIndexMethod::Hnsw => PgIndex::Hnsw { m, ef_construction },
+            PgIndexMethod::IvfFlat => PgIndex::IvfFlat { lists },
+        }
+    }
+}
+
+impl std::str::FromStr for PgIndexMethod {
+    type Err = ConfigError;
+
+    /// `hnsw` or `ivfflat`.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "hnsw" => Ok(PgIndexMethod::Hnsw),
+            "ivfflat" => Ok(PgIndexMethod::IvfFlat),
+            other => Err(ConfigError::invalid(
+                field::PG_INDEX,
+                format!("{other:?} is not one of hnsw, ivfflat"),
+            )),
+        }
+    }
 }
 
 impl Default for PgIndex {
@@ -201,10 +295,10 @@ impl PgConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_pg_table("--pg-table (defaults to --embeddings-index)", &self.table)?;
+        validate_pg_table(field::PG_TABLE, &self.table)?;
         if Url::parse(self.dsn.expose()).is_err() {
             return Err(ConfigError::invalid(
-                "ML_PGVECTOR_DSN",
+                field::PG_DSN,
                 "not a valid postgres:// URL (value not shown)",
             ));
         }
@@ -217,7 +311,7 @@ pub fn validate_dimension(dimension: usize) -> Result<(), ConfigError> {
     // pgvector's HNSW index supports up to 2000 dimensions; OpenSearch Lucene up to 16000.
     if dimension == 0 || dimension > 2000 {
         return Err(ConfigError::invalid(
-            "--vector-dimension",
+            field::DIMENSION,
             format!("{dimension} is outside 1..=2000"),
         ));
     }
@@ -280,21 +374,21 @@ impl OpenSearchConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.hosts.is_empty() {
             return Err(ConfigError::invalid(
-                "--hosts / ML_OPENSEARCH_HOSTS",
+                field::OPENSEARCH_HOSTS,
                 "at least one URL is required",
             ));
         }
-        validate_identifier("--embeddings-index", &self.index)?;
+        validate_identifier(field::OPENSEARCH_INDEX, &self.index)?;
         validate_dimension(self.dimension)?;
         if !matches!(self.engine.as_str(), "lucene" | "faiss" | "nmslib") {
             return Err(ConfigError::invalid(
-                "--engine",
+                field::OPENSEARCH_ENGINE,
                 format!("{:?} is not one of lucene, faiss, nmslib", self.engine),
             ));
         }
         if self.password.is_some() && self.username.is_none() {
             return Err(ConfigError::invalid(
-                "--username",
+                field::OPENSEARCH_USERNAME,
                 "a password was given without a username",
             ));
         }
@@ -305,9 +399,10 @@ impl OpenSearchConfig {
 /// Hosts without credentials, plus the (username, password) found in any of them.
 pub type ParsedHosts = (Vec<Url>, Option<(String, Secret)>);
 
-/// Parses `ML_OPENSEARCH_HOSTS`-style lists. Credentials embedded in a URL are taken
-/// out and returned separately so they never reach a log line.
-pub fn parse_hosts(flag: &str, list: &str) -> Result<ParsedHosts, ConfigError> {
+/// Parses comma-separated host lists (`ML_OPENSEARCH_HOSTS`-style); errors name `field`.
+/// Credentials embedded in a URL are taken out and returned separately so they never
+/// reach a log line.
+pub fn parse_hosts(field: &str, list: &str) -> Result<ParsedHosts, ConfigError> {
     let mut hosts = Vec::new();
     let mut creds = None;
     for (i, raw) in list
@@ -322,11 +417,11 @@ pub fn parse_hosts(flag: &str, list: &str) -> Result<ParsedHosts, ConfigError> {
             format!("http://{raw}")
         };
         let mut url = Url::parse(&with_scheme).map_err(|e| {
-            ConfigError::invalid(flag, format!("host #{} is not a URL: {e}", i + 1))
+            ConfigError::invalid(field, format!("host #{} is not a URL: {e}", i + 1))
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::invalid(
-                flag,
+                field,
                 format!("host #{} must use http or https", i + 1),
             ));
         }
@@ -340,7 +435,7 @@ pub fn parse_hosts(flag: &str, list: &str) -> Result<ParsedHosts, ConfigError> {
         hosts.push(url);
     }
     if hosts.is_empty() {
-        return Err(ConfigError::invalid(flag, "no host given"));
+        return Err(ConfigError::invalid(field, "no host given"));
     }
     Ok((hosts, creds))
 }
@@ -362,35 +457,65 @@ mod tests {
 
     #[test]
     fn hosts_lose_their_credentials() {
-        let (hosts, creds) = parse_hosts("--hosts", "https://admin:pw@a:9200, b:9201").unwrap();
+        let (hosts, creds) =
+            parse_hosts(field::OPENSEARCH_HOSTS, "https://admin:pw@a:9200, b:9201").unwrap();
         assert_eq!(hosts[0].as_str(), "https://a:9200/");
         assert_eq!(hosts[1].as_str(), "http://b:9201/");
         let (u, p) = creds.unwrap();
         assert_eq!((u.as_str(), p.expose()), ("admin", "pw"));
-        assert!(parse_hosts("--hosts", "ftp://x").is_err());
+        assert!(parse_hosts(field::OPENSEARCH_HOSTS, "ftp://x").is_err());
     }
 
     #[test]
     fn identifiers_are_checked() {
-        assert!(validate_identifier("--x", "ml_embeddings").is_ok());
-        assert!(validate_identifier("--x", "bad;drop").is_err());
-        assert!(validate_identifier("--x", "Upper").is_err());
+        assert!(validate_identifier("x", "ml_embeddings").is_ok());
+        assert!(validate_identifier("x", "bad;drop").is_err());
+        assert!(validate_identifier("x", "Upper").is_err());
     }
 
     #[test]
     fn pg_table_names_leave_room_for_every_suffix_and_avoid_reserved_words() {
         let longest = PG_NAME_SUFFIXES.iter().map(|s| s.len()).max().unwrap();
         assert_eq!(MAX_PG_TABLE_BYTES, 63 - longest);
-        assert!(validate_pg_table("--t", &"a".repeat(MAX_PG_TABLE_BYTES)).is_ok());
-        let e = validate_pg_table("--t", &"a".repeat(MAX_PG_TABLE_BYTES + 1)).unwrap_err();
-        assert!(e.to_string().contains("--t"), "{e}");
+        assert!(validate_pg_table(field::PG_TABLE, &"a".repeat(MAX_PG_TABLE_BYTES)).is_ok());
+        let e =
+            validate_pg_table(field::PG_TABLE, &"a".repeat(MAX_PG_TABLE_BYTES + 1)).unwrap_err();
+        assert!(e.to_string().starts_with("pg.table: "), "{e}");
         assert!(e.to_string().contains("63-byte"), "{e}");
-        let e = validate_pg_table("--t", "user").unwrap_err();
+        let e = validate_pg_table(field::PG_TABLE, "user").unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
-        assert!(validate_pg_table("--t", "users").is_ok());
+        assert!(validate_pg_table(field::PG_TABLE, "users").is_ok());
         assert!(
             PG_RESERVED.windows(2).all(|w| w[0] < w[1]),
             "binary search needs order"
         );
+    }
+
+    #[test]
+    fn tenant_layouts_and_index_methods_parse_from_their_flag_spellings() {
+        assert_eq!(
+            "shared".parse::<TenantLayout>().unwrap(),
+            TenantLayout::Shared
+        );
+        for s in ["per-tenant", "per_tenant"] {
+            assert_eq!(s.parse::<TenantLayout>().unwrap(), TenantLayout::PerTenant);
+        }
+        let e = "Shared".parse::<TenantLayout>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "opensearch.tenant_layout: \"Shared\" is not one of shared, per-tenant"
+        );
+        let hnsw = "hnsw".parse::<PgIndexMethod>().unwrap();
+        assert_eq!(
+            hnsw.with(16, 64, 100),
+            PgIndex::Hnsw {
+                m: 16,
+                ef_construction: 64
+            }
+        );
+        let ivf = "ivfflat".parse::<PgIndexMethod>().unwrap();
+        assert_eq!(ivf.with(16, 64, 100), PgIndex::IvfFlat { lists: 100 });
+        let e = "ivf".parse::<PgIndexMethod>().unwrap_err().to_string();
+        assert_eq!(e, "pg.index: \"ivf\" is not one of hnsw, ivfflat");
     }
 }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{OpenSearchConfig, PgConfig};
+use crate::adapter::{AdapterConfig, MigrationMode, VectorStoreAdapter};
+use crate::config::{OpenSearchConfig, PgConfig, field};
 use crate::error::{ConfigError, Error};
 use crate::store::VectorStore;
 use crate::store::opensearch::OpenSearchStore;
@@ -17,13 +18,15 @@ pub enum BackendSelection {
 }
 
 impl BackendSelection {
-    pub fn parse(flag: &str, s: &str) -> Result<Self, ConfigError> {
+    /// `pgvector` (or `pg`, `postgres`), `opensearch` (or `os`) or `both`, in any case;
+    /// errors name `field`.
+    pub fn parse(field: &str, s: &str) -> Result<Self, ConfigError> {
         match s.to_ascii_lowercase().as_str() {
             "pgvector" | "pg" | "postgres" => Ok(Self::Pgvector),
             "opensearch" | "os" => Ok(Self::Opensearch),
             "both" => Ok(Self::Both),
             other => Err(ConfigError::invalid(
-                flag,
+                field,
                 format!("{other:?} is not one of pgvector, opensearch, both"),
             )),
         }
@@ -38,6 +41,15 @@ impl BackendSelection {
     }
 }
 
+impl std::str::FromStr for BackendSelection {
+    type Err = ConfigError;
+
+    /// [`BackendSelection::parse`] for the `backend` field.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::parse(field::BACKEND, s)
+    }
+}
+
 /// Connection settings for both stores; either may be absent when not needed.
 #[derive(Debug, Clone)]
 pub struct Backends {
@@ -49,7 +61,7 @@ impl Backends {
     pub fn pg_config(&self) -> Result<&PgConfig, ConfigError> {
         self.pg.as_ref().ok_or_else(|| {
             ConfigError::invalid(
-                "--pg-dsn / ML_PGVECTOR_DSN / DATABASE_URL",
+                field::PG,
                 "PostgreSQL connection is required for this command",
             )
         })
@@ -58,7 +70,7 @@ impl Backends {
     pub fn os_config(&self) -> Result<&OpenSearchConfig, ConfigError> {
         self.os.as_ref().ok_or_else(|| {
             ConfigError::invalid(
-                "--hosts / ML_OPENSEARCH_HOSTS",
+                field::OPENSEARCH,
                 "OpenSearch hosts are required for this command",
             )
         })
@@ -76,6 +88,22 @@ impl Backends {
         ))
     }
 
+    /// Opens the migration adapter in `mode` over pgvector and, when the mode writes to
+    /// it or it is configured, OpenSearch. The outbox starts as the previous run left it.
+    pub async fn adapter(
+        &self,
+        mode: MigrationMode,
+        cfg: AdapterConfig,
+    ) -> Result<Arc<VectorStoreAdapter>, Error> {
+        let pg = self.pgvector().await?;
+        let os: Option<Arc<dyn VectorStore>> = if mode.needs_opensearch() || self.os.is_some() {
+            Some(self.opensearch().await?)
+        } else {
+            None
+        };
+        Ok(Arc::new(VectorStoreAdapter::new(pg, os, mode, cfg).await?))
+    }
+
     /// Opens the selected stores as trait objects, pgvector first.
     pub async fn open(&self, which: BackendSelection) -> Result<Vec<Arc<dyn VectorStore>>, Error> {
         let mut out: Vec<Arc<dyn VectorStore>> = Vec::new();
@@ -86,5 +114,45 @@ impl Backends {
             out.push(self.opensearch().await?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_selection_takes_short_names_in_any_case() {
+        for (s, want) in [
+            ("PG", BackendSelection::Pgvector),
+            ("postgres", BackendSelection::Pgvector),
+            ("OS", BackendSelection::Opensearch),
+            ("both", BackendSelection::Both),
+        ] {
+            assert_eq!(s.parse::<BackendSelection>().unwrap(), want, "{s}");
+        }
+        let e = "Mongo".parse::<BackendSelection>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "backend: \"mongo\" is not one of pgvector, opensearch, both"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_connection_names_the_store_not_a_flag() {
+        let none = Backends { pg: None, os: None };
+        let e = none.pg_config().unwrap_err();
+        assert_eq!(e.field(), Some(field::PG));
+        let e = none.os_config().unwrap_err();
+        assert_eq!(e.field(), Some(field::OPENSEARCH));
+        let e = none
+            .adapter(MigrationMode::Pgvector, AdapterConfig::default())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::Config(ref c) if c.field() == Some(field::PG)),
+            "{e}"
+        );
     }
 }

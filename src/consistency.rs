@@ -7,7 +7,9 @@ use serde::Serialize;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use crate::error::StoreError;
+use crate::adapter::Outbox;
+use crate::connect::Backends;
+use crate::error::{Error, StoreError};
 use crate::record::{Record, RecordId};
 use crate::store::pgvector::PgVectorStore;
 use crate::store::{ItemOutcome, VectorStore, WriteOp, scan};
@@ -171,6 +173,74 @@ where
     Ok(report)
 }
 
+/// What [`repair`] found and fixed.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    /// The stores before the repair.
+    pub before: ValidationReport,
+    pub fixed: RepairSummary,
+}
+
+impl Repaired {
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = (self.before.lines().iter())
+            .map(|l| format!("before repair: {l}"))
+            .collect();
+        out.push(format!(
+            "repair: upserted {} and deleted {} records in opensearch",
+            self.fixed.upserted, self.fixed.deleted
+        ));
+        out
+    }
+}
+
+/// What `validate` found: the stores as they are now, after the repair if one ran.
+pub struct Checked {
+    pub repaired: Option<Repaired>,
+    pub report: ValidationReport,
+    outbox: Outbox,
+}
+
+impl Checked {
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = self
+            .repaired
+            .as_ref()
+            .map(Repaired::lines)
+            .unwrap_or_default();
+        out.extend(self.report.lines());
+        out
+    }
+
+    /// What has not reached OpenSearch yet, or never will without help: a parked entry
+    /// names the record and why OpenSearch refused it. Empty when the outbox is.
+    pub async fn outbox_lines(&self, show: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.outbox.state(show).await?.lines(self.outbox.table()))
+    }
+}
+
+/// Opens both stores and validates them, after a [`repair`] when `repair` is set.
+pub async fn check(
+    backends: &Backends,
+    repair: bool,
+    opts: &ValidateOptions,
+) -> Result<Checked, Error> {
+    let pg = backends.pgvector().await?;
+    let outbox = Outbox::new(pg.clone());
+    let os: Arc<dyn VectorStore> = backends.opensearch().await?;
+    let (repaired, report) = if repair {
+        let (before, fixed, after) = self::repair(pg, os, opts).await?;
+        (Some(Repaired { before, fixed }), after)
+    } else {
+        (None, validate(pg, os, opts).await?)
+    };
+    Ok(Checked {
+        repaired,
+        report,
+        outbox,
+    })
+}
+
 /// Compares the two stores; never writes.
 pub async fn validate(
     primary: Arc<dyn VectorStore>,
@@ -291,5 +361,43 @@ fn expect_applied(id: &RecordId, outcome: Option<ItemOutcome>) -> Result<(), Sto
             "opensearch",
             format!("repair could not write {id}: a newer version stays ahead"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repair_reports_the_stores_before_it_then_what_it_fixed() {
+        let before = ValidationReport {
+            pgvector_records: 3,
+            opensearch_records: 2,
+            matched: 2,
+            missing: IdSample {
+                total: 1,
+                first: vec![RecordId::new("t", "e", "c")],
+            },
+            consistency_pct: 66.6667,
+            ..ValidationReport::default()
+        };
+        let r = Repaired {
+            before,
+            fixed: RepairSummary {
+                upserted: 1,
+                deleted: 0,
+            },
+        };
+        let lines = r.lines();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("before repair: pgvector 3 records, opensearch 2 records"),
+            "{lines:?}"
+        );
+        assert!(lines[1].starts_with("before repair: missing from opensearch: 1: "));
+        assert_eq!(
+            lines[2],
+            "repair: upserted 1 and deleted 0 records in opensearch"
+        );
     }
 }

@@ -109,6 +109,20 @@ impl Metric {
     }
 }
 
+impl std::str::FromStr for Metric {
+    type Err = crate::error::ConfigError;
+
+    /// [`Metric::parse`]; an unknown name is an error about the `space_type` field.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Metric::parse(s).ok_or_else(|| {
+            crate::error::ConfigError::invalid(
+                crate::config::field::SPACE_TYPE,
+                format!("{s:?} is not one of cosinesimil, l2, innerproduct"),
+            )
+        })
+    }
+}
+
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -145,5 +159,10 @@ mod tests {
         assert_eq!(Metric::parse("cosinesimil"), Some(Metric::Cosine));
         assert_eq!(Metric::parse("innerproduct"), Some(Metric::InnerProduct));
         assert_eq!(Metric::parse("hamming"), None);
+        assert_eq!("L2".parse::<Metric>().unwrap(), Metric::L2);
+        assert_eq!(
+            "hamming".parse::<Metric>().unwrap_err().to_string(),
+            "space_type: \"hamming\" is not one of cosinesimil, l2, innerproduct"
+        );
     }
 }

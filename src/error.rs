@@ -54,6 +54,10 @@ pub enum StoreError {
     NonFinite { position: usize },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The store's configuration failed validation when it was opened; the
+    /// [`ConfigError`] is kept whole so its field can still be named by the caller.
+    #[error("invalid input: {0}")]
+    InvalidConfig(ConfigError),
     #[error("{backend}: cannot connect to {target}: {detail}")]
     Unreachable {
         backend: &'static str,
@@ -89,7 +93,8 @@ impl StoreError {
         match self {
             StoreError::Dimension { .. }
             | StoreError::NonFinite { .. }
-            | StoreError::InvalidInput(_) => ErrorClass::Rejected,
+            | StoreError::InvalidInput(_)
+            | StoreError::InvalidConfig(_) => ErrorClass::Rejected,
             StoreError::Unreachable { .. } => ErrorClass::Connection,
             StoreError::Timeout { .. } => ErrorClass::Timeout,
             StoreError::Auth { .. } | StoreError::Backend { .. } | StoreError::Conflict(_) => {
@@ -99,7 +104,7 @@ impl StoreError {
         }
     }
 
-    /// True when the backend could not be reached at all (exit code 3).
+    /// True when the backend could not be reached at all ([`Exit::Unreachable`]).
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
@@ -122,11 +127,23 @@ impl StoreError {
     }
 }
 
-/// Errors in configuration, input files and command usage (exit code 2).
-#[derive(Debug, Error)]
+/// Errors in configuration, input files and command usage ([`Exit::Usage`]).
+#[derive(Debug, Clone, Error)]
 pub enum ConfigError {
-    #[error("{flag}: {message}")]
-    Invalid { flag: String, message: String },
+    /// `field` names the setting: a configuration field (see [`crate::config::field`]),
+    /// a scenario key such as `load.rate`, or a name the caller passed in. The binary
+    /// replaces configuration fields by the flags that set them
+    /// ([`ConfigError::rename_fields`]).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// Like [`ConfigError::Invalid`], for a message about one value of the field (a path
+    /// or an address), written after the field's name.
+    #[error("{field} {value}: {message}")]
+    Value {
+        field: String,
+        value: String,
+        message: String,
+    },
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("{path}:{line}: {message}")]
@@ -138,9 +155,22 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(flag: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
-            flag: flag.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about `value` of `field`, e.g. the address `serve.listen` could not bind.
+    pub fn value(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError::Value {
+            field: field.into(),
+            value: value.to_string(),
             message: message.into(),
         }
     }
@@ -149,6 +179,35 @@ impl ConfigError {
         ConfigError::File {
             path: path.as_ref().display().to_string(),
             message: message.to_string(),
+        }
+    }
+
+    /// The setting the error is about, when it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } | ConfigError::Value { field, .. } => Some(field),
+            ConfigError::File { .. } | ConfigError::Line { .. } => None,
+        }
+    }
+
+    /// Replaces the field's name by `name(field)` where that gives one: the binary names
+    /// the flag or variable that sets a configuration field; other names stay.
+    pub fn rename_fields(self, name: impl Fn(&str) -> Option<String>) -> Self {
+        match self {
+            ConfigError::Invalid { field, message } => ConfigError::Invalid {
+                field: name(&field).unwrap_or(field),
+                message,
+            },
+            ConfigError::Value {
+                field,
+                value,
+                message,
+            } => ConfigError::Value {
+                field: name(&field).unwrap_or(field),
+                value,
+                message,
+            },
+            other => other,
         }
     }
 }
@@ -190,20 +249,67 @@ impl Error {
         }
     }
 
-    /// 0 pass, 1 failure (validation/gate), 2 usage or input, 3 backend unreachable.
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit code this error ends a command with.
+    pub fn exit_code(&self) -> Exit {
         match self {
-            Error::Config(_) => 2,
-            Error::Store(e) if e.is_unreachable() => 3,
-            Error::Unreachable(_) => 3,
+            Error::Config(_) => Exit::Usage,
+            Error::Store(e) if e.is_unreachable() => Exit::Unreachable,
+            Error::Unreachable(_) => Exit::Unreachable,
             Error::Store(
                 StoreError::Dimension { .. }
                 | StoreError::NonFinite { .. }
                 | StoreError::InvalidInput(_)
+                | StoreError::InvalidConfig(_)
                 | StoreError::Conflict(_),
-            ) => 2,
-            Error::Store(_) | Error::Io { .. } | Error::Failed(_) => 1,
+            ) => Exit::Usage,
+            Error::Store(_) | Error::Io { .. } | Error::Failed(_) => Exit::Failure,
         }
+    }
+
+    /// [`ConfigError::rename_fields`] on the configuration error inside, wherever it is
+    /// kept whole (a config error, or a store's config refused when it was opened).
+    pub fn rename_fields(self, name: impl Fn(&str) -> Option<String>) -> Self {
+        match self {
+            Error::Config(c) => Error::Config(c.rename_fields(name)),
+            Error::Store(StoreError::InvalidConfig(c)) => {
+                Error::Store(StoreError::InvalidConfig(c.rename_fields(name)))
+            }
+            other => other,
+        }
+    }
+}
+
+/// How a command ends, as a process exit code. Every code the binary returns is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Exit {
+    /// 0: done; the gate passed; the stores are consistent.
+    Pass = 0,
+    /// 1: the command ran and found a failure (a failed gate or drill, an inconsistency,
+    /// a regression, a non-empty outbox), or a step of it failed.
+    Failure = 1,
+    /// 2: a usage, configuration or input error; nothing was judged.
+    Usage = 2,
+    /// 3: a backend store or a service the command needs could not be reached, or
+    /// refused the credentials.
+    Unreachable = 3,
+    /// 4: the gate could not decide (a criterion had no data); never a pass.
+    Inconclusive = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// [`Exit::Failure`] when `failed`, else [`Exit::Pass`].
+    pub fn failure_if(failed: bool) -> Exit {
+        if failed { Exit::Failure } else { Exit::Pass }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
     }
 }
 

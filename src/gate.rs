@@ -5,6 +5,8 @@
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{ConfigError, Exit};
+
 /// Success criteria. Defaults are the migration plan's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -62,6 +64,15 @@ impl Default for Criteria {
             min_samples: 100,
             skip: Vec::new(),
         }
+    }
+}
+
+impl Criteria {
+    /// Reads a criteria file: the keys of a scenario's `[gate]` table, as TOML.
+    pub fn load(path: &std::path::Path) -> Result<Criteria, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::file(path, e.to_string().trim_end().to_string()))
     }
 }
 
@@ -171,12 +182,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Process exit code: 0 pass, 1 fail, 4 inconclusive (2 and 3 are usage and unreachable).
-    pub fn exit_code(self) -> u8 {
+    /// Process exit code: pass, failure or inconclusive (never usage or unreachable).
+    pub fn exit_code(self) -> Exit {
         match self {
-            Outcome::Pass => 0,
-            Outcome::Fail => 1,
-            Outcome::Inconclusive => 4,
+            Outcome::Pass => Exit::Pass,
+            Outcome::Fail => Exit::Failure,
+            Outcome::Inconclusive => Exit::Inconclusive,
         }
     }
 }
@@ -185,6 +196,29 @@ impl Outcome {
 pub struct Verdict {
     pub outcome: Outcome,
     pub criteria: Vec<CriterionResult>,
+}
+
+impl Verdict {
+    /// The outcome, then one line per criterion: name, threshold, measured, status.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!("gate: {:?}", self.outcome)];
+        for c in &self.criteria {
+            let measured = c
+                .measured
+                .map_or_else(|| "n/a".to_string(), |m| format!("{m:.4}"));
+            let status = match c.status {
+                Status::Pass => "pass",
+                Status::Fail => "FAIL",
+                Status::NoData => "no data",
+                Status::Skipped => "skipped",
+            };
+            out.push(format!(
+                "  {:<24} {:<36} {:>12}  {status}",
+                c.name, c.threshold, measured
+            ));
+        }
+        out
+    }
 }
 
 /// One criterion before judging: its name, threshold text, figure, the samples behind
@@ -659,7 +693,7 @@ mod tests {
         let v = evaluate(&all_good(), &c);
         assert!(v.criteria.iter().all(|r| r.status == Status::Skipped));
         assert_eq!(v.outcome, Outcome::Inconclusive);
-        assert_eq!(v.outcome.exit_code(), 4);
+        assert_eq!(v.outcome.exit_code(), Exit::Inconclusive);
     }
 
     #[test]
@@ -765,7 +799,7 @@ mod tests {
         let v = evaluate(&m, &Criteria::default());
         assert_eq!(v.outcome, Outcome::Inconclusive);
         assert_eq!(status(&v, "consistency_min_pct"), Status::NoData);
-        assert_ne!(v.outcome.exit_code(), 0);
+        assert_ne!(v.outcome.exit_code(), Exit::Pass);
         assert_eq!(
             evaluate(&Measured::default(), &Criteria::default()).outcome,
             Outcome::Inconclusive
@@ -888,5 +922,54 @@ mod tests {
         let t = mann_whitney(&a, &a).unwrap();
         assert_eq!(t.u, 4.5);
         assert!((t.p_value - 1.0).abs() < 1e-6, "{t:?}");
+    }
+
+    #[test]
+    fn a_verdict_prints_one_aligned_line_per_criterion() {
+        let v = Verdict {
+            outcome: Outcome::Fail,
+            criteria: vec![
+                CriterionResult {
+                    name: "p95_ms_max".into(),
+                    threshold: "< 200 ms".into(),
+                    measured: Some(250.0),
+                    status: Status::Fail,
+                    detail: String::new(),
+                },
+                CriterionResult {
+                    name: "consistency_min_pct".into(),
+                    threshold: ">= 100 %".into(),
+                    measured: None,
+                    status: Status::NoData,
+                    detail: String::new(),
+                },
+            ],
+        };
+        assert_eq!(
+            v.lines(),
+            [
+                "gate: Fail".to_string(),
+                format!(
+                    "  {:<24} {:<36} {:>12}  FAIL",
+                    "p95_ms_max", "< 200 ms", "250.0000"
+                ),
+                format!(
+                    "  {:<24} {:<36} {:>12}  no data",
+                    "consistency_min_pct", ">= 100 %", "n/a"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_criteria_file_with_an_unknown_key_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gate.toml");
+        std::fs::write(&path, "p95_ms_max = 150.0\n").unwrap();
+        assert_eq!(Criteria::load(&path).unwrap().p95_ms_max, 150.0);
+        std::fs::write(&path, "p95_max = 150.0\n").unwrap();
+        let e = Criteria::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(!e.ends_with('\n'), "{e:?}");
     }
 }

@@ -24,5 +24,6 @@ pub mod runner;
 pub mod scenario;
 pub mod serve;
 pub mod settle;
+pub mod status;
 pub mod store;
 pub mod workload;

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 
 use clap::Parser;
+use shadowbench::error::Exit;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -14,19 +15,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::flags::parse_failed(e).into(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     match runtime.block_on(commands::dispatch(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        Ok(exit) => exit.into(),
+        Err(e) => cli::flags::fail(e).into(),
     }
 }

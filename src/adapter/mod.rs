@@ -221,7 +221,7 @@ impl VectorStoreAdapter {
     ) -> Result<Self, StoreError> {
         if mode.needs_opensearch() && os.is_none() {
             return Err(StoreError::InvalidInput(format!(
-                "migration mode {mode} needs OpenSearch: set --hosts / ML_OPENSEARCH_HOSTS"
+                "migration mode {mode} needs OpenSearch, which is not configured"
             )));
         }
         pg.ensure_versioning().await?;

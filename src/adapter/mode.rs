@@ -25,8 +25,19 @@ pub enum MigrationMode {
     Opensearch,
 }
 
+impl std::str::FromStr for MigrationMode {
+    type Err = ConfigError;
+
+    /// [`MigrationMode::parse`] for the `migration_mode` field.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::parse(crate::config::field::MIGRATION_MODE, s)
+    }
+}
+
 impl MigrationMode {
-    pub fn parse(flag: &str, s: &str) -> Result<Self, ConfigError> {
+    /// Any case, `-` for `_`; `read_split` takes its percentage as `(P)`, `:P`, `=P` or
+    /// `P%`. Errors name `field`.
+    pub fn parse(field: &str, s: &str) -> Result<Self, ConfigError> {
         let t = s.trim().to_ascii_lowercase().replace('-', "_");
         let mode = match t.as_str() {
             "pgvector" | "pgvector_only" => MigrationMode::Pgvector,
@@ -39,7 +50,7 @@ impl MigrationMode {
                     .map(|r| r.trim_matches(|c| c == '(' || c == ')' || c == ':' || c == '=' || c == '%'))
                     .ok_or_else(|| {
                         ConfigError::invalid(
-                            flag,
+                            field,
                             format!(
                                 "{s:?} is not one of pgvector, dual_write, shadow_read, read_split(P), opensearch"
                             ),
@@ -47,13 +58,13 @@ impl MigrationMode {
                     })?;
                 let percent: f64 = inner.trim_end_matches('%').parse().map_err(|_| {
                     ConfigError::invalid(
-                        flag,
+                        field,
                         format!("{s:?}: read_split needs a percentage, e.g. read_split(10)"),
                     )
                 })?;
                 if !(0.0..=100.0).contains(&percent) {
                     return Err(ConfigError::invalid(
-                        flag,
+                        field,
                         format!("{s:?}: percentage must be within 0..=100"),
                     ));
                 }
@@ -114,7 +125,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_every_mode_and_names_the_flag_on_error() {
+    fn parses_every_mode_and_names_the_field_on_error() {
         assert_eq!(
             MigrationMode::parse("m", "dual_write").unwrap(),
             MigrationMode::DualWrite
@@ -131,10 +142,8 @@ mod tests {
             MigrationMode::parse("m", "read_split:10").unwrap(),
             MigrationMode::ReadSplit { percent: 10.0 }
         );
-        let err = MigrationMode::parse("ML_MIGRATION_MODE", "sideways")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("ML_MIGRATION_MODE:"), "{err}");
+        let err = "sideways".parse::<MigrationMode>().unwrap_err().to_string();
+        assert!(err.starts_with("migration_mode: \"sideways\""), "{err}");
         assert!(MigrationMode::parse("m", "read_split(150)").is_err());
         for m in [
             "pgvector",

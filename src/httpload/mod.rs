@@ -23,6 +23,7 @@ use url::Url;
 pub use scenario::{HttpScenario, Workload};
 pub use scrape::{BackendFigures, Scrape, ServerFigures};
 
+use crate::config::field;
 use crate::error::{ConfigError, Error};
 
 /// How goose ramps its users; exactly one of the two bounded shapes.
@@ -194,13 +195,13 @@ impl HttpLoadOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !matches!(self.target.scheme(), "http" | "https") {
             return Err(ConfigError::invalid(
-                "--target",
+                field::HTTP_LOAD_TARGET,
                 "must be an http:// or https:// URL",
             ));
         }
         if !self.allow_remote && !is_loopback(&self.target) {
             return Err(ConfigError::invalid(
-                "--target",
+                field::HTTP_LOAD_TARGET,
                 format!(
                     "{} is not a loopback address; pass --allow-remote to load another host",
                     self.target.host_str().unwrap_or("?")
@@ -209,7 +210,7 @@ impl HttpLoadOptions {
         }
         if self.k == 0 || self.k > crate::record::MAX_K {
             return Err(ConfigError::invalid(
-                "--k",
+                field::HTTP_LOAD_K,
                 format!("must be within 1..={}", crate::record::MAX_K),
             ));
         }
@@ -220,23 +221,26 @@ impl HttpLoadOptions {
                 run_time,
             } => {
                 if *users == 0 {
-                    return Err(ConfigError::invalid("--users", "must be at least 1"));
+                    return Err(ConfigError::invalid(
+                        field::HTTP_LOAD_USERS,
+                        "must be at least 1",
+                    ));
                 }
                 if !hatch_rate.parse::<f64>().is_ok_and(|r| r > 0.0) {
                     return Err(ConfigError::invalid(
-                        "--hatch-rate",
+                        field::HTTP_LOAD_HATCH_RATE,
                         format!("{hatch_rate:?} is not a positive number of users per second"),
                     ));
                 }
                 if run_time.trim().is_empty() {
                     return Err(ConfigError::invalid(
-                        "--run-time",
+                        field::HTTP_LOAD_RUN_TIME,
                         "required (or --test-plan): http-load always stops by itself",
                     ));
                 }
             }
             LoadShape::TestPlan(p) if p.trim().is_empty() => {
-                return Err(ConfigError::invalid("--test-plan", "is empty"));
+                return Err(ConfigError::invalid(field::HTTP_LOAD_TEST_PLAN, "is empty"));
             }
             LoadShape::TestPlan(_) => {}
         }
@@ -321,7 +325,7 @@ pub(crate) fn is_loopback(u: &Url) -> bool {
 async fn scrape(client: &reqwest::Client, target: &Url) -> Result<Scrape, HttpLoadError> {
     let url = target
         .join("/metrics")
-        .map_err(|e| ConfigError::invalid("--target", e.to_string()))?;
+        .map_err(|e| ConfigError::invalid(field::HTTP_LOAD_TARGET, e.to_string()))?;
     let err = |detail: String, unreachable: bool| HttpLoadError::Scrape {
         url: url.to_string(),
         detail,
@@ -494,7 +498,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("--target") && e.contains("--allow-remote"),
+            e.starts_with("http_load.target: ") && e.contains("--allow-remote"),
             "{e}"
         );
         let mut remote = opts("http://staging.example:8080");
@@ -514,7 +518,7 @@ mod tests {
             o.validate()
                 .unwrap_err()
                 .to_string()
-                .starts_with("--run-time")
+                .starts_with("http_load.run_time: ")
         );
         let mut o = opts("http://127.0.0.1:8080");
         o.goose_args = vec!["--iterations".into(), "5".into()];

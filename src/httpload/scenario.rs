@@ -22,13 +22,23 @@ pub enum HttpScenario {
     Mixed,
 }
 
+impl std::str::FromStr for HttpScenario {
+    type Err = crate::error::ConfigError;
+
+    /// [`HttpScenario::parse`] for the `http_load.scenario` field.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(crate::config::field::HTTP_LOAD_SCENARIO, s)
+    }
+}
+
 impl HttpScenario {
-    pub fn parse(flag: &str, s: &str) -> Result<Self, crate::error::ConfigError> {
+    /// `search` or `mixed`; errors name `field`.
+    pub fn parse(field: &str, s: &str) -> Result<Self, crate::error::ConfigError> {
         match s {
             "search" => Ok(Self::Search),
             "mixed" => Ok(Self::Mixed),
             other => Err(crate::error::ConfigError::invalid(
-                flag,
+                field,
                 format!("{other:?} is not one of search, mixed"),
             )),
         }
@@ -301,14 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn scenario_names_parse_and_unknown_ones_name_the_flag() {
+    fn scenario_names_parse_and_unknown_ones_name_the_field() {
         assert_eq!(
-            HttpScenario::parse("--scenario", "mixed").unwrap(),
+            "mixed".parse::<HttpScenario>().unwrap(),
             HttpScenario::Mixed
         );
-        let e = HttpScenario::parse("--scenario", "soak")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("--scenario"), "{e}");
+        let e = "soak".parse::<HttpScenario>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "http_load.scenario: \"soak\" is not one of search, mixed"
+        );
     }
 }

@@ -168,7 +168,7 @@ fn configure(
         }
         if let Some(ds) = dataset {
             pg.dimension = ds.dimension;
-            check_metric("PgConfig.metric", pg.metric, ds)?;
+            check_metric("pgvector", pg.metric, ds)?;
         }
     }
     if let Some(os) = b.os.as_mut() {
@@ -177,16 +177,15 @@ fn configure(
         }
         if let Some(ds) = dataset {
             os.dimension = ds.dimension;
-            check_metric("OpenSearchConfig.metric", os.metric, ds)?;
+            check_metric("OpenSearch", os.metric, ds)?;
         }
     }
     Ok(b)
 }
 
-/// The metric a store is configured for (`field`, the configuration field that holds
-/// it) must be the dataset's.
+/// The metric `store` is configured for (the space type) must be the dataset's.
 fn check_metric(
-    field: &str,
+    store: &str,
     configured: crate::distance::Metric,
     ds: &Dataset,
 ) -> Result<(), ConfigError> {
@@ -194,9 +193,9 @@ fn check_metric(
         Ok(())
     } else {
         Err(ConfigError::invalid(
-            field,
+            crate::config::field::SPACE_TYPE,
             format!(
-                "the stores are configured for {configured:?} but dataset {} uses {:?}",
+                "{store} is configured for {configured:?} but dataset {} uses {:?}",
                 ds.name, ds.metric
             ),
         ))
@@ -351,22 +350,21 @@ mod tests {
             queries: 2,
             ..Default::default()
         });
-        assert!(check_metric("PgConfig.metric", ds.metric, &ds).is_ok());
+        assert!(check_metric("pgvector", ds.metric, &ds).is_ok());
         let other = if ds.metric == Metric::L2 {
             Metric::Cosine
         } else {
             Metric::L2
         };
-        let err = check_metric("OpenSearchConfig.metric", other, &ds).unwrap_err();
+        let err = check_metric("OpenSearch", other, &ds).unwrap_err();
         assert!(
-            matches!(&err, ConfigError::Invalid { flag, .. } if flag == "OpenSearchConfig.metric"),
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "space_type"),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "OpenSearchConfig.metric: the stores are configured for {other:?} but dataset {} \
-                 uses {:?}",
+                "space_type: OpenSearch is configured for {other:?} but dataset {} uses {:?}",
                 ds.name, ds.metric
             )
         );

@@ -30,11 +30,14 @@ impl FieldError {
         ConfigError::file(shown, self)
     }
 
-    /// The error of [`crate::load::LoadPlan::validate`] (shared with the CLI): its flag,
+    /// The error of [`crate::load::LoadPlan::validate`] (shared with the CLI): its field,
     /// renamed by `field`, becomes the field; any other error is put on `field("load")`.
     pub(super) fn from_plan(e: ConfigError, field: impl Fn(&str) -> String) -> Self {
         match e {
-            ConfigError::Invalid { flag, message } => FieldError::new(field(&flag), message),
+            ConfigError::Invalid {
+                field: name,
+                message,
+            } => FieldError::new(field(&name), message),
             other => FieldError::new(field("load"), other.to_string()),
         }
     }

@@ -66,6 +66,9 @@ impl ApiError {
                 Self::invalid(vector_field, e.to_string())
             }
             StoreError::InvalidInput(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
+            StoreError::InvalidConfig(c) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, c.to_string())
+            }
             _ => {
                 let status = match e.class() {
                     ErrorClass::Timeout | ErrorClass::Connection => StatusCode::SERVICE_UNAVAILABLE,

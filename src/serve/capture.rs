@@ -67,16 +67,18 @@ pub struct CaptureSummary {
     pub dropped: u64,
 }
 
+/// A capture file that cannot be opened or written. Messages start with the path; the
+/// binary puts the flag that named the file before it.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("--record {path}: {source}")]
+    #[error("{path}: {source}")]
     Open {
         path: String,
         source: std::io::Error,
     },
-    #[error("--record {path}: the file exists and is not empty; remove it or name a new file")]
+    #[error("{path}: the file exists and is not empty; remove it or name a new file")]
     Exists { path: String },
-    #[error("--record {path}: write failed: {source}")]
+    #[error("{path}: write failed: {source}")]
     Write {
         path: String,
         source: std::io::Error,

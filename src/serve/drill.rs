@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::api::ModeResponse;
 use crate::config::Secret;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Error};
 
 #[derive(Debug, Clone)]
 pub struct DrillOptions {
@@ -80,15 +80,15 @@ impl DrillReport {
 
 /// The drill sends the bearer token, so a plain-http target must be loopback unless
 /// `allow_remote`: otherwise the token crosses the network in clear text. https targets
-/// are always allowed. `flag` names the option in the error.
-pub fn check_target(flag: &str, base_url: &str, allow_remote: bool) -> Result<(), ConfigError> {
+/// are always allowed. Errors name `field`.
+pub fn check_target(field: &str, base_url: &str, allow_remote: bool) -> Result<(), ConfigError> {
     let url = url::Url::parse(base_url)
-        .map_err(|e| ConfigError::invalid(flag, format!("{base_url:?} is not a URL: {e}")))?;
+        .map_err(|e| ConfigError::invalid(field, format!("{base_url:?} is not a URL: {e}")))?;
     match url.scheme() {
         "https" => Ok(()),
         "http" if allow_remote || crate::httpload::is_loopback(&url) => Ok(()),
         "http" => Err(ConfigError::invalid(
-            flag,
+            field,
             format!(
                 "{} is not a loopback address and the drill would send the admin token over \
                  plain http; use https, or pass --allow-remote to send it anyway",
@@ -96,7 +96,7 @@ pub fn check_target(flag: &str, base_url: &str, allow_remote: bool) -> Result<()
             ),
         )),
         other => Err(ConfigError::invalid(
-            flag,
+            field,
             format!("must be an http:// or https:// URL, not {other}://"),
         )),
     }
@@ -116,9 +116,24 @@ pub enum DrillError {
     },
 }
 
+impl From<DrillError> for Error {
+    /// A refused target is a usage error (exit 2): `rollback` checks it before it sends
+    /// anything.
+    fn from(e: DrillError) -> Self {
+        match e {
+            DrillError::Target(c) => Error::Config(c),
+            e => Error::failed(e),
+        }
+    }
+}
+
 /// Runs the drill against a running service.
 pub async fn rollback(opts: &DrillOptions) -> Result<DrillReport, DrillError> {
-    check_target("--target", &opts.base_url, opts.allow_remote)?;
+    check_target(
+        crate::config::field::DRILL_TARGET,
+        &opts.base_url,
+        opts.allow_remote,
+    )?;
     let base = opts.base_url.trim_end_matches('/');
     let url = format!("{base}/v1/mode");
     let http = |e: reqwest::Error| DrillError::Http {
@@ -200,6 +215,8 @@ fn ms(d: Duration) -> f64 {
 mod tests {
     use super::*;
 
+    const T: &str = crate::config::field::DRILL_TARGET;
+
     #[test]
     fn the_token_goes_over_plain_http_only_to_loopback_unless_allowed() {
         for ok in [
@@ -208,18 +225,18 @@ mod tests {
             "http://[::1]:8080",
             "https://serve.example.com",
         ] {
-            assert!(check_target("--target", ok, false).is_ok(), "{ok}");
+            assert!(check_target(T, ok, false).is_ok(), "{ok}");
         }
-        let e = check_target("--target", "http://10.0.0.7:8080", false)
+        let e = check_target(T, "http://10.0.0.7:8080", false)
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("--target") && e.contains("--allow-remote"),
+            e.starts_with("drill.target: ") && e.contains("--allow-remote"),
             "{e}"
         );
-        assert!(check_target("--target", "http://10.0.0.7:8080", true).is_ok());
-        assert!(check_target("--target", "ftp://127.0.0.1", true).is_err());
-        assert!(check_target("--target", "not a url", true).is_err());
+        assert!(check_target(T, "http://10.0.0.7:8080", true).is_ok());
+        assert!(check_target(T, "ftp://127.0.0.1", true).is_err());
+        assert!(check_target(T, "not a url", true).is_err());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::adapter::{DrainerHandle, SplitKey, VectorStoreAdapter};
-use crate::config::Secret;
+use crate::config::{Secret, field};
 use crate::error::{ConfigError, Error};
 use crate::store::VectorStore;
 
@@ -103,22 +103,25 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_k == 0 || self.max_k > crate::record::MAX_K {
             return Err(ConfigError::invalid(
-                "--max-k",
+                field::SERVE_MAX_K,
                 format!("must be within 1..={}", crate::record::MAX_K),
             ));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::invalid(
-                "--max-body-bytes",
+                field::SERVE_MAX_BODY_BYTES,
                 "must be at least 1024",
             ));
         }
         if self.tenants.as_ref().is_some_and(|t| t.is_empty()) {
-            return Err(ConfigError::invalid("--tenants", "names no tenant"));
+            return Err(ConfigError::invalid(
+                field::SERVE_TENANTS,
+                "names no tenant",
+            ));
         }
         if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
             return Err(ConfigError::invalid(
-                "--request-timeout-ms",
+                field::SERVE_REQUEST_TIMEOUT,
                 format!(
                     "must be within 1..={} (milliseconds), got {}",
                     MAX_REQUEST_TIMEOUT.as_millis(),
@@ -128,7 +131,7 @@ impl ServeConfig {
         }
         if self.max_concurrency == 0 || self.max_concurrency > MAX_MAX_CONCURRENCY {
             return Err(ConfigError::invalid(
-                "--max-concurrency",
+                field::SERVE_MAX_CONCURRENCY,
                 format!(
                     "must be within 1..={MAX_MAX_CONCURRENCY}, got {}",
                     self.max_concurrency
@@ -141,7 +144,7 @@ impl ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("--listen {addr}: cannot bind: {source}")]
+    #[error("listen address {addr}: cannot bind: {source}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -157,9 +160,12 @@ pub enum ServeError {
 impl From<ServeError> for Error {
     fn from(e: ServeError) -> Self {
         match e {
-            ServeError::Bind { .. } | ServeError::Config(_) => {
-                Error::Config(ConfigError::invalid("serve", e.to_string()))
-            }
+            ServeError::Bind { addr, source } => Error::Config(ConfigError::value(
+                field::SERVE_LISTEN,
+                addr,
+                format!("cannot bind: {source}"),
+            )),
+            ServeError::Config(c) => Error::Config(c),
             ServeError::Capture(c) => Error::failed(c),
             ServeError::Server(io) => Error::io("the HTTP server failed", io),
         }
@@ -172,6 +178,25 @@ pub struct ServeSummary {
     pub capture: Option<CaptureSummary>,
     pub shadow_comparisons: u64,
     pub adapter: crate::adapter::AdapterStats,
+}
+
+impl ServeSummary {
+    /// What the service did, and what its capture file holds.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "stopped: {} shadow comparisons, {} mirrored reads dropped, {} writes acknowledged",
+            self.shadow_comparisons, self.adapter.mirror_dropped, self.adapter.writes_acknowledged
+        )];
+        if let Some(c) = &self.capture {
+            out.push(format!(
+                "capture {}: {} operations written, {} dropped",
+                c.path.display(),
+                c.written,
+                c.dropped
+            ));
+        }
+        out
+    }
 }
 
 /// A running service. Stop it with [`Running::shutdown`].
@@ -320,17 +345,20 @@ impl Running {
 /// Where the admin token came from, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSource<'a> {
-    /// `SHADOWBENCH_ADMIN_TOKEN`.
+    /// A value (the CLI reads `SHADOWBENCH_ADMIN_TOKEN`).
     Env,
-    /// `--admin-token-file PATH`.
+    /// A file (the CLI's `--admin-token-file PATH`).
     File(&'a std::path::Path),
 }
 
 impl TokenSource<'_> {
-    fn name(&self) -> String {
+    /// An error about the token from this source, naming its field (and file).
+    fn error(&self, message: impl Into<String>) -> ConfigError {
         match self {
-            TokenSource::Env => "SHADOWBENCH_ADMIN_TOKEN".to_string(),
-            TokenSource::File(p) => format!("--admin-token-file {}", p.display()),
+            TokenSource::Env => ConfigError::invalid(field::ADMIN_TOKEN, message),
+            TokenSource::File(p) => {
+                ConfigError::value(field::ADMIN_TOKEN_FILE, p.display(), message)
+            }
         }
     }
 }
@@ -351,12 +379,11 @@ pub fn parse_admin_token(
     if token.is_empty() {
         return match source {
             TokenSource::Env => Ok(None),
-            TokenSource::File(_) => Err(ConfigError::invalid(source.name(), "the file is empty")),
+            TokenSource::File(_) => Err(source.error("the file is empty")),
         };
     }
     if token.trim() != token || token.chars().any(char::is_control) {
-        return Err(ConfigError::invalid(
-            source.name(),
+        return Err(source.error(
             "the token has surrounding whitespace or a control character (only one trailing newline is removed)",
         ));
     }
@@ -371,12 +398,8 @@ pub fn load_admin_token(
 ) -> Result<Option<Secret>, ConfigError> {
     match file {
         Some(path) => {
-            let raw = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("--admin-token-file {}", path.display()),
-                    e.to_string(),
-                )
-            })?;
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| TokenSource::File(path).error(e.to_string()))?;
             parse_admin_token(TokenSource::File(path), &raw)
         }
         None => match env {
@@ -413,7 +436,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_rejects_nonsense_limits_naming_the_flag() {
+    fn a_stopped_service_says_what_it_compared_and_captured() {
+        let mut s = ServeSummary {
+            capture: None,
+            shadow_comparisons: 7,
+            adapter: crate::adapter::AdapterStats {
+                mirror_dropped: 1,
+                writes_acknowledged: 3,
+                ..Default::default()
+            },
+        };
+        let stopped =
+            "stopped: 7 shadow comparisons, 1 mirrored reads dropped, 3 writes acknowledged";
+        assert_eq!(s.lines(), [stopped]);
+        s.capture = Some(CaptureSummary {
+            path: "c.jsonl".into(),
+            written: 9,
+            dropped: 0,
+        });
+        assert_eq!(
+            s.lines()[1],
+            "capture c.jsonl: 9 operations written, 0 dropped"
+        );
+    }
+
+    #[test]
+    fn config_rejects_nonsense_limits_naming_the_field() {
         let ok = ServeConfig::default();
         assert!(ok.validate().is_ok());
         let e = ServeConfig {
@@ -423,7 +471,7 @@ mod tests {
         .validate()
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("--max-k"), "{e}");
+        assert!(e.starts_with("serve.max_k: "), "{e}");
         let e = ServeConfig {
             tenants: Some(BTreeSet::new()),
             ..ServeConfig::default()
@@ -431,39 +479,39 @@ mod tests {
         .validate()
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("--tenants"), "{e}");
-        for (cfg, flag) in [
+        assert!(e.starts_with("serve.tenants: "), "{e}");
+        for (cfg, name) in [
             (
                 ServeConfig {
                     request_timeout: Duration::ZERO,
                     ..ServeConfig::default()
                 },
-                "--request-timeout-ms",
+                field::SERVE_REQUEST_TIMEOUT,
             ),
             (
                 ServeConfig {
                     request_timeout: Duration::from_secs(86_400),
                     ..ServeConfig::default()
                 },
-                "--request-timeout-ms",
+                field::SERVE_REQUEST_TIMEOUT,
             ),
             (
                 ServeConfig {
                     max_concurrency: 0,
                     ..ServeConfig::default()
                 },
-                "--max-concurrency",
+                field::SERVE_MAX_CONCURRENCY,
             ),
             (
                 ServeConfig {
                     max_concurrency: 10_000_000,
                     ..ServeConfig::default()
                 },
-                "--max-concurrency",
+                field::SERVE_MAX_CONCURRENCY,
             ),
         ] {
             let e = cfg.validate().unwrap_err().to_string();
-            assert!(e.starts_with(flag), "{e}");
+            assert!(e.starts_with(name), "{e}");
         }
     }
 
@@ -496,7 +544,7 @@ mod tests {
         for bad in ["s3cret\n\n", " s3cret\n", "s3cret \n", "s3\tcret"] {
             std::fs::write(&path, bad).unwrap();
             let e = load_admin_token(Some(&path), None).unwrap_err().to_string();
-            assert!(e.starts_with("--admin-token-file"), "{bad:?}: {e}");
+            assert!(e.starts_with("admin_token_file "), "{bad:?}: {e}");
             assert!(
                 !e.contains("s3cret"),
                 "the error must not echo the token: {e}"
@@ -517,6 +565,6 @@ mod tests {
         let e = load_admin_token(Some(&missing), None)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("--admin-token-file"), "{e}");
+        assert!(e.starts_with("admin_token_file "), "{e}");
     }
 }

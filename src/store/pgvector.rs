@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::{BackendKind, BootstrapOutcome, Health, IndexParams, ResourceUsage, VectorStore};
 use crate::config::{PgConfig, PgIndex};
 use crate::distance::Metric;
-use crate::error::StoreError;
+use crate::error::{ConfigError, StoreError};
 use crate::record::{
     Filter, Hit, Record, RecordId, SearchRequest, validate_fields, validate_search, validate_vector,
 };
@@ -78,9 +78,7 @@ pub(crate) fn map_err(target: &str, e: sqlx::Error) -> StoreError {
                 detail: format!("SQL error {}: {}", code.unwrap_or("?"), db.message()),
             },
         },
-        sqlx::Error::Configuration(_) => StoreError::InvalidInput(
-            "ML_PGVECTOR_DSN: invalid connection string (value not shown)".to_string(),
-        ),
+        sqlx::Error::Configuration(_) => invalid_dsn(),
         sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::Decode(_)
         | sqlx::Error::ColumnNotFound(_) => StoreError::bad_response(BACKEND, e),
@@ -140,17 +138,20 @@ impl std::fmt::Display for IndexBuild {
     }
 }
 
+/// The connection string does not parse; it is never shown, since it holds the password.
+fn invalid_dsn() -> StoreError {
+    StoreError::InvalidConfig(ConfigError::invalid(
+        crate::config::field::PG_DSN,
+        "invalid connection string (value not shown)",
+    ))
+}
+
 impl PgVectorStore {
     /// Opens a pool; fails fast with `Unreachable`/`Auth` when the server is not usable.
     pub async fn connect(cfg: PgConfig) -> Result<Self, StoreError> {
-        cfg.validate()
-            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        cfg.validate().map_err(StoreError::InvalidConfig)?;
         let target = cfg.display_target();
-        let opts = PgConnectOptions::from_str(cfg.dsn.expose()).map_err(|_| {
-            StoreError::InvalidInput(
-                "ML_PGVECTOR_DSN: invalid connection string (value not shown)".to_string(),
-            )
-        })?;
+        let opts = PgConnectOptions::from_str(cfg.dsn.expose()).map_err(|_| invalid_dsn())?;
         // One direct connection first: the pool retries until its acquire timeout and then
         // reports only "timed out", while a single attempt says refused / auth failed.
         {

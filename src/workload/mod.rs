@@ -117,10 +117,7 @@ impl From<WorkloadError> for ConfigError {
                 message,
             },
             WorkloadError::Io { path, message } => ConfigError::File { path, message },
-            WorkloadError::Invalid { field, message } => ConfigError::Invalid {
-                flag: field,
-                message,
-            },
+            WorkloadError::Invalid { field, message } => ConfigError::Invalid { field, message },
         }
     }
 }
@@ -233,6 +230,9 @@ mod tests {
         }
         .into();
         assert_eq!(e.to_string(), "log.jsonl:7: k must be at least 1");
-        assert_eq!(Error::from(WorkloadError::invalid("x", "y")).exit_code(), 2);
+        assert_eq!(
+            Error::from(WorkloadError::invalid("x", "y")).exit_code(),
+            crate::error::Exit::Usage
+        );
     }
 }

@@ -61,8 +61,7 @@ impl OpenSearchStore {
     /// Builds the client and does one `GET /` so a wrong URL, a dead node or bad
     /// credentials fail here rather than on the first write.
     pub async fn connect(cfg: OpenSearchConfig) -> Result<Self, StoreError> {
-        cfg.validate()
-            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        cfg.validate().map_err(StoreError::InvalidConfig)?;
         let target = cfg.display_target();
         let transport = build_transport(&cfg, &target)?;
         let store = Self {

@@ -414,10 +414,12 @@ async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothin
     let stats = a.stats();
     eprintln!(
         "blackhole: {total} writes offered in {:.1} s, {acked} acknowledged, {} failed, \
-         {} deferred to the outbox, outbox empty {:.1} s after recovery",
+         {} deferred to the outbox, {} left to the drainer while it caught up, outbox \
+         empty {:.1} s after recovery",
         started.elapsed().as_secs_f64(),
         failed.load(std::sync::atomic::Ordering::Relaxed),
         stats.secondary_write_failures,
+        stats.left_to_drainer,
         drained_after.as_secs_f64()
     );
     assert_eq!(

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::gate::{LatencyComparison, RegressionPolicy, compare_latency};
 use crate::measure::{OpKind, Side};
-use crate::report::Report;
+use crate::report::{BackendReport, Report};
 
 #[derive(Debug, Clone)]
 pub struct MetricDelta {
@@ -121,80 +121,114 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
             continue;
         };
         for op in OpKind::ALL {
-            let Some(bo) = b.op(op) else {
-                continue;
-            };
-            if bo.successes == 0 {
-                continue;
-            }
-            let co = c.op(op).filter(|co| co.successes > 0);
-            let Some(co) = co else {
-                let name = format!("{}.{}", c.label, op.as_str());
-                out.metrics.push(MetricDelta {
-                    name: format!("{name}.successes"),
-                    baseline: bo.successes as f64,
-                    current: c.op(op).map_or(0.0, |co| co.successes as f64),
-                    regression: true,
-                    note: format!(
-                        "no successful {op} in the current run ({} requests)",
-                        c.op(op).map_or(0, |co| co.requests)
-                    ),
-                });
-                continue;
-            };
-            let name = format!("{}.{}", c.label, op.as_str());
-            match (bo.histogram(), co.histogram()) {
-                (Some(bh), Some(ch)) => out.latency.push(compare_latency(&name, &bh, &ch, policy)),
-                _ => out.untested.push(name.clone()),
-            }
-            if op == OpKind::Search {
-                let drop = if bo.achieved_qps > 0.0 {
-                    1.0 - co.achieved_qps / bo.achieved_qps
-                } else {
-                    0.0
-                };
-                out.metrics.push(MetricDelta {
-                    name: format!("{name}.qps"),
-                    baseline: bo.achieved_qps,
-                    current: co.achieved_qps,
-                    regression: drop > policy.qps_tolerance,
-                    note: format!("tolerance −{:.0}%", policy.qps_tolerance * 100.0),
-                });
-                out.metrics.push(MetricDelta {
-                    name: format!("{name}.error_rate"),
-                    baseline: bo.error_rate,
-                    current: co.error_rate,
-                    regression: co.error_rate > bo.error_rate + 0.001,
-                    note: "tolerance +0.1 pp".into(),
-                });
-            }
+            compare_op(&mut out, b, c, op, policy);
         }
-        let base_recall = baseline.recall(side).and_then(|r| r.overall.as_ref());
-        let cur_recall = current.recall(side).and_then(|r| r.overall.as_ref());
-        if side != Side::Writer
-            && let Some(br) = base_recall
-            && cur_recall.is_none()
-        {
-            out.metrics.push(MetricDelta {
-                name: format!("{}.recall", c.label),
-                baseline: br.mean,
-                current: f64::NAN,
-                regression: true,
-                note: "not measured by the current run".into(),
-            });
-        }
-        if side != Side::Writer
-            && let (Some(br), Some(cr)) = (base_recall, cur_recall)
-        {
-            out.metrics.push(MetricDelta {
-                name: format!("{}.recall", c.label),
-                baseline: br.mean,
-                current: cr.mean,
-                regression: cr.mean < br.mean - policy.quality_tolerance,
-                note: format!("tolerance −{}", policy.quality_tolerance),
-            });
-        }
+        compare_recall(&mut out, baseline, current, side, &c.label, policy);
     }
+    compare_overlap(&mut out, baseline, current, policy);
+    out
+}
+
+/// Compares one operation of one side: latency, and for searches QPS and error rate.
+fn compare_op(
+    out: &mut Comparison,
+    b: &BackendReport,
+    c: &BackendReport,
+    op: OpKind,
+    policy: &RegressionPolicy,
+) {
+    let Some(bo) = b.op(op) else {
+        return;
+    };
+    if bo.successes == 0 {
+        return;
+    }
+    let co = c.op(op).filter(|co| co.successes > 0);
+    let Some(co) = co else {
+        let name = format!("{}.{}", c.label, op.as_str());
+        out.metrics.push(MetricDelta {
+            name: format!("{name}.successes"),
+            baseline: bo.successes as f64,
+            current: c.op(op).map_or(0.0, |co| co.successes as f64),
+            regression: true,
+            note: format!(
+                "no successful {op} in the current run ({} requests)",
+                c.op(op).map_or(0, |co| co.requests)
+            ),
+        });
+        return;
+    };
+    let name = format!("{}.{}", c.label, op.as_str());
+    match (bo.histogram(), co.histogram()) {
+        (Some(bh), Some(ch)) => out.latency.push(compare_latency(&name, &bh, &ch, policy)),
+        _ => out.untested.push(name.clone()),
+    }
+    if op == OpKind::Search {
+        let drop = if bo.achieved_qps > 0.0 {
+            1.0 - co.achieved_qps / bo.achieved_qps
+        } else {
+            0.0
+        };
+        out.metrics.push(MetricDelta {
+            name: format!("{name}.qps"),
+            baseline: bo.achieved_qps,
+            current: co.achieved_qps,
+            regression: drop > policy.qps_tolerance,
+            note: format!("tolerance −{:.0}%", policy.qps_tolerance * 100.0),
+        });
+        out.metrics.push(MetricDelta {
+            name: format!("{name}.error_rate"),
+            baseline: bo.error_rate,
+            current: co.error_rate,
+            regression: co.error_rate > bo.error_rate + 0.001,
+            note: "tolerance +0.1 pp".into(),
+        });
+    }
+}
+
+/// Compares one read side's recall, labelled with the current run's `label`.
+fn compare_recall(
+    out: &mut Comparison,
+    baseline: &Report,
+    current: &Report,
+    side: Side,
+    label: &str,
+    policy: &RegressionPolicy,
+) {
+    let base_recall = baseline.recall(side).and_then(|r| r.overall.as_ref());
+    let cur_recall = current.recall(side).and_then(|r| r.overall.as_ref());
+    if side != Side::Writer
+        && let Some(br) = base_recall
+        && cur_recall.is_none()
+    {
+        out.metrics.push(MetricDelta {
+            name: format!("{label}.recall"),
+            baseline: br.mean,
+            current: f64::NAN,
+            regression: true,
+            note: "not measured by the current run".into(),
+        });
+    }
+    if side != Side::Writer
+        && let (Some(br), Some(cr)) = (base_recall, cur_recall)
+    {
+        out.metrics.push(MetricDelta {
+            name: format!("{label}.recall"),
+            baseline: br.mean,
+            current: cr.mean,
+            regression: cr.mean < br.mean - policy.quality_tolerance,
+            note: format!("tolerance −{}", policy.quality_tolerance),
+        });
+    }
+}
+
+/// Compares the mean overlap@k between the two sides.
+fn compare_overlap(
+    out: &mut Comparison,
+    baseline: &Report,
+    current: &Report,
+    policy: &RegressionPolicy,
+) {
     if let (Some(b), None) = (&baseline.comparison.overlap, &current.comparison.overlap) {
         out.metrics.push(MetricDelta {
             name: "overlap".into(),
@@ -213,7 +247,6 @@ pub fn compare(baseline: &Report, current: &Report, policy: &RegressionPolicy) -
             note: format!("tolerance −{}", policy.quality_tolerance),
         });
     }
-    out
 }
 
 #[cfg(test)]

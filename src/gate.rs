@@ -271,25 +271,38 @@ fn judge(rule: Rule<'_>, c: &Criteria) -> CriterionResult {
 /// criterion skipped); pass only when at least one criterion passed and every
 /// non-skipped one did.
 pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
+    let mut rules = performance_rules(m, c);
+    rules.extend(quality_rules(m, c));
+    rules.extend(reliability_rules(m, c));
+    let mut out: Vec<CriterionResult> = rules.into_iter().map(|r| judge(r, c)).collect();
+    // Only runs that read through the adapter have fallbacks to judge; elsewhere the
+    // criterion is not listed rather than "no data".
+    if m.fallback_rate_pct.is_some() {
+        out.push(judge(fallback_rule(m, c), c));
+    }
+    Verdict {
+        outcome: outcome_of(&out),
+        criteria: out,
+    }
+}
+
+/// The latency, throughput and resource-ratio rules.
+fn performance_rules<'a>(m: &Measured, c: &'a Criteria) -> Vec<Rule<'a>> {
     let search = Some(m.opensearch_search_samples);
-    let recall_gap = match (m.opensearch_recall, m.pgvector_recall) {
-        (Some(o), Some(p)) => Some(o - p),
-        _ => None,
-    };
-    let rules = vec![
+    vec![
         Rule {
             name: "p95_ms_max",
             threshold: format!("< {} ms", c.p95_ms_max),
             measured: m.opensearch_p95_ms,
             samples: search,
-            ok: Box::new(|v| v < c.p95_ms_max),
+            ok: Box::new(move |v| v < c.p95_ms_max),
         },
         Rule {
             name: "qps_min",
             threshold: format!("> {} QPS", c.qps_min),
             measured: m.opensearch_qps,
             samples: search,
-            ok: Box::new(|v| v > c.qps_min),
+            ok: Box::new(move |v| v > c.qps_min),
         },
         Rule {
             name: "memory_ratio_max",
@@ -304,15 +317,25 @@ pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
                 MemoryMeasure::Resident => m.resident_memory_ratio,
             },
             samples: None,
-            ok: Box::new(|v| v < c.memory_ratio_max),
+            ok: Box::new(move |v| v < c.memory_ratio_max),
         },
         Rule {
             name: "index_size_ratio_max",
             threshold: format!("< {:.0}% of pgvector", c.index_size_ratio_max * 100.0),
             measured: m.index_size_ratio,
             samples: None,
-            ok: Box::new(|v| v < c.index_size_ratio_max),
+            ok: Box::new(move |v| v < c.index_size_ratio_max),
         },
+    ]
+}
+
+/// The result-quality rules: recall, overlap and consistency.
+fn quality_rules<'a>(m: &Measured, c: &'a Criteria) -> Vec<Rule<'a>> {
+    let recall_gap = match (m.opensearch_recall, m.pgvector_recall) {
+        (Some(o), Some(p)) => Some(o - p),
+        _ => None,
+    };
+    vec![
         Rule {
             name: "recall_no_degradation",
             threshold: format!(
@@ -321,42 +344,48 @@ pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
             ),
             measured: recall_gap,
             samples: Some(m.recall_samples),
-            ok: Box::new(|gap| gap >= -c.recall_tolerance),
+            ok: Box::new(move |gap| gap >= -c.recall_tolerance),
         },
         Rule {
             name: "overlap_min",
             threshold: format!("≥ {}", c.overlap_min),
             measured: m.overlap_mean,
             samples: Some(m.overlap_samples),
-            ok: Box::new(|v| v >= c.overlap_min),
+            ok: Box::new(move |v| v >= c.overlap_min),
         },
         Rule {
             name: "consistency_min_pct",
             threshold: format!("≥ {}%", c.consistency_min_pct),
             measured: m.consistency_pct,
             samples: None,
-            ok: Box::new(|v| v >= c.consistency_min_pct),
+            ok: Box::new(move |v| v >= c.consistency_min_pct),
         },
+    ]
+}
+
+/// The reliability rules: availability, errors, drops and harness saturation.
+fn reliability_rules<'a>(m: &Measured, c: &'a Criteria) -> Vec<Rule<'a>> {
+    vec![
         Rule {
             name: "availability_min_pct",
             threshold: format!("> {}%", c.availability_min_pct),
             measured: m.availability_min_pct,
             samples: Some(m.operation_samples),
-            ok: Box::new(|v| v > c.availability_min_pct),
+            ok: Box::new(move |v| v > c.availability_min_pct),
         },
         Rule {
             name: "error_rate_max_pct",
             threshold: format!("< {}%", c.error_rate_max_pct),
             measured: m.error_rate_max_pct,
             samples: Some(m.operation_samples),
-            ok: Box::new(|v| v < c.error_rate_max_pct),
+            ok: Box::new(move |v| v < c.error_rate_max_pct),
         },
         Rule {
             name: "dropped_max_pct",
             threshold: format!("≤ {}% of scheduled", c.dropped_max_pct),
             measured: m.dropped_max_pct,
             samples: Some(m.operation_samples),
-            ok: Box::new(|v| v <= c.dropped_max_pct),
+            ok: Box::new(move |v| v <= c.dropped_max_pct),
         },
         Rule {
             name: "harness_not_saturated",
@@ -365,37 +394,33 @@ pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
             samples: None,
             ok: Box::new(|v| v == 0.0),
         },
-    ];
-    let mut out: Vec<CriterionResult> = rules.into_iter().map(|r| judge(r, c)).collect();
-    // Only runs that read through the adapter have fallbacks to judge; elsewhere the
-    // criterion is not listed rather than "no data".
-    if m.fallback_rate_pct.is_some() {
-        out.push(judge(
-            Rule {
-                name: "fallback_rate_max_pct",
-                threshold: format!(
-                    "≤ {}% of reads meant for OpenSearch",
-                    c.fallback_rate_max_pct
-                ),
-                measured: m.fallback_rate_pct,
-                samples: Some(m.fallback_samples),
-                ok: Box::new(|v| v <= c.fallback_rate_max_pct),
-            },
-            c,
-        ));
+    ]
+}
+
+/// The adapter fallback rule, for runs that read through the adapter.
+fn fallback_rule<'a>(m: &Measured, c: &'a Criteria) -> Rule<'a> {
+    Rule {
+        name: "fallback_rate_max_pct",
+        threshold: format!(
+            "≤ {}% of reads meant for OpenSearch",
+            c.fallback_rate_max_pct
+        ),
+        measured: m.fallback_rate_pct,
+        samples: Some(m.fallback_samples),
+        ok: Box::new(move |v| v <= c.fallback_rate_max_pct),
     }
-    let outcome = if out.iter().any(|r| r.status == Status::Fail) {
+}
+
+/// Fail if any criterion failed; inconclusive if any had no data or none passed.
+fn outcome_of(results: &[CriterionResult]) -> Outcome {
+    if results.iter().any(|r| r.status == Status::Fail) {
         Outcome::Fail
-    } else if out.iter().any(|r| r.status == Status::NoData)
-        || !out.iter().any(|r| r.status == Status::Pass)
+    } else if results.iter().any(|r| r.status == Status::NoData)
+        || !results.iter().any(|r| r.status == Status::Pass)
     {
         Outcome::Inconclusive
     } else {
         Outcome::Pass
-    };
-    Verdict {
-        outcome,
-        criteria: out,
     }
 }
 

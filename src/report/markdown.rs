@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::fault::{AdapterRecovery, FaultSideFigures, FaultWindowReport};
 use crate::gate::{Outcome, Status, Verdict};
 use crate::measure::OpKind;
 use crate::report::{OpReport, Report};
@@ -42,6 +43,20 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# shadowbench: {}", report.scenario.name);
     let _ = writeln!(s);
+    render_verdict(&mut s, verdict);
+    render_run_line(&mut s, report);
+    if let Some(v) = verdict {
+        render_criteria(&mut s, v);
+    }
+    render_side_by_side(&mut s, report);
+    render_faults(&mut s, report);
+    render_warnings(&mut s, report);
+    render_methodology(&mut s, report);
+    s
+}
+
+/// Renders the verdict line: the outcome and the failed criteria, or "not gated".
+fn render_verdict(s: &mut String, verdict: Option<&Verdict>) {
     match verdict {
         Some(v) => {
             let word = match v.outcome {
@@ -65,6 +80,10 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             let _ = writeln!(s, "**Verdict: not gated** (no criteria were evaluated)");
         }
     }
+}
+
+/// Renders the line under the verdict: phase, run, load model, durations, k and mode.
+fn render_run_line(s: &mut String, report: &Report) {
     let m = &report.methodology;
     let _ = writeln!(s);
     let _ = writeln!(
@@ -78,29 +97,33 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
         m.k,
         m.mode
     );
+}
 
-    if let Some(v) = verdict {
-        let _ = writeln!(s, "\n## Criteria\n");
-        let _ = writeln!(s, "| criterion | threshold | measured | result |");
-        let _ = writeln!(s, "|---|---|---|---|");
-        for c in &v.criteria {
-            let result = match c.status {
-                Status::Pass => "pass".to_string(),
-                Status::Fail => "**FAIL**".to_string(),
-                Status::NoData => format!("no data: {}", cell(&c.detail)),
-                Status::Skipped => "skipped".to_string(),
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                cell(&c.name),
-                cell(&c.threshold),
-                opt(c.measured, 3),
-                result
-            );
-        }
+/// Renders the criteria table.
+fn render_criteria(s: &mut String, v: &Verdict) {
+    let _ = writeln!(s, "\n## Criteria\n");
+    let _ = writeln!(s, "| criterion | threshold | measured | result |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for c in &v.criteria {
+        let result = match c.status {
+            Status::Pass => "pass".to_string(),
+            Status::Fail => "**FAIL**".to_string(),
+            Status::NoData => format!("no data: {}", cell(&c.detail)),
+            Status::Skipped => "skipped".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} |",
+            cell(&c.name),
+            cell(&c.threshold),
+            opt(c.measured, 3),
+            result
+        );
     }
+}
 
+/// Renders the side-by-side table and the comparison notes under it.
+fn render_side_by_side(s: &mut String, report: &Report) {
     let _ = writeln!(s, "\n## Side by side\n");
     let labels: Vec<String> = report.backends.iter().map(|b| cell(&b.label)).collect();
     let _ = writeln!(s, "| metric | {} |", labels.join(" | "));
@@ -115,7 +138,10 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
     for line in &notes {
         let _ = writeln!(s, "{line}");
     }
+}
 
+/// Renders one section per fault, when the run injected any.
+fn render_faults(s: &mut String, report: &Report) {
     let faults = fault_sections(report);
     if !faults.is_empty() {
         let _ = writeln!(s, "\n## Faults\n");
@@ -133,7 +159,10 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             }
         }
     }
+}
 
+/// Renders the warnings, or "None.".
+fn render_warnings(s: &mut String, report: &Report) {
     let _ = writeln!(s, "\n## Warnings\n");
     if report.warnings.is_empty() {
         let _ = writeln!(s, "None.");
@@ -142,7 +171,11 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             let _ = writeln!(s, "- {w}");
         }
     }
+}
 
+/// Renders "How this was measured": load, samples, conditions, workload and sides.
+fn render_methodology(s: &mut String, report: &Report) {
+    let m = &report.methodology;
     let _ = writeln!(s, "\n## How this was measured\n");
     let _ = writeln!(
         s,
@@ -182,7 +215,6 @@ pub fn render(report: &Report, verdict: Option<&Verdict>) -> String {
             p.ef_search.map(|v| v.to_string()).unwrap_or("-".into()),
         );
     }
-    s
 }
 
 /// How the fault figures are cut, said once above them.
@@ -204,94 +236,107 @@ fn secs(v: Option<f64>) -> String {
 }
 
 pub(super) fn fault_sections(report: &Report) -> Vec<FaultSection> {
-    let pair = |a: String, b: String| format!("{a} / {b}");
-    let lat = |v: Option<f64>| v.map_or_else(|| "—".to_string(), ms);
     report
         .faults
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let mut lines = vec![
-                format!("{} · via {}", f.description, f.via),
-                format!(
-                    "in force {} → {} (planned {:.1} s → {:.1} s, seconds since start)",
-                    secs(f.applied_start_s),
-                    secs(f.lifted_end_s),
-                    f.planned_start_s,
-                    f.planned_end_s
-                ),
-            ];
-            if let Some(e) = &f.error {
-                lines.push(format!("**error:** {e}"));
-            }
-            if let Some(ad) = &f.adapter {
-                let breaker = match (ad.breaker_tripped, ad.breaker_closed_ms) {
-                    (false, _) => "the breaker stayed closed".to_string(),
-                    (true, Some(t)) => {
-                        format!("the breaker opened and was closed for good {} after the end", ms(t))
-                    }
-                    (true, None) => "the breaker opened and had not closed for good by the end of the load".to_string(),
-                };
-                let outbox = match (ad.outbox_max_depth, ad.outbox_drained_ms) {
-                    (None, _) => "outbox depth not readable".to_string(),
-                    (Some(0), _) => "the outbox stayed empty".to_string(),
-                    (Some(d), Some(t)) => format!("the outbox peaked at {d} and was empty {} after the end", ms(t)),
-                    (Some(d), None) => format!(
-                        "the outbox peaked at {d} and was not empty again before the next fault or the end of the load"
-                    ),
-                };
-                lines.push(format!(
-                    "adapter (polled every {}): {breaker}; {outbox}",
-                    ms(ad.polled_every_ms)
-                ));
-            }
-            let rows = f
-                .sides
-                .iter()
-                .map(|x| {
-                    let name = if x.targeted {
-                        format!("{} (faulted)", x.label)
-                    } else {
-                        x.label.clone()
-                    };
-                    vec![
-                        name,
-                        pair(x.during.operations.to_string(), x.outside.operations.to_string()),
-                        pair(x.during.errors.to_string(), x.outside.errors.to_string()),
-                        pair(lat(x.during.p95_ms), lat(x.outside.p95_ms)),
-                        pair(lat(x.during.p99_ms), lat(x.outside.p99_ms)),
-                        match x.recovery_ms {
-                            Some(t) if x.errors_after_end > 0 => {
-                                format!("{} ({} failed first)", ms(t), x.errors_after_end)
-                            }
-                            Some(t) => ms(t),
-                            None => "no success after the end".to_string(),
-                        },
-                    ]
-                })
-                .collect();
-            FaultSection {
-                title: format!(
-                    "{}. {} on {}",
-                    i + 1,
-                    f.kind,
-                    f.target.as_str()
-                ),
-                lines,
-                header: [
-                    "side",
-                    "ops during / outside",
-                    "errors during / outside",
-                    "p95 ms during / outside",
-                    "p99 ms during / outside",
-                    "recovery after the end (ms)",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows,
-            }
+        .map(|(i, f)| FaultSection {
+            title: format!("{}. {} on {}", i + 1, f.kind, f.target.as_str()),
+            lines: fault_lines(f),
+            header: [
+                "side",
+                "ops during / outside",
+                "errors during / outside",
+                "p95 ms during / outside",
+                "p99 ms during / outside",
+                "recovery after the end (ms)",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: f.sides.iter().map(fault_row).collect(),
         })
         .collect()
+}
+
+/// The lines above a fault's table: what it was, when it was in force, its error and
+/// the adapter's recovery.
+fn fault_lines(f: &FaultWindowReport) -> Vec<String> {
+    let mut lines = vec![
+        format!("{} · via {}", f.description, f.via),
+        format!(
+            "in force {} → {} (planned {:.1} s → {:.1} s, seconds since start)",
+            secs(f.applied_start_s),
+            secs(f.lifted_end_s),
+            f.planned_start_s,
+            f.planned_end_s
+        ),
+    ];
+    if let Some(e) = &f.error {
+        lines.push(format!("**error:** {e}"));
+    }
+    if let Some(ad) = &f.adapter {
+        lines.push(adapter_recovery(ad));
+    }
+    lines
+}
+
+/// The adapter's line under a fault: how its breaker and outbox recovered.
+fn adapter_recovery(ad: &AdapterRecovery) -> String {
+    let breaker = match (ad.breaker_tripped, ad.breaker_closed_ms) {
+        (false, _) => "the breaker stayed closed".to_string(),
+        (true, Some(t)) => {
+            format!(
+                "the breaker opened and was closed for good {} after the end",
+                ms(t)
+            )
+        }
+        (true, None) => {
+            "the breaker opened and had not closed for good by the end of the load".to_string()
+        }
+    };
+    let outbox = match (ad.outbox_max_depth, ad.outbox_drained_ms) {
+        (None, _) => "outbox depth not readable".to_string(),
+        (Some(0), _) => "the outbox stayed empty".to_string(),
+        (Some(d), Some(t)) => format!(
+            "the outbox peaked at {d} and was empty {} after the end",
+            ms(t)
+        ),
+        (Some(d), None) => format!(
+            "the outbox peaked at {d} and was not empty again before the next fault or the end of the load"
+        ),
+    };
+    format!(
+        "adapter (polled every {}): {breaker}; {outbox}",
+        ms(ad.polled_every_ms)
+    )
+}
+
+/// One side's row of a fault's table: figures during / outside the fault and recovery.
+fn fault_row(x: &FaultSideFigures) -> Vec<String> {
+    let pair = |a: String, b: String| format!("{a} / {b}");
+    let lat = |v: Option<f64>| v.map_or_else(|| "—".to_string(), ms);
+    let name = if x.targeted {
+        format!("{} (faulted)", x.label)
+    } else {
+        x.label.clone()
+    };
+    vec![
+        name,
+        pair(
+            x.during.operations.to_string(),
+            x.outside.operations.to_string(),
+        ),
+        pair(x.during.errors.to_string(), x.outside.errors.to_string()),
+        pair(lat(x.during.p95_ms), lat(x.outside.p95_ms)),
+        pair(lat(x.during.p99_ms), lat(x.outside.p99_ms)),
+        match x.recovery_ms {
+            Some(t) if x.errors_after_end > 0 => {
+                format!("{} ({} failed first)", ms(t), x.errors_after_end)
+            }
+            Some(t) => ms(t),
+            None => "no success after the end".to_string(),
+        },
+    ]
 }
 
 /// "≥ " when a latency figure is a lower bound: with dropped operations the slowest were
@@ -308,8 +353,45 @@ fn bound(o: &OpReport) -> &'static str {
 /// per operation type that ran, then recall and the resource figures. report.md and
 /// report.html both render these.
 pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
-    type Cell = fn(&OpReport) -> String;
-    let metrics: [(&str, Cell); 8] = [
+    let metrics = op_metrics();
+    let per_backend = |f: &dyn Fn(&crate::report::BackendReport) -> String| {
+        report.backends.iter().map(f).collect::<Vec<String>>()
+    };
+    let mut rows = Vec::new();
+    let ran = |op: &OpKind| {
+        report
+            .backends
+            .iter()
+            .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
+    };
+    for op in OpKind::ALL.into_iter().filter(ran) {
+        for (name, f) in &metrics {
+            rows.push((
+                format!("{op} {name}"),
+                per_backend(&|b| b.op(op).map(f).unwrap_or_else(|| "-".into())),
+            ));
+        }
+    }
+    rows.push((
+        format!("recall@{} vs exact", report.methodology.k),
+        per_backend(&|b| {
+            report
+                .recall(b.side)
+                .and_then(|r| r.overall.as_ref())
+                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
+                .unwrap_or_else(|| "-".into())
+        }),
+    ));
+    resource_rows(report, &mut rows);
+    rows
+}
+
+/// A cell of the side-by-side table, from one operation's figures.
+type Cell = fn(&OpReport) -> String;
+
+/// The per-operation rows of the side-by-side table: their names and cells.
+fn op_metrics() -> [(&'static str, Cell); 8] {
+    [
         ("requests", |o| o.requests.to_string()),
         ("latency p50 / p95 / p99 ms", |o| {
             let b = bound(o);
@@ -339,35 +421,14 @@ pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
         ("availability", |o| {
             format!("{:.3}%", o.availability * 100.0)
         }),
-    ];
+    ]
+}
+
+/// The resource rows of the side-by-side table: index bytes and both memory figures.
+fn resource_rows(report: &Report, rows: &mut Vec<(String, Vec<String>)>) {
     let per_backend = |f: &dyn Fn(&crate::report::BackendReport) -> String| {
         report.backends.iter().map(f).collect::<Vec<String>>()
     };
-    let mut rows = Vec::new();
-    let ran = |op: &OpKind| {
-        report
-            .backends
-            .iter()
-            .any(|b| b.ops.iter().any(|o| o.op == *op && o.requests > 0))
-    };
-    for op in OpKind::ALL.into_iter().filter(ran) {
-        for (name, f) in &metrics {
-            rows.push((
-                format!("{op} {name}"),
-                per_backend(&|b| b.op(op).map(f).unwrap_or_else(|| "-".into())),
-            ));
-        }
-    }
-    rows.push((
-        format!("recall@{} vs exact", report.methodology.k),
-        per_backend(&|b| {
-            report
-                .recall(b.side)
-                .and_then(|r| r.overall.as_ref())
-                .map(|r| format!("{:.4} (p5 {:.2}, n {})", r.mean, r.p5, r.count))
-                .unwrap_or_else(|| "-".into())
-        }),
-    ));
     let usage = |side| {
         report
             .resources
@@ -388,7 +449,6 @@ pub(super) fn side_by_side(report: &Report) -> Vec<(String, Vec<String>)> {
         "memory, resident reading (JVM heap + k-NN native / shared buffers)".to_string(),
         per_backend(&|b| bytes(usage(b.side).and_then(|u| u.resident_bytes))),
     ));
-    rows
 }
 
 pub(super) fn comparison_notes(report: &Report) -> Vec<String> {

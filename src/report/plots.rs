@@ -230,7 +230,8 @@ fn resolved(points: Vec<PercentilePoint>, n: u64) -> Vec<PercentilePoint> {
     points.into_iter().take(keep).collect()
 }
 
-fn spectrum(area: &Area, report: &Report) -> DrawResult {
+/// The spectrum's series: one per side and operation with samples, reads preferred.
+fn spectrum_series(report: &Report) -> Vec<(Side, String, Vec<PercentilePoint>)> {
     // Reads are what the two sides are compared on; fall back to any operation for a
     // write-only run.
     let pick = |want: Option<OpKind>| -> Vec<(Side, String, Vec<PercentilePoint>)> {
@@ -253,6 +254,11 @@ fn spectrum(area: &Area, report: &Report) -> DrawResult {
     if series.is_empty() {
         series = pick(None);
     }
+    series
+}
+
+fn spectrum(area: &Area, report: &Report) -> DrawResult {
+    let series = spectrum_series(report);
     let title = "Latency by percentile (from intended start)";
     if series.is_empty() {
         return no_data(area, title, "no successful operations were measured");
@@ -344,12 +350,6 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         no_data(&top, "Latency over time", "no operation completed")?;
         return no_data(&bottom, "Throughput over time", "no operation completed");
     }
-    let label = |side: Side| {
-        report
-            .backend(side)
-            .map(|b| b.label.clone())
-            .unwrap_or_else(|| side.to_string())
-    };
     let mut sides: Vec<Side> = t
         .iter()
         .flat_map(|s| s.sides.iter().map(|x| x.side))
@@ -363,14 +363,33 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         .map(|s| s.second + 1)
         .max()
         .map(|s| s as f64);
+    latency_panel(&top, report, &sides, x_max, warmup_end)?;
+    throughput_panel(&bottom, report, &sides, x_max, warmup_end)
+}
 
-    // Latency panel: p99 solid, p50 dashed.
+/// A side's name in the legend: its backend's label, else the side.
+fn side_label(report: &Report, side: Side) -> String {
+    report
+        .backend(side)
+        .map(|b| b.label.clone())
+        .unwrap_or_else(|| side.to_string())
+}
+
+/// The latency panel of the timeline: p99 solid, p50 dashed.
+fn latency_panel(
+    area: &Area,
+    report: &Report,
+    sides: &[Side],
+    x_max: f64,
+    warmup_end: Option<f64>,
+) -> DrawResult {
+    let t = &report.timeline;
     let lat_max = t
         .iter()
         .flat_map(|s| s.sides.iter().filter_map(|x| x.p99_ms.or(x.p50_ms)))
         .fold(0.0f64, f64::max);
     let lat_max = nice_ceiling(lat_max * 1.08);
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(area)
         .caption("Latency over time (p50 dashed, p99 solid)", font(22))
         .margin(14)
         .x_label_area_size(40)
@@ -392,9 +411,9 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         .map_err(e)?;
     shade_warmup(&mut chart, warmup_end, lat_max)?;
     shade_faults(&mut chart, report, lat_max)?;
-    for &side in &sides {
+    for &side in sides {
         let c = colour(side);
-        let name = label(side);
+        let name = side_label(report, side);
         let get = |f: fn(&crate::measure::TimelineSide) -> Option<f64>| {
             runs(t.iter().map(|s| {
                 let v = s.sides.iter().find(|x| x.side == side).and_then(f);
@@ -422,15 +441,24 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
             }
         }
     }
-    legend(&mut chart)?;
+    legend(&mut chart)
+}
 
-    // Throughput panel: successes per second, errors as crosses.
+/// The throughput panel of the timeline: successes per second, errors as crosses.
+fn throughput_panel(
+    area: &Area,
+    report: &Report,
+    sides: &[Side],
+    x_max: f64,
+    warmup_end: Option<f64>,
+) -> DrawResult {
+    let t = &report.timeline;
     let qps_max = t
         .iter()
         .flat_map(|s| s.sides.iter().map(|x| (x.completed + x.errors) as f64))
         .fold(0.0f64, f64::max);
     let qps_max = nice_ceiling(qps_max * 1.15);
-    let mut chart = ChartBuilder::on(&bottom)
+    let mut chart = ChartBuilder::on(area)
         .caption(
             "Throughput over time (successes per second; errors as ×)",
             font(22),
@@ -455,7 +483,7 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         .map_err(e)?;
     shade_warmup(&mut chart, warmup_end, qps_max)?;
     shade_faults(&mut chart, report, qps_max)?;
-    for &side in &sides {
+    for &side in sides {
         let c = colour(side);
         let pts: Vec<(f64, f64)> = t
             .iter()
@@ -471,7 +499,7 @@ fn timeline(area: &Area, report: &Report) -> DrawResult {
         chart
             .draw_series(LineSeries::new(pts, c.stroke_width(2)))
             .map_err(e)?
-            .label(format!("{} QPS", label(side)))
+            .label(format!("{} QPS", side_label(report, side)))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2)));
         let errs = t.iter().filter_map(|s| {
             let n = s
@@ -603,16 +631,29 @@ fn quality(area: &Area, report: &Report) -> DrawResult {
     }
 }
 
+/// Bin `i`'s share of a series' samples, in percent (0 for an empty series).
+fn share(s: &RatioSummary, i: usize) -> f64 {
+    let total: u64 = s.histogram.iter().sum();
+    if total == 0 {
+        0.0
+    } else {
+        100.0 * s.histogram.get(i).copied().unwrap_or(0) as f64 / total as f64
+    }
+}
+
+/// The label printed above a bar: its share with as few decimals as it needs.
+fn share_label(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 0.1 {
+        format!("{v:.1}")
+    } else {
+        "<0.1".to_string()
+    }
+}
+
 /// Grouped bars of ten-bin ratio histograms, as a share of each series' samples.
 fn bars(area: &Area, title: &str, series: &[(Side, String, &RatioSummary)]) -> DrawResult {
-    let share = |s: &RatioSummary, i: usize| {
-        let total: u64 = s.histogram.iter().sum();
-        if total == 0 {
-            0.0
-        } else {
-            100.0 * s.histogram.get(i).copied().unwrap_or(0) as f64 / total as f64
-        }
-    };
     let y_max = series
         .iter()
         .flat_map(|(_, _, s)| (0..10).map(|i| share(s, i)))
@@ -666,15 +707,8 @@ fn bars(area: &Area, title: &str, series: &[(Side, String, &RatioSummary)]) -> D
         let labels = (0..10).filter(|&i| share(s, i) > 0.0).map(|i| {
             let x = i as f64 * 0.1 + gap + (j as f64 + 0.5) * width;
             let v = share(s, i);
-            let text = if v >= 10.0 {
-                format!("{v:.0}")
-            } else if v >= 0.1 {
-                format!("{v:.1}")
-            } else {
-                "<0.1".to_string()
-            };
             Text::new(
-                text,
+                share_label(v),
                 (x, v + y_max * 0.01),
                 font(11).pos(plotters::style::text_anchor::Pos::new(
                     plotters::style::text_anchor::HPos::Center,

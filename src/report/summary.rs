@@ -9,6 +9,17 @@ use crate::measure::quality::RatioSummary;
 /// Renders the summary as plain text (no colour), ending with a newline.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
+    render_heading(&mut out, report);
+    out.push_str(&table(&op_rows(report)));
+    render_scheduler(&mut out, report);
+    render_quality(&mut out, report);
+    render_resources(&mut out, report);
+    render_warnings(&mut out, report);
+    out
+}
+
+/// Renders the heading: scenario, run, load model and workload.
+fn render_heading(out: &mut String, report: &Report) {
     let m = &report.methodology;
     let load = match (m.load_model.as_str(), &m.rate_shape, &m.arrival) {
         ("open_loop", Some(shape), Some(arrival)) => format!(
@@ -27,7 +38,10 @@ pub fn render(report: &Report) -> String {
         report.scenario.name, report.run_id, m.warmup_s, report.measured_s, m.k
     );
     let _ = writeln!(out, "workload: {}", m.workload);
+}
 
+/// The rows of the latency table: the header, then one per side × operation.
+fn op_rows(report: &Report) -> Vec<Vec<String>> {
     let header = [
         "side",
         "backend",
@@ -61,15 +75,21 @@ pub fn render(report: &Report) -> String {
             ]);
         }
     }
-    out.push_str(&table(&rows));
+    rows
+}
 
+/// Renders the scheduler lag line.
+fn render_scheduler(out: &mut String, report: &Report) {
     let s = &report.scheduler;
     let _ = writeln!(
         out,
         "scheduler lag: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; late (> {} ms) {}; dropped {}",
         s.lag.p50_ms, s.lag.p99_ms, s.lag.max_ms, s.late_after_ms, s.late, s.dropped
     );
+}
 
+/// Renders the overlap and recall lines.
+fn render_quality(out: &mut String, report: &Report) {
     let c = &report.comparison;
     let _ = writeln!(
         out,
@@ -91,7 +111,10 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "    filter {filter}: {}", ratio(Some(s)));
         }
     }
+}
 
+/// Renders the per-side resource lines and the b/a ratios.
+fn render_resources(out: &mut String, report: &Report) {
     let res = &report.resources;
     for side in &res.sides {
         match &side.usage {
@@ -123,14 +146,16 @@ pub fn render(report: &Report) -> String {
         opt_ratio(r.index_bytes),
         opt_ratio(r.memory_bytes)
     );
+}
 
+/// Renders the warnings, if any.
+fn render_warnings(out: &mut String, report: &Report) {
     if !report.warnings.is_empty() {
         out.push_str("warnings:\n");
         for w in &report.warnings {
             let _ = writeln!(out, "  - {w}");
         }
     }
-    out
 }
 
 fn ratio(s: Option<&RatioSummary>) -> String {

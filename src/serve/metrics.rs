@@ -281,16 +281,30 @@ impl Metrics {
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, live: &Live) -> String {
         let mut out = String::with_capacity(16 * 1024);
+        self.render_latency(&mut out);
+        self.render_errors(&mut out);
+        self.render_http(&mut out);
+        self.render_guarded(&mut out);
+        self.render_shadow(&mut out);
+        self.render_inflight(&mut out);
+        render_live_gauges(&mut out, live);
+        render_adapter_counters(&mut out, live);
+        render_adapter_reads(&mut out, &live.adapter);
+        out
+    }
+
+    /// Renders the per-backend latency histograms and the completed-operation counters.
+    fn render_latency(&self, out: &mut String) {
         let latency = self.latency.lock().expect("metrics lock").clone();
         header(
-            &mut out,
+            out,
             "shadowbench_request_duration_seconds",
             "histogram",
             "Latency per backend and operation; role=served is the caller's wait, role=shadow the mirrored read.",
         );
         for ((t, op, role), h) in &latency {
             h.render(
-                &mut out,
+                out,
                 "shadowbench_request_duration_seconds",
                 &labels(&[
                     ("backend", t.as_str()),
@@ -300,7 +314,7 @@ impl Metrics {
             );
         }
         header(
-            &mut out,
+            out,
             "shadowbench_requests_total",
             "counter",
             "Completed operations per backend and operation (successes and failures).",
@@ -313,8 +327,12 @@ impl Metrics {
             ]);
             let _ = writeln!(out, "shadowbench_requests_total{{{l}}} {}", h.count);
         }
+    }
+
+    /// Renders the failed-operation counters by backend, operation and error class.
+    fn render_errors(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "shadowbench_errors_total",
             "counter",
             "Failed operations by backend, operation and error class.",
@@ -328,8 +346,12 @@ impl Metrics {
             ]);
             let _ = writeln!(out, "shadowbench_errors_total{{{l}}} {n}");
         }
+    }
+
+    /// Renders the HTTP response counters by route template and status.
+    fn render_http(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "shadowbench_http_requests_total",
             "counter",
             "HTTP responses by route template and status code.",
@@ -339,8 +361,12 @@ impl Metrics {
             let l = labels(&[("route", route), ("status", &status)]);
             let _ = writeln!(out, "shadowbench_http_requests_total{{{l}}} {n}");
         }
+    }
+
+    /// Renders the counters of requests the service's guards stopped.
+    fn render_guarded(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "shadowbench_http_guarded_total",
             "counter",
             "API requests the service stopped itself: overloaded (shed with 503 over --max-concurrency), timeout (504 after --request-timeout-ms), internal.",
@@ -353,38 +379,44 @@ impl Metrics {
                 n.load(Ordering::Relaxed)
             );
         }
-        {
-            let s = self.shadow.lock().expect("metrics lock");
-            counter(
-                &mut out,
-                "shadowbench_shadow_comparisons_total",
-                "Mirrored reads compared with the served answer (both sides succeeded).",
-                s.comparisons,
-            );
-            counter(
-                &mut out,
-                "shadowbench_shadow_mismatch_total",
-                "Compared reads whose top-k id sets differ (overlap@k < 1).",
-                s.mismatches,
-            );
-            header(
-                &mut out,
-                "shadowbench_shadow_overlap",
-                "histogram",
-                "overlap@k = |served ∩ shadow| / max(|served|, |shadow|) per compared read.",
-            );
-            s.overlap.render(&mut out, "shadowbench_shadow_overlap", "");
-            header(
-                &mut out,
-                "shadowbench_shadow_latency_diff_seconds",
-                "histogram",
-                "Shadow latency minus served latency per compared read (negative: the candidate was faster).",
-            );
-            s.latency_diff
-                .render(&mut out, "shadowbench_shadow_latency_diff_seconds", "");
-        }
+    }
+
+    /// Renders the shadow comparison counters and histograms.
+    fn render_shadow(&self, out: &mut String) {
+        let s = self.shadow.lock().expect("metrics lock");
+        counter(
+            out,
+            "shadowbench_shadow_comparisons_total",
+            "Mirrored reads compared with the served answer (both sides succeeded).",
+            s.comparisons,
+        );
+        counter(
+            out,
+            "shadowbench_shadow_mismatch_total",
+            "Compared reads whose top-k id sets differ (overlap@k < 1).",
+            s.mismatches,
+        );
         header(
-            &mut out,
+            out,
+            "shadowbench_shadow_overlap",
+            "histogram",
+            "overlap@k = |served ∩ shadow| / max(|served|, |shadow|) per compared read.",
+        );
+        s.overlap.render(out, "shadowbench_shadow_overlap", "");
+        header(
+            out,
+            "shadowbench_shadow_latency_diff_seconds",
+            "histogram",
+            "Shadow latency minus served latency per compared read (negative: the candidate was faster).",
+        );
+        s.latency_diff
+            .render(out, "shadowbench_shadow_latency_diff_seconds", "");
+    }
+
+    /// Renders the in-flight read gauges.
+    fn render_inflight(&self, out: &mut String) {
+        header(
+            out,
             "shadowbench_inflight_reads",
             "gauge",
             "Reads on the request path not finished yet, by the backend they were routed to.",
@@ -399,123 +431,134 @@ impl Metrics {
             "shadowbench_inflight_reads{{backend=\"opensearch\"}} {}",
             self.inflight_opensearch.load(Ordering::Relaxed)
         );
-        header(
-            &mut out,
-            "shadowbench_migration_mode",
-            "gauge",
-            "The current migration mode (1 for the active one).",
-        );
-        let mode = live.mode.to_string();
-        let _ = writeln!(
-            out,
-            "shadowbench_migration_mode{{{}}} 1",
-            labels(&[("mode", &mode)])
-        );
-        gauge(
-            &mut out,
-            "shadowbench_breaker_state",
-            "OpenSearch circuit breaker: 0 closed, 1 half-open, 2 open.",
-            live.breaker.as_gauge() as i64,
-        );
-        if let Some(d) = live.outbox_depth {
-            gauge(
-                &mut out,
-                "shadowbench_outbox_depth",
-                "Writes acknowledged in pgvector and not yet delivered to OpenSearch.",
-                d as i64,
-            );
-        }
-        if let Some(p) = live.outbox_parked {
-            gauge(
-                &mut out,
-                "shadowbench_outbox_parked",
-                "Outbox entries parked in the dead-letter table (rejected by OpenSearch or out of attempts); see `shadowbench status`.",
-                p as i64,
-            );
-        }
-        let a = &live.adapter;
-        for (name, help, v) in [
-            (
-                "shadowbench_mirror_dropped_total",
-                "Mirrored reads not sent because the mirror queue was full.",
-                a.mirror_dropped,
-            ),
-            (
-                "shadowbench_mirror_skipped_total",
-                "Mirrored reads not sent because the circuit breaker was open.",
-                a.mirror_skipped_breaker_open,
-            ),
-            (
-                "shadowbench_mirror_errors_total",
-                "Mirrored reads that failed or timed out.",
-                a.mirror_errors,
-            ),
-            (
-                "shadowbench_mirrors_completed_total",
-                "Mirrored reads that OpenSearch answered.",
-                a.mirrors_completed,
-            ),
-            (
-                "shadowbench_fallbacks_total",
-                "Reads meant for OpenSearch that pgvector answered.",
-                a.fallbacks,
-            ),
-            (
-                "shadowbench_writes_acknowledged_total",
-                "Records whose write was acknowledged to the caller.",
-                a.writes_acknowledged,
-            ),
-            (
-                "shadowbench_secondary_write_failures_total",
-                "Records whose OpenSearch write failed and went to the outbox.",
-                a.secondary_write_failures,
-            ),
-            (
-                "shadowbench_outbox_drained_total",
-                "Outbox entries replayed to OpenSearch.",
-                a.outbox_drained,
-            ),
-            (
-                "shadowbench_outbox_deferred_total",
-                "Outbox deliveries that failed transiently and wait with backoff.",
-                a.outbox_deferred,
-            ),
-            (
-                "shadowbench_outbox_parked_total",
-                "Outbox entries this process moved to the dead-letter table.",
-                a.outbox_parked,
-            ),
-            (
-                "shadowbench_record_written_total",
-                "Operations written to the --record capture file.",
-                live.record_written,
-            ),
-            (
-                "shadowbench_record_dropped_total",
-                "Operations not captured because the capture buffer was full.",
-                live.record_dropped,
-            ),
-        ] {
-            counter(&mut out, name, help, v);
-        }
-        header(
-            &mut out,
-            "shadowbench_adapter_reads_total",
-            "counter",
-            "Reads the adapter answered, by the store that actually answered (after fallback).",
-        );
-        let _ = writeln!(
-            out,
-            "shadowbench_adapter_reads_total{{backend=\"pgvector\"}} {}",
-            a.reads_pgvector
-        );
-        let _ = writeln!(
-            out,
-            "shadowbench_adapter_reads_total{{backend=\"opensearch\"}} {}",
-            a.reads_opensearch
-        );
-        out
     }
+}
+
+/// Renders the live gauges: migration mode, breaker state and outbox figures.
+fn render_live_gauges(out: &mut String, live: &Live) {
+    header(
+        out,
+        "shadowbench_migration_mode",
+        "gauge",
+        "The current migration mode (1 for the active one).",
+    );
+    let mode = live.mode.to_string();
+    let _ = writeln!(
+        out,
+        "shadowbench_migration_mode{{{}}} 1",
+        labels(&[("mode", &mode)])
+    );
+    gauge(
+        out,
+        "shadowbench_breaker_state",
+        "OpenSearch circuit breaker: 0 closed, 1 half-open, 2 open.",
+        live.breaker.as_gauge() as i64,
+    );
+    if let Some(d) = live.outbox_depth {
+        gauge(
+            out,
+            "shadowbench_outbox_depth",
+            "Writes acknowledged in pgvector and not yet delivered to OpenSearch.",
+            d as i64,
+        );
+    }
+    if let Some(p) = live.outbox_parked {
+        gauge(
+            out,
+            "shadowbench_outbox_parked",
+            "Outbox entries parked in the dead-letter table (rejected by OpenSearch or out of attempts); see `shadowbench status`.",
+            p as i64,
+        );
+    }
+}
+
+/// Renders the adapter's and the capture's counters.
+fn render_adapter_counters(out: &mut String, live: &Live) {
+    let a = &live.adapter;
+    for (name, help, v) in [
+        (
+            "shadowbench_mirror_dropped_total",
+            "Mirrored reads not sent because the mirror queue was full.",
+            a.mirror_dropped,
+        ),
+        (
+            "shadowbench_mirror_skipped_total",
+            "Mirrored reads not sent because the circuit breaker was open.",
+            a.mirror_skipped_breaker_open,
+        ),
+        (
+            "shadowbench_mirror_errors_total",
+            "Mirrored reads that failed or timed out.",
+            a.mirror_errors,
+        ),
+        (
+            "shadowbench_mirrors_completed_total",
+            "Mirrored reads that OpenSearch answered.",
+            a.mirrors_completed,
+        ),
+        (
+            "shadowbench_fallbacks_total",
+            "Reads meant for OpenSearch that pgvector answered.",
+            a.fallbacks,
+        ),
+        (
+            "shadowbench_writes_acknowledged_total",
+            "Records whose write was acknowledged to the caller.",
+            a.writes_acknowledged,
+        ),
+        (
+            "shadowbench_secondary_write_failures_total",
+            "Records whose OpenSearch write failed and went to the outbox.",
+            a.secondary_write_failures,
+        ),
+        (
+            "shadowbench_outbox_drained_total",
+            "Outbox entries replayed to OpenSearch.",
+            a.outbox_drained,
+        ),
+        (
+            "shadowbench_outbox_deferred_total",
+            "Outbox deliveries that failed transiently and wait with backoff.",
+            a.outbox_deferred,
+        ),
+        (
+            "shadowbench_outbox_parked_total",
+            "Outbox entries this process moved to the dead-letter table.",
+            a.outbox_parked,
+        ),
+        (
+            "shadowbench_record_written_total",
+            "Operations written to the --record capture file.",
+            live.record_written,
+        ),
+        (
+            "shadowbench_record_dropped_total",
+            "Operations not captured because the capture buffer was full.",
+            live.record_dropped,
+        ),
+    ] {
+        counter(out, name, help, v);
+    }
+}
+
+/// Renders the adapter's reads by the store that answered.
+fn render_adapter_reads(out: &mut String, a: &AdapterStats) {
+    header(
+        out,
+        "shadowbench_adapter_reads_total",
+        "counter",
+        "Reads the adapter answered, by the store that actually answered (after fallback).",
+    );
+    let _ = writeln!(
+        out,
+        "shadowbench_adapter_reads_total{{backend=\"pgvector\"}} {}",
+        a.reads_pgvector
+    );
+    let _ = writeln!(
+        out,
+        "shadowbench_adapter_reads_total{{backend=\"opensearch\"}} {}",
+        a.reads_opensearch
+    );
 }
 
 impl ComparisonSink for Metrics {

@@ -325,6 +325,40 @@ impl Proxy {
     }
 }
 
+/// Samples the outbox depth every 0.1 s (keeping one sample per 0.5 s) from now until it
+/// is empty or 10 s have passed: when it emptied, and the samples kept.
+async fn watch_depth(a: Arc<VectorStoreAdapter>) -> (Option<Duration>, Vec<(Duration, u64)>) {
+    let start = std::time::Instant::now();
+    let mut depths: Vec<(Duration, u64)> = Vec::new();
+    loop {
+        let depth = a.outbox().depth().await.unwrap();
+        let t = start.elapsed();
+        if depths
+            .last()
+            .is_none_or(|(at, _)| t - *at >= Duration::from_millis(500))
+        {
+            depths.push((t, depth));
+        }
+        if depth == 0 {
+            depths.push((t, depth));
+            return (Some(t), depths);
+        }
+        if t >= Duration::from_secs(10) {
+            return (None, depths);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `(time since the heal, outbox depth)` samples as `0.0 s: 6100, 1.0 s: 5200, ...`.
+fn show_depths(depths: &[(Duration, u64)]) -> String {
+    let shown: Vec<String> = depths
+        .iter()
+        .map(|(t, d)| format!("{:.1} s: {d}", t.as_secs_f64()))
+        .collect();
+    shown.join(", ")
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = std::process::Command::new("curl")
@@ -338,7 +372,9 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test]
+// A multi-threaded runtime, as the binary's: on one thread the debug build's bulk
+// encoding and the 200 writes/s would take turns with each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothing() {
     // Its 10 s drain deadline is a timing claim: nothing else in this file runs beside it.
     let _alone = TIMED.write().await;
@@ -379,6 +415,7 @@ async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothin
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
     let started = std::time::Instant::now();
     let mut healed_at = None;
+    let mut monitor = None;
     for (i, r) in records.into_iter().enumerate() {
         tick.tick().await;
         if i as u64 == RATE * BEFORE_S {
@@ -387,6 +424,7 @@ async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothin
         if i as u64 == RATE * (BEFORE_S + HOLE_S) {
             proxy.heal();
             healed_at = Some(std::time::Instant::now());
+            monitor = Some(tokio::spawn(watch_depth(a.clone())));
         }
         let (a, acked, failed) = (a.clone(), acked.clone(), failed.clone());
         tasks.spawn(async move {
@@ -397,19 +435,15 @@ async fn a_30_s_opensearch_blackhole_during_dual_write_at_200_per_s_loses_nothin
         });
     }
     while tasks.join_next().await.is_some() {}
-    let healed_at = healed_at.expect("healed");
-    // The outbox drains within 10 s of the recovery.
-    let drained_after = loop {
-        if a.outbox().depth().await.unwrap() == 0 {
-            break healed_at.elapsed();
-        }
-        assert!(
-            healed_at.elapsed() < Duration::from_secs(10),
-            "outbox still holds {} entries 10 s after OpenSearch came back",
-            a.outbox().depth().await.unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    healed_at.expect("healed");
+    // The outbox drains within 10 s of the recovery. (The writes go on for AFTER_S
+    // after it, and those in flight keep a few entries in the outbox until they end.)
+    let (drained_after, depths) = monitor.expect("watching").await.unwrap();
+    let depths = show_depths(&depths);
+    let Some(drained_after) = drained_after else {
+        panic!("outbox not empty 10 s after OpenSearch came back; depth since the heal: {depths}");
     };
+    eprintln!("blackhole: outbox depth since the heal: {depths}");
     let acked = acked.load(std::sync::atomic::Ordering::Relaxed);
     let stats = a.stats();
     eprintln!(

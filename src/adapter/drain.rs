@@ -92,7 +92,10 @@ impl VectorStoreAdapter {
             if self.breaker.state() != BreakerState::Closed {
                 self.health_check_behind_open_breaker(os).await;
             }
-            let backlog = entries.len() as f64 >= self.cfg.drain_batch as f64 * CATCH_UP_SHARE;
+            // Only while OpenSearch takes writes: behind an open breaker live writes
+            // fail fast to the outbox anyway, and count as deferred.
+            let backlog = entries.len() as f64 >= self.cfg.drain_batch as f64 * CATCH_UP_SHARE
+                && self.breaker.state() == BreakerState::Closed;
             self.catching_up.store(backlog, Ordering::Relaxed);
             if !self.drain_round(os, &entries, report).await? {
                 return Ok(());

@@ -227,33 +227,34 @@ mod tests {
             }
             self.inner.apply(ops).await
         }
-        async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {
-            self.inner.delete(id).await
+        // The coalescer only calls `apply`.
+        async fn delete(&self, _: &RecordId) -> Result<bool, StoreError> {
+            unreachable!("not called by the coalescer")
         }
-        async fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
-            self.inner.search(req).await
+        async fn search(&self, _: &SearchRequest) -> Result<Vec<Hit>, StoreError> {
+            unreachable!("not called by the coalescer")
         }
-        async fn get(&self, id: &RecordId) -> Result<Option<Record>, StoreError> {
-            self.inner.get(id).await
+        async fn get(&self, _: &RecordId) -> Result<Option<Record>, StoreError> {
+            unreachable!("not called by the coalescer")
         }
         async fn count(&self) -> Result<u64, StoreError> {
-            self.inner.count().await
+            unreachable!("not called by the coalescer")
         }
         async fn scan_page(
             &self,
-            after: Option<&RecordId>,
-            limit: usize,
+            _: Option<&RecordId>,
+            _: usize,
         ) -> Result<Vec<Record>, StoreError> {
-            self.inner.scan_page(after, limit).await
+            unreachable!("not called by the coalescer")
         }
         async fn health(&self) -> Result<Health, StoreError> {
-            self.inner.health().await
+            unreachable!("not called by the coalescer")
         }
         async fn resources(&self) -> Result<ResourceUsage, StoreError> {
-            self.inner.resources().await
+            unreachable!("not called by the coalescer")
         }
         fn index_params(&self) -> IndexParams {
-            self.inner.index_params()
+            unreachable!("not called by the coalescer")
         }
     }
 }

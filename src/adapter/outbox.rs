@@ -218,6 +218,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// The rows of `sql`, whose one parameter `$1` is the row limit.
+    async fn first_rows(
+        &self,
+        sql: String,
+        limit: usize,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+        self.pg
+            .deadline(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(limit as i64)
+                    .fetch_all(self.pg.pool()),
+            )
+            .await
+    }
+
     /// Oldest entries whose backoff has passed, first.
     pub async fn fetch_due(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let sql = format!(
@@ -225,15 +240,9 @@ impl Outbox {
              WHERE next_attempt_at <= now() ORDER BY seq LIMIT $1",
             self.table
         );
-        let rows = self
-            .pg
-            .deadline(
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(limit as i64)
-                    .fetch_all(self.pg.pool()),
-            )
-            .await?;
-        rows.iter()
+        self.first_rows(sql, limit)
+            .await?
+            .iter()
             .map(|r| {
                 let e = |e| self.err(e);
                 Ok(OutboxEntry {
@@ -392,15 +401,9 @@ impl Outbox {
              ORDER BY seq LIMIT $1",
             self.parked
         );
-        let rows = self
-            .pg
-            .deadline(
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(limit as i64)
-                    .fetch_all(self.pg.pool()),
-            )
-            .await?;
-        rows.iter()
+        self.first_rows(sql, limit)
+            .await?
+            .iter()
             .map(|r| {
                 let e = |e| self.err(e);
                 Ok(ParkedEntry {

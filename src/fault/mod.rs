@@ -221,7 +221,23 @@ pub(crate) fn parse(field: &str, raw: RawFault) -> Result<Fault, Invalid> {
     if duration.is_zero() {
         return Err(bad(f("duration_s"), "must be > 0"));
     }
-    let target = match raw.target.as_deref() {
+    let target = parse_target(field, raw.target.as_deref())?;
+    let kind = parse_kind(field, &raw)?;
+    let (stream, toxicity) = parse_toxic_options(field, &raw, &kind)?;
+    Ok(Fault {
+        at,
+        duration,
+        target,
+        kind,
+        stream,
+        toxicity,
+    })
+}
+
+/// `target`: pgvector or opensearch.
+fn parse_target(field: &str, target: Option<&str>) -> Result<Target, Invalid> {
+    let f = |k: &str| format!("{field}.{k}");
+    Ok(match target {
         Some("pgvector") => Target::Pgvector,
         Some("opensearch") => Target::Opensearch,
         Some(other) => {
@@ -231,7 +247,12 @@ pub(crate) fn parse(field: &str, raw: RawFault) -> Result<Fault, Invalid> {
             ));
         }
         None => return Err(bad(f("target"), "is required (pgvector or opensearch)")),
-    };
+    })
+}
+
+/// `kind` and the parameters it takes; a parameter of another kind is a mistake.
+fn parse_kind(field: &str, raw: &RawFault) -> Result<FaultKind, Invalid> {
+    let f = |k: &str| format!("{field}.{k}");
     let kind_name = raw.kind.as_deref().ok_or_else(|| {
         bad(
             f("kind"),
@@ -298,6 +319,16 @@ pub(crate) fn parse(field: &str, raw: RawFault) -> Result<Fault, Invalid> {
             format!("must not exceed latency_ms ({jitter_ms} > {latency_ms})"),
         ));
     }
+    Ok(kind)
+}
+
+/// `stream` and `toxicity`, which only toxics take: the defaults for the others.
+fn parse_toxic_options(
+    field: &str,
+    raw: &RawFault,
+    kind: &FaultKind,
+) -> Result<(Stream, f64), Invalid> {
+    let f = |k: &str| format!("{field}.{k}");
     if !kind.is_toxic() {
         if raw.stream.is_some() {
             return Err(bad(
@@ -329,14 +360,7 @@ pub(crate) fn parse(field: &str, raw: RawFault) -> Result<Fault, Invalid> {
             format!("must be within 0..=1, got {toxicity}"),
         ));
     }
-    Ok(Fault {
-        at,
-        duration,
-        target,
-        kind,
-        stream,
-        toxicity,
-    })
+    Ok((stream, toxicity))
 }
 
 /// Checks a list of faults against the measured window (`measured`: its planned length,
@@ -531,40 +555,9 @@ pub fn analyze(
             let sides = sides
                 .iter()
                 .zip(&outside)
-                .map(|(d, outside)| {
-                    let during = match *span {
-                        Some((s, e)) => figures(
-                            measured
-                                .iter()
-                                .filter(|o| o.side == d.side && o.intended >= s && o.intended < e),
-                            in_force((s, e)).as_secs_f64(),
-                        ),
-                        None => figures(std::iter::empty(), 0.0),
-                    };
-                    let (recovery_ms, errors_after_end) = match a.lifted_at {
-                        Some(end) => recovery(&measured, d.side, end),
-                        None => (None, 0),
-                    };
-                    FaultSideFigures {
-                        side: d.side,
-                        label: d.label.clone(),
-                        backend: d.backend,
-                        targeted: d.backend == a.fault.target.backend(),
-                        during,
-                        outside: outside.clone(),
-                        recovery_ms,
-                        errors_after_end,
-                    }
-                })
+                .map(|(d, outside)| side_figures(a, *span, d, outside, &measured, last_intended))
                 .collect();
-            // The next fault in time (the tables need not be written in time order).
-            let next_start = a.applied_at.and_then(|start| {
-                armed
-                    .iter()
-                    .filter_map(|n| n.applied_at)
-                    .filter(|&t| t > start)
-                    .min()
-            });
+            let next_start = next_start(armed, a);
             FaultWindowReport {
                 kind: a.fault.kind.name().to_string(),
                 target: a.fault.target,
@@ -580,6 +573,52 @@ pub fn analyze(
             }
         })
         .collect()
+}
+
+/// One side's figures for fault `a`: during its window `span` (cut at `last_intended`),
+/// outside every fault (`outside`, the same for all faults), and its recovery.
+fn side_figures(
+    a: &Armed,
+    span: Option<(Duration, Duration)>,
+    d: &SideDesc,
+    outside: &WindowFigures,
+    measured: &[&OpSample],
+    last_intended: Duration,
+) -> FaultSideFigures {
+    let during = match span {
+        Some((s, e)) => figures(
+            measured
+                .iter()
+                .filter(|o| o.side == d.side && o.intended >= s && o.intended < e),
+            e.min(last_intended).saturating_sub(s).as_secs_f64(),
+        ),
+        None => figures(std::iter::empty(), 0.0),
+    };
+    let (recovery_ms, errors_after_end) = match a.lifted_at {
+        Some(end) => recovery(measured, d.side, end),
+        None => (None, 0),
+    };
+    FaultSideFigures {
+        side: d.side,
+        label: d.label.clone(),
+        backend: d.backend,
+        targeted: d.backend == a.fault.target.backend(),
+        during,
+        outside: outside.clone(),
+        recovery_ms,
+        errors_after_end,
+    }
+}
+
+/// When the next fault in time after `a` was applied (the tables need not be written in
+/// time order).
+fn next_start(armed: &[Armed], a: &Armed) -> Option<Duration> {
+    let start = a.applied_at?;
+    armed
+        .iter()
+        .filter_map(|n| n.applied_at)
+        .filter(|&t| t > start)
+        .min()
 }
 
 /// Counts, and the latency of the successes, over `ops` spread over `seconds`.

@@ -175,9 +175,19 @@ impl PgVectorStore {
     /// vector column has another dimension is a conflict, never silently reused.
     pub async fn bootstrap(&self) -> Result<BootstrapOutcome, StoreError> {
         let mut out = BootstrapOutcome::default();
+        self.ensure_extension(&mut out).await?;
+        self.ensure_table(&mut out).await?;
         let t = &self.cfg.table;
-        let dim = self.cfg.dimension;
+        if self.ensure_versioning().await? {
+            out.created
+                .push(format!("column {t}.version (sequence {t}_vseq)"));
+        }
+        self.ensure_vector_index(&mut out).await?;
+        Ok(out)
+    }
 
+    /// The `vector` extension, created when missing.
+    async fn ensure_extension(&self, out: &mut BootstrapOutcome) -> Result<(), StoreError> {
         let has_ext: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector')",
         )
@@ -193,7 +203,14 @@ impl PgVectorStore {
                 .map_err(|e| self.err(e))?;
             out.created.push("extension vector".into());
         }
+        Ok(())
+    }
 
+    /// The table, created when missing; one whose `embedding` has another dimension is a
+    /// conflict.
+    async fn ensure_table(&self, out: &mut BootstrapOutcome) -> Result<(), StoreError> {
+        let t = &self.cfg.table;
+        let dim = self.cfg.dimension;
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
              WHERE a.attrelid = to_regclass($1) AND a.attname = 'embedding' AND NOT a.attisdropped",
@@ -234,12 +251,12 @@ impl PgVectorStore {
                 out.created.push(format!("table {t} ({want})"));
             }
         }
+        Ok(())
+    }
 
-        if self.ensure_versioning().await? {
-            out.created
-                .push(format!("column {t}.version (sequence {t}_vseq)"));
-        }
-
+    /// The vector index, created when missing; one with another method or operator class
+    /// is a conflict.
+    async fn ensure_vector_index(&self, out: &mut BootstrapOutcome) -> Result<(), StoreError> {
         let idx = self.index_name();
         let existing_def: Option<String> =
             sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE indexname = $1 AND schemaname = current_schema()")
@@ -269,7 +286,7 @@ impl PgVectorStore {
                     .push(format!("index {idx} ({method}, {opclass}, {with})"));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Adds the `version` column and its sequence when missing; returns whether it did.

@@ -192,26 +192,14 @@ pub async fn run(
         late_after: plan.late_after,
         ..options.collector.clone()
     });
-    let labels = options
-        .labels
-        .clone()
-        .unwrap_or_else(|| [targets.a.kind().to_string(), targets.b.kind().to_string()]);
     let progress = crate::progress::Progress::start(
         options.progress,
         plan.planned(),
-        labels,
+        side_labels(options, &targets),
         collector.live(),
         workload.writes(),
     );
-    // Reads without attached truth, and the writes between them, are scored after the
-    // run; a spill that cannot even be created leaves recall out, and says so.
-    let (spill, mut scoring) = match &truth {
-        None => (None, None),
-        Some(_) => match scoring::Spill::new() {
-            Ok(s) => (Some(Arc::new(s)), None),
-            Err(e) => (None, Some(Err(format!("no spill file for scoring: {e}")))),
-        },
-    };
+    let (spill, mut scoring) = scoring_spill(truth.is_some());
     let slots = match &plan.model {
         LoadModel::OpenLoop {
             in_flight, max_lag, ..
@@ -234,26 +222,13 @@ pub async fn run(
         seed: plan.seed,
         slots,
     });
-    let (driven, workload) = match &plan.model {
-        LoadModel::OpenLoop { rate, arrival, .. } => {
-            let mut workload = workload;
-            let driver = open_loop::OpenLoop {
-                rate,
-                arrival: *arrival,
-            };
-            let driven = driver.drive(ctx.clone(), plan, workload.as_mut()).await;
-            match driven {
-                Ok(d) => (d, workload),
-                Err(e) => {
-                    drop(ctx);
-                    progress.finish();
-                    collector.finish().await;
-                    return Err(e);
-                }
-            }
-        }
-        LoadModel::ClosedLoop { concurrency } => {
-            closed_loop::drive(ctx.clone(), plan, *concurrency, workload).await
+    let (driven, workload) = match drive(plan, ctx.clone(), workload).await {
+        Ok(d) => d,
+        Err(e) => {
+            drop(ctx);
+            progress.finish();
+            collector.finish().await;
+            return Err(e);
         }
     };
     drop(ctx);
@@ -262,24 +237,12 @@ pub async fn run(
     progress.finish();
     let elapsed = start.elapsed();
     if let (Some(spill), Some(truth)) = (spill, truth) {
-        let spill = Arc::into_inner(spill).expect("every worker has finished");
-        let max_tenants = options.collector.max_tenants;
-        // CPU-bound, after the measured window: on the blocking pool.
-        let (m, result) = tokio::task::spawn_blocking(move || {
-            let result = spill.score(&truth, &mut measurements, max_tenants);
-            (measurements, result)
-        })
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let (m, result) =
+            score_after(spill, truth, measurements, options.collector.max_tenants).await;
         measurements = m;
         scoring = Some(result);
     }
-    let early = driven.exhausted || driven.stopped_by.is_some();
-    let last = measurements.last_finished.unwrap_or(plan.warmup);
-    let window_end = match plan.planned() {
-        Some(p) if !early => p.max(last),
-        _ => last,
-    };
+    let window_end = window_end(plan, &driven, &measurements);
     Ok(RunOutcome {
         started_at,
         finished_at: Utc::now(),
@@ -294,6 +257,83 @@ pub async fn run(
         harness,
         measurements,
     })
+}
+
+/// The sides' names in progress lines: the caller's, or the stores' kinds.
+fn side_labels(options: &RunOptions, targets: &Targets) -> [String; 2] {
+    options
+        .labels
+        .clone()
+        .unwrap_or_else(|| [targets.a.kind().to_string(), targets.b.kind().to_string()])
+}
+
+/// Where the measured window ends: the planned end, or the last finished operation when
+/// the run ended early or went on past it.
+fn window_end(plan: &LoadPlan, driven: &Driven, measurements: &Measurements) -> Duration {
+    let early = driven.exhausted || driven.stopped_by.is_some();
+    let last = measurements.last_finished.unwrap_or(plan.warmup);
+    match plan.planned() {
+        Some(p) if !early => p.max(last),
+        _ => last,
+    }
+}
+
+/// The spill file for scoring after the run, when there is ground truth: reads without
+/// attached truth, and the writes between them, are scored from it. A spill that
+/// cannot even be created leaves recall out, and says so in the scoring result.
+fn scoring_spill(
+    with_truth: bool,
+) -> (
+    Option<Arc<scoring::Spill>>,
+    Option<Result<scoring::ScoreSummary, String>>,
+) {
+    if !with_truth {
+        return (None, None);
+    }
+    match scoring::Spill::new() {
+        Ok(s) => (Some(Arc::new(s)), None),
+        Err(e) => (None, Some(Err(format!("no spill file for scoring: {e}")))),
+    }
+}
+
+/// Drives the workload under the plan's load model until it ends; the workload comes
+/// back for its counters.
+async fn drive(
+    plan: &LoadPlan,
+    ctx: Arc<execute::Ctx>,
+    workload: Box<dyn Workload>,
+) -> Result<(Driven, Box<dyn Workload>), ConfigError> {
+    match &plan.model {
+        LoadModel::OpenLoop { rate, arrival, .. } => {
+            let mut workload = workload;
+            let driver = open_loop::OpenLoop {
+                rate,
+                arrival: *arrival,
+            };
+            let driven = driver.drive(ctx, plan, workload.as_mut()).await?;
+            Ok((driven, workload))
+        }
+        LoadModel::ClosedLoop { concurrency } => {
+            Ok(closed_loop::drive(ctx, plan, *concurrency, workload).await)
+        }
+    }
+}
+
+/// Scores the spilled reads against the ground truth, after the measured window and on
+/// the blocking pool (it is CPU-bound).
+async fn score_after(
+    spill: Arc<scoring::Spill>,
+    truth: Arc<GroundTruth>,
+    mut measurements: Measurements,
+    max_tenants: usize,
+) -> (Measurements, Result<scoring::ScoreSummary, String>) {
+    let spill = Arc::into_inner(spill).expect("every worker has finished");
+    tokio::task::spawn_blocking(move || {
+        let result = spill.score(&truth, &mut measurements, max_tenants);
+        (measurements, result)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 #[cfg(test)]

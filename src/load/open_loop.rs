@@ -22,6 +22,32 @@ pub(crate) struct OpenLoop<'a> {
     pub arrival: Arrival,
 }
 
+/// Sleeps until about `intended`. tokio's timers fire on 1 ms ticks, late: aiming one
+/// tick early lands close to the intended time. An operation that starts early is timed
+/// from its actual start, so this never shortens a latency.
+async fn wait_for(intended: tokio::time::Instant) {
+    tokio::time::sleep_until(intended.checked_sub(TIMER_SLACK).unwrap_or(intended)).await;
+}
+
+/// When an operation is intended: the schedule's offset (`planned`), or, replaying a
+/// log at `speed`, its recorded time scaled, never before the previous operation's.
+fn offset_of(
+    planned: Option<Duration>,
+    speed: Option<f64>,
+    at: Option<Duration>,
+    last_offset: Duration,
+) -> Result<Duration, WorkloadError> {
+    match (planned, speed) {
+        (Some(o), _) => Ok(o),
+        (None, Some(speed)) => match at.map(|at| scaled(at, speed)) {
+            None => Ok(last_offset),
+            Some(Ok(o)) => Ok(o.max(last_offset)),
+            Some(Err(e)) => Err(e),
+        },
+        (None, None) => unreachable!("a schedule always plans the offset"),
+    }
+}
+
 impl OpenLoop<'_> {
     pub(crate) async fn drive(
         &self,
@@ -42,10 +68,10 @@ impl OpenLoop<'_> {
         let mut measured = 0u64;
         let mut last_offset = Duration::ZERO;
         for seq in 0u64.. {
-            if let Stop::Operations(n) = plan.stop {
-                if measured >= n {
-                    break;
-                }
+            if let Stop::Operations(n) = plan.stop
+                && measured >= n
+            {
+                break;
             }
             // With a rate schedule the time is known before the operation; with log
             // timing it comes with it.
@@ -56,10 +82,10 @@ impl OpenLoop<'_> {
                 },
                 Err(_) => None,
             };
-            if let (Some(o), Some(end)) = (planned, end) {
-                if o >= end {
-                    break;
-                }
+            if let (Some(o), Some(end)) = (planned, end)
+                && o >= end
+            {
+                break;
             }
             let item = match workload.next_item() {
                 None => {
@@ -72,17 +98,13 @@ impl OpenLoop<'_> {
                 }
                 Some(Ok(item)) => item,
             };
-            let offset = match (planned, &schedule) {
-                (Some(o), _) => o,
-                (None, Err(speed)) => match item.at.map(|at| scaled(at, *speed)) {
-                    None => last_offset,
-                    Some(Ok(o)) => o.max(last_offset),
-                    Some(Err(e)) => {
-                        driven.stopped_by = Some(e);
-                        break;
-                    }
-                },
-                (None, Ok(_)) => unreachable!("a schedule always plans the offset"),
+            let speed = schedule.as_ref().err().copied();
+            let offset = match offset_of(planned, speed, item.at, last_offset) {
+                Ok(o) => o,
+                Err(e) => {
+                    driven.stopped_by = Some(e);
+                    break;
+                }
             };
             if end.is_some_and(|end| offset >= end) {
                 break;
@@ -92,10 +114,7 @@ impl OpenLoop<'_> {
                 measured += 1;
             }
             let intended = ctx.start + offset;
-            // tokio's timers fire on 1 ms ticks, late: aiming one tick early lands
-            // close to the intended time. An operation that starts early is timed from
-            // its actual start, so this never shortens a latency.
-            tokio::time::sleep_until(intended.checked_sub(TIMER_SLACK).unwrap_or(intended)).await;
+            wait_for(intended).await;
             let ctx = ctx.clone();
             tasks.spawn(async move { execute(&ctx, seq, item.op, intended).await });
             // Reap finished tasks so the set stays as small as the work in flight.

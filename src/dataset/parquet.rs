@@ -30,7 +30,10 @@ struct Meta {
 pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
     let now = now_millis();
     let train_path = dir.join(TRAIN);
-    let (train_ids, vectors, dimension) = read_train(&train_path)?;
+    let (train_ids, vectors) = read_train(&train_path)?;
+    let Some(dimension) = vectors.first().map(Vec::len) else {
+        return Err(ConfigError::file(&train_path, "has no rows"));
+    };
 
     let meta_path = dir.join(META);
     let meta = if meta_path.is_file() {
@@ -81,16 +84,12 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
     })
 }
 
-/// `train.parquet`: its ids, its vectors and their dimension (an empty file is an error).
-fn read_train(path: &Path) -> Result<(Vec<i64>, Vec<Vec<f32>>, usize), ConfigError> {
+/// `train.parquet`: its ids and its vectors (all of the first row's length).
+fn read_train(path: &Path) -> Result<(Vec<i64>, Vec<Vec<f32>>), ConfigError> {
     let train_df = read_frame(path, &["id", "emb"])?;
     let train_ids = ids(&train_df, path)?;
     let vectors = vector_column(&train_df, path, None)?;
-    drop(train_df);
-    let Some(dimension) = vectors.first().map(Vec::len) else {
-        return Err(ConfigError::file(path, "has no rows"));
-    };
-    Ok((train_ids, vectors, dimension))
+    Ok((train_ids, vectors))
 }
 
 /// The train records, with identities from `meta.parquet` when present (else the defaults).

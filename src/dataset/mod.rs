@@ -174,79 +174,13 @@ impl Dataset {
         if dimension == 0 {
             return Err(Problem::Train("dimension must be at least 1".into()));
         }
-        let mut index = HashMap::with_capacity(train_ids.len());
-        for (row, id) in train_ids.iter().enumerate() {
-            if let Some(first) = index.insert(*id, row) {
-                return Err(Problem::Train(format!(
-                    "duplicate id {id} (rows {first} and {row})"
-                )));
-            }
-        }
-        let mut identities: HashMap<&RecordId, usize> = HashMap::with_capacity(train.len());
-        for (row, r) in train.iter().enumerate() {
-            if r.vector.len() != dimension {
-                return Err(Problem::Train(format!(
-                    "row {row} (id {}) has {} dimensions, expected {dimension}",
-                    train_ids[row],
-                    r.vector.len()
-                )));
-            }
-            if let Some(first) = identities.insert(&r.id, row) {
-                return Err(Problem::Identity(format!(
-                    "rows {first} (id {}) and {row} (id {}) have the same identity {}",
-                    train_ids[first], train_ids[row], r.id
-                )));
-            }
-        }
-        drop(identities);
+        let index = train_index(&train_ids)?;
+        check_train_rows(&train, &train_ids, dimension)?;
         let mut query_ids = HashMap::with_capacity(queries.len());
         for (row, q) in queries.iter().enumerate() {
-            if q.vector.len() != dimension {
-                return Err(Problem::Queries(format!(
-                    "query row {row} (id {}) has {} dimensions, expected {dimension}",
-                    q.id,
-                    q.vector.len()
-                )));
-            }
-            if let Some(first) = query_ids.insert(q.id, row) {
-                return Err(Problem::Queries(format!(
-                    "duplicate query id {} (rows {first} and {row})",
-                    q.id
-                )));
-            }
-            if let Some(n) = &q.neighbors {
-                if let Some(bad) = n.iter().find(|id| !index.contains_key(id)) {
-                    return Err(Problem::Neighbors(format!(
-                        "query {}: neighbor id {bad} is not a train id",
-                        q.id
-                    )));
-                }
-            }
-            if let Some(n) = &q.tenant_neighbors {
-                let Some(tenant) = &q.tenant_id else {
-                    return Err(Problem::TenantNeighbors(format!(
-                        "query {} has tenant ground truth but no tenant_id",
-                        q.id
-                    )));
-                };
-                for id in n {
-                    match index.get(id) {
-                        None => {
-                            return Err(Problem::TenantNeighbors(format!(
-                                "query {}: neighbor id {id} is not a train id",
-                                q.id
-                            )));
-                        }
-                        Some(&row) if train[row].id.tenant_id != *tenant => {
-                            return Err(Problem::TenantNeighbors(format!(
-                                "query {} (tenant {tenant}): neighbor id {id} belongs to tenant {}",
-                                q.id, train[row].id.tenant_id
-                            )));
-                        }
-                        Some(_) => {}
-                    }
-                }
-            }
+            check_query(row, q, dimension, &mut query_ids)?;
+            check_neighbors(q, &index)?;
+            check_tenant_neighbors(q, &index, &train)?;
         }
         Ok(Dataset {
             name,
@@ -287,6 +221,111 @@ impl Dataset {
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         out
     }
+}
+
+/// The row of each train id; a duplicate id is an error naming both rows.
+fn train_index(train_ids: &[i64]) -> Result<HashMap<i64, usize>, Problem> {
+    let mut index = HashMap::with_capacity(train_ids.len());
+    for (row, id) in train_ids.iter().enumerate() {
+        if let Some(first) = index.insert(*id, row) {
+            return Err(Problem::Train(format!(
+                "duplicate id {id} (rows {first} and {row})"
+            )));
+        }
+    }
+    Ok(index)
+}
+
+/// Every train vector of length `dimension`, every train identity unique.
+fn check_train_rows(train: &[Record], train_ids: &[i64], dimension: usize) -> Result<(), Problem> {
+    let mut identities: HashMap<&RecordId, usize> = HashMap::with_capacity(train.len());
+    for (row, r) in train.iter().enumerate() {
+        if r.vector.len() != dimension {
+            return Err(Problem::Train(format!(
+                "row {row} (id {}) has {} dimensions, expected {dimension}",
+                train_ids[row],
+                r.vector.len()
+            )));
+        }
+        if let Some(first) = identities.insert(&r.id, row) {
+            return Err(Problem::Identity(format!(
+                "rows {first} (id {}) and {row} (id {}) have the same identity {}",
+                train_ids[first], train_ids[row], r.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Query `q` (at `row`) of length `dimension`, its id not in `query_ids` (then recorded there).
+fn check_query(
+    row: usize,
+    q: &Query,
+    dimension: usize,
+    query_ids: &mut HashMap<i64, usize>,
+) -> Result<(), Problem> {
+    if q.vector.len() != dimension {
+        return Err(Problem::Queries(format!(
+            "query row {row} (id {}) has {} dimensions, expected {dimension}",
+            q.id,
+            q.vector.len()
+        )));
+    }
+    if let Some(first) = query_ids.insert(q.id, row) {
+        return Err(Problem::Queries(format!(
+            "duplicate query id {} (rows {first} and {row})",
+            q.id
+        )));
+    }
+    Ok(())
+}
+
+/// Every unfiltered ground-truth id of `q` is a train id.
+fn check_neighbors(q: &Query, index: &HashMap<i64, usize>) -> Result<(), Problem> {
+    if let Some(n) = &q.neighbors {
+        if let Some(bad) = n.iter().find(|id| !index.contains_key(id)) {
+            return Err(Problem::Neighbors(format!(
+                "query {}: neighbor id {bad} is not a train id",
+                q.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Tenant ground truth of `q` needs its tenant, and names train ids of that tenant only.
+fn check_tenant_neighbors(
+    q: &Query,
+    index: &HashMap<i64, usize>,
+    train: &[Record],
+) -> Result<(), Problem> {
+    let Some(n) = &q.tenant_neighbors else {
+        return Ok(());
+    };
+    let Some(tenant) = &q.tenant_id else {
+        return Err(Problem::TenantNeighbors(format!(
+            "query {} has tenant ground truth but no tenant_id",
+            q.id
+        )));
+    };
+    for id in n {
+        match index.get(id) {
+            None => {
+                return Err(Problem::TenantNeighbors(format!(
+                    "query {}: neighbor id {id} is not a train id",
+                    q.id
+                )));
+            }
+            Some(&row) if train[row].id.tenant_id != *tenant => {
+                return Err(Problem::TenantNeighbors(format!(
+                    "query {} (tenant {tenant}): neighbor id {id} belongs to tenant {}",
+                    q.id, train[row].id.tenant_id
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A train record for a dataset without identity metadata, or with it.

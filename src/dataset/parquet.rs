@@ -12,7 +12,7 @@ use polars::prelude::*;
 use super::{Dataset, Problem, Query, default_record_id, train_record};
 use crate::distance::Metric;
 use crate::error::ConfigError;
-use crate::record::{RecordId, now_millis};
+use crate::record::{Record, RecordId, now_millis};
 
 pub(crate) const TRAIN: &str = "train.parquet";
 const TEST: &str = "test.parquet";
@@ -30,22 +30,78 @@ struct Meta {
 pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
     let now = now_millis();
     let train_path = dir.join(TRAIN);
-    let train_df = read_frame(&train_path, &["id", "emb"])?;
-    let train_ids = ids(&train_df, &train_path)?;
-    let vectors = vector_column(&train_df, &train_path, None)?;
-    drop(train_df);
+    let (train_ids, vectors) = read_train(&train_path)?;
     let Some(dimension) = vectors.first().map(Vec::len) else {
         return Err(ConfigError::file(&train_path, "has no rows"));
     };
 
     let meta_path = dir.join(META);
-    let mut meta = if meta_path.is_file() {
+    let meta = if meta_path.is_file() {
         Some(read_meta(&meta_path)?)
     } else {
         None
     };
+    let has_meta = meta.is_some();
+    let train = train_records(vectors, &train_ids, meta, &meta_path, now)?;
+
+    let test_path = dir.join(TEST);
+    let mut queries = Vec::new();
+    if test_path.is_file() {
+        queries = read_queries(&test_path, dimension)?;
+    }
+    let query_row: HashMap<i64, usize> = queries
+        .iter()
+        .enumerate()
+        .map(|(row, q)| (q.id, row))
+        .collect();
+
+    let test_meta_path = dir.join(TEST_META);
+    if test_meta_path.is_file() {
+        apply_test_meta(&test_meta_path, &mut queries, &query_row)?;
+    }
+
+    let neighbors_path = dir.join(NEIGHBORS);
+    if neighbors_path.is_file() {
+        apply_neighbors(&neighbors_path, &mut queries, &query_row)?;
+    }
+
+    let tenant_path = dir.join(TENANT_NEIGHBORS);
+    if tenant_path.is_file() {
+        apply_tenant_neighbors(&tenant_path, &mut queries, &query_row)?;
+    }
+
+    let name = super::folder_name(dir);
+    Dataset::assemble(name, dimension, Metric::Cosine, train, train_ids, queries).map_err(|p| {
+        let (file, message): (PathBuf, String) = match p {
+            Problem::Train(m) => (train_path.clone(), m),
+            Problem::Identity(m) if has_meta => (meta_path.clone(), m),
+            Problem::Identity(m) => (train_path.clone(), m),
+            Problem::Queries(m) => (test_path.clone(), m),
+            Problem::Neighbors(m) => (neighbors_path.clone(), m),
+            Problem::TenantNeighbors(m) => (tenant_path.clone(), m),
+        };
+        ConfigError::file(file, message)
+    })
+}
+
+/// `train.parquet`: its ids and its vectors (all of the first row's length).
+fn read_train(path: &Path) -> Result<(Vec<i64>, Vec<Vec<f32>>), ConfigError> {
+    let train_df = read_frame(path, &["id", "emb"])?;
+    let train_ids = ids(&train_df, path)?;
+    let vectors = vector_column(&train_df, path, None)?;
+    Ok((train_ids, vectors))
+}
+
+/// The train records, with identities from `meta.parquet` when present (else the defaults).
+fn train_records(
+    vectors: Vec<Vec<f32>>,
+    train_ids: &[i64],
+    mut meta: Option<HashMap<i64, Meta>>,
+    meta_path: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Record>, ConfigError> {
     let mut train = Vec::with_capacity(vectors.len());
-    for (vector, &id) in vectors.into_iter().zip(&train_ids) {
+    for (vector, &id) in vectors.into_iter().zip(train_ids) {
         let (rid, model_version) = match meta.as_mut() {
             Some(m) => {
                 let Some(Meta {
@@ -54,7 +110,7 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
                 }) = m.remove(&id)
                 else {
                     return Err(ConfigError::file(
-                        &meta_path,
+                        meta_path,
                         format!("no row for train id {id}"),
                     ));
                 };
@@ -64,116 +120,115 @@ pub(crate) fn load_dir(dir: &Path) -> Result<Dataset, ConfigError> {
         };
         train.push(train_record(id, rid, vector, model_version, now));
     }
+    Ok(train)
+}
 
-    let test_path = dir.join(TEST);
-    let mut queries = Vec::new();
-    if test_path.is_file() {
-        let df = read_frame(&test_path, &["id", "emb"])?;
-        let query_ids = ids(&df, &test_path)?;
-        let vectors = vector_column(&df, &test_path, Some(dimension))?;
-        queries = query_ids
-            .into_iter()
-            .zip(vectors)
-            .map(|(id, vector)| Query {
-                id,
-                vector,
-                tenant_id: None,
-                neighbors: None,
-                tenant_neighbors: None,
-            })
-            .collect();
+/// `test.parquet`: the query vectors (of the train `dimension`), without ground truth yet.
+fn read_queries(path: &Path, dimension: usize) -> Result<Vec<Query>, ConfigError> {
+    let df = read_frame(path, &["id", "emb"])?;
+    let query_ids = ids(&df, path)?;
+    let vectors = vector_column(&df, path, Some(dimension))?;
+    Ok(query_ids
+        .into_iter()
+        .zip(vectors)
+        .map(|(id, vector)| Query {
+            id,
+            vector,
+            tenant_id: None,
+            neighbors: None,
+            tenant_neighbors: None,
+        })
+        .collect())
+}
+
+/// The row in `test.parquet` of query `id`, or an error naming `path` when it has none.
+fn row_of(query_row: &HashMap<i64, usize>, path: &Path, id: i64) -> Result<usize, ConfigError> {
+    query_row
+        .get(&id)
+        .copied()
+        .ok_or_else(|| ConfigError::file(path, format!("query id {id} is not in {TEST}")))
+}
+
+/// `test_meta.parquet`: sets each listed query's tenant.
+fn apply_test_meta(
+    path: &Path,
+    queries: &mut [Query],
+    query_row: &HashMap<i64, usize>,
+) -> Result<(), ConfigError> {
+    let df = read_frame(path, &["id", "tenant_id"])?;
+    let qids = ids(&df, path)?;
+    let tenants = strings(&df, "tenant_id", path)?;
+    for (id, tenant) in qids.into_iter().zip(tenants) {
+        queries[row_of(query_row, path, id)?].tenant_id = Some(tenant);
     }
-    let query_row: HashMap<i64, usize> = queries
-        .iter()
-        .enumerate()
-        .map(|(row, q)| (q.id, row))
-        .collect();
-    let row_of = |path: &Path, id: i64| {
-        query_row
-            .get(&id)
-            .copied()
-            .ok_or_else(|| ConfigError::file(path, format!("query id {id} is not in {TEST}")))
+    Ok(())
+}
+
+/// `neighbors.parquet`: sets each query's exact neighbours; every query needs exactly one row.
+fn apply_neighbors(
+    path: &Path,
+    queries: &mut [Query],
+    query_row: &HashMap<i64, usize>,
+) -> Result<(), ConfigError> {
+    let df = read_frame(path, &["id", "neighbors_id"])?;
+    let qids = ids(&df, path)?;
+    let lists = list_column::<Int64Type>(&df, "neighbors_id", path)?;
+    for (id, list) in qids.into_iter().zip(lists) {
+        let row = row_of(query_row, path, id)?;
+        if queries[row].neighbors.replace(list).is_some() {
+            return Err(ConfigError::file(path, format!("duplicate query id {id}")));
+        }
+    }
+    if let Some(q) = queries.iter().find(|q| q.neighbors.is_none()) {
+        return Err(ConfigError::file(
+            path,
+            format!("no row for query id {}", q.id),
+        ));
+    }
+    Ok(())
+}
+
+/// `neighbors_filtered_tenant.parquet`: sets the per-tenant neighbours of the listed
+/// queries, and their tenant when `test_meta.parquet` did not (a different one is an error).
+fn apply_tenant_neighbors(
+    path: &Path,
+    queries: &mut [Query],
+    query_row: &HashMap<i64, usize>,
+) -> Result<(), ConfigError> {
+    let df = read_frame(path, &["id", "tenant_id", "neighbors_id"])?;
+    let qids = ids(&df, path)?;
+    let lists = list_column::<Int64Type>(&df, "neighbors_id", path)?;
+    let tenants = if df.column("tenant_id").is_ok() {
+        Some(strings(&df, "tenant_id", path)?)
+    } else {
+        None
     };
-
-    let test_meta_path = dir.join(TEST_META);
-    if test_meta_path.is_file() {
-        let df = read_frame(&test_meta_path, &["id", "tenant_id"])?;
-        let qids = ids(&df, &test_meta_path)?;
-        let tenants = strings(&df, "tenant_id", &test_meta_path)?;
-        for (id, tenant) in qids.into_iter().zip(tenants) {
-            queries[row_of(&test_meta_path, id)?].tenant_id = Some(tenant);
+    for (i, (id, list)) in qids.into_iter().zip(lists).enumerate() {
+        let q = &mut queries[row_of(query_row, path, id)?];
+        if let Some(tenant) = tenants.as_ref().map(|t| &t[i]) {
+            merge_tenant(q, tenant, path)?;
+        }
+        if q.tenant_neighbors.replace(list).is_some() {
+            return Err(ConfigError::file(path, format!("duplicate query id {id}")));
         }
     }
+    Ok(())
+}
 
-    let neighbors_path = dir.join(NEIGHBORS);
-    if neighbors_path.is_file() {
-        let df = read_frame(&neighbors_path, &["id", "neighbors_id"])?;
-        let qids = ids(&df, &neighbors_path)?;
-        let lists = list_column::<Int64Type>(&df, "neighbors_id", &neighbors_path)?;
-        for (id, list) in qids.into_iter().zip(lists) {
-            let row = row_of(&neighbors_path, id)?;
-            if queries[row].neighbors.replace(list).is_some() {
-                return Err(ConfigError::file(
-                    &neighbors_path,
-                    format!("duplicate query id {id}"),
-                ));
-            }
-        }
-        if let Some(q) = queries.iter().find(|q| q.neighbors.is_none()) {
+/// Gives `q` the `tenant` named in `path` unless it has one; a different one is an error.
+fn merge_tenant(q: &mut Query, tenant: &str, path: &Path) -> Result<(), ConfigError> {
+    let id = q.id;
+    match &q.tenant_id {
+        Some(own) if own != tenant => {
             return Err(ConfigError::file(
-                &neighbors_path,
-                format!("no row for query id {}", q.id),
+                path,
+                format!("query id {id} has tenant {tenant} here but {own} in {TEST_META}"),
             ));
         }
+        Some(_) => {}
+        None => q.tenant_id = Some(tenant.to_string()),
     }
-
-    let tenant_path = dir.join(TENANT_NEIGHBORS);
-    if tenant_path.is_file() {
-        let df = read_frame(&tenant_path, &["id", "tenant_id", "neighbors_id"])?;
-        let qids = ids(&df, &tenant_path)?;
-        let lists = list_column::<Int64Type>(&df, "neighbors_id", &tenant_path)?;
-        let tenants = if df.column("tenant_id").is_ok() {
-            Some(strings(&df, "tenant_id", &tenant_path)?)
-        } else {
-            None
-        };
-        for (i, (id, list)) in qids.into_iter().zip(lists).enumerate() {
-            let q = &mut queries[row_of(&tenant_path, id)?];
-            if let Some(tenant) = tenants.as_ref().map(|t| &t[i]) {
-                match &q.tenant_id {
-                    Some(own) if own != tenant => {
-                        return Err(ConfigError::file(
-                            &tenant_path,
-                            format!(
-                                "query id {id} has tenant {tenant} here but {own} in {TEST_META}"
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => q.tenant_id = Some(tenant.clone()),
-                }
-            }
-            if q.tenant_neighbors.replace(list).is_some() {
-                return Err(ConfigError::file(
-                    &tenant_path,
-                    format!("duplicate query id {id}"),
-                ));
-            }
-        }
-    }
-
-    let name = super::folder_name(dir);
-    Dataset::assemble(name, dimension, Metric::Cosine, train, train_ids, queries).map_err(|p| {
-        let (file, message): (PathBuf, String) = match p {
-            Problem::Train(m) => (train_path.clone(), m),
-            Problem::Identity(m) if meta.is_some() => (meta_path.clone(), m),
-            Problem::Identity(m) => (train_path.clone(), m),
-            Problem::Queries(m) => (test_path.clone(), m),
-            Problem::Neighbors(m) => (neighbors_path.clone(), m),
-            Problem::TenantNeighbors(m) => (tenant_path.clone(), m),
-        };
-        ConfigError::file(file, message)
-    })
+    Ok(())
 }
 
 /// `meta.parquet`: `id` required; `tenant_id`, `entity_type`, `entity_id` and

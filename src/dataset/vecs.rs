@@ -176,62 +176,16 @@ pub(crate) fn load_texmex(base: &Path, name: String) -> Result<Dataset, ConfigEr
         .map(|(v, &id)| train_record(id, default_record_id(id), v, "unknown".into(), now))
         .collect();
 
-    let dir = base.parent().unwrap_or(Path::new(""));
-    let (query_path, truth_path) = match base_prefix(base) {
-        Some(prefix) => (
-            Some(dir.join(format!("{prefix}query.fvecs"))),
-            Some(dir.join(format!("{prefix}groundtruth.ivecs"))),
-        ),
-        None => (None, None),
-    };
-    let query_path = query_path.filter(|p| p.is_file());
-    let truth_path = truth_path.filter(|p| p.is_file());
-
+    let (query_path, truth_path) = sibling_paths(base);
     let mut queries = Vec::new();
     if let Some(qp) = &query_path {
-        let vectors = read_fvecs(qp)?;
-        if let Some(v) = vectors.first().filter(|v| v.len() != dimension) {
-            return Err(ConfigError::file(
-                qp,
-                format!(
-                    "queries have dimension {}, {} has {dimension}",
-                    v.len(),
-                    base.display()
-                ),
-            ));
-        }
-        check_finite(qp, &vectors)?;
-        queries = vectors
-            .into_iter()
-            .enumerate()
-            .map(|(i, vector)| Query {
-                id: i as i64,
-                vector,
-                tenant_id: None,
-                neighbors: None,
-                tenant_neighbors: None,
-            })
-            .collect();
+        queries = read_queries(qp, dimension, base)?;
     }
     if let Some(tp) = &truth_path {
         let Some(qp) = &query_path else {
             return Err(ConfigError::file(tp, "ground truth without a query file"));
         };
-        let truth = read_ivecs(tp)?;
-        if truth.len() != queries.len() {
-            return Err(ConfigError::file(
-                tp,
-                format!(
-                    "{} ground-truth rows for {} queries in {}",
-                    truth.len(),
-                    queries.len(),
-                    qp.display()
-                ),
-            ));
-        }
-        for (q, row) in queries.iter_mut().zip(truth) {
-            q.neighbors = Some(row.into_iter().map(i64::from).collect());
-        }
+        attach_ground_truth(tp, qp, &mut queries)?;
     }
 
     Dataset::assemble(name, dimension, Metric::L2, train, train_ids, queries).map_err(|p| {
@@ -242,6 +196,69 @@ pub(crate) fn load_texmex(base: &Path, name: String) -> Result<Dataset, ConfigEr
         };
         ConfigError::file(file, p.message())
     })
+}
+
+/// The `<prefix>query.fvecs` and `<prefix>groundtruth.ivecs` beside `base`, those that exist.
+fn sibling_paths(base: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
+    let dir = base.parent().unwrap_or(Path::new(""));
+    let (query_path, truth_path) = match base_prefix(base) {
+        Some(prefix) => (
+            Some(dir.join(format!("{prefix}query.fvecs"))),
+            Some(dir.join(format!("{prefix}groundtruth.ivecs"))),
+        ),
+        None => (None, None),
+    };
+    (
+        query_path.filter(|p| p.is_file()),
+        truth_path.filter(|p| p.is_file()),
+    )
+}
+
+/// The query vectors of `qp` (ids are row numbers), of the `dimension` of `base`.
+fn read_queries(qp: &Path, dimension: usize, base: &Path) -> Result<Vec<Query>, ConfigError> {
+    let vectors = read_fvecs(qp)?;
+    if let Some(v) = vectors.first().filter(|v| v.len() != dimension) {
+        return Err(ConfigError::file(
+            qp,
+            format!(
+                "queries have dimension {}, {} has {dimension}",
+                v.len(),
+                base.display()
+            ),
+        ));
+    }
+    check_finite(qp, &vectors)?;
+    Ok(vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, vector)| Query {
+            id: i as i64,
+            vector,
+            tenant_id: None,
+            neighbors: None,
+            tenant_neighbors: None,
+        })
+        .collect())
+}
+
+/// Sets each query's neighbours from the ground truth `tp`, one row per query of `qp`.
+fn attach_ground_truth(tp: &Path, qp: &Path, queries: &mut [Query]) -> Result<(), ConfigError> {
+    let truth = read_ivecs(tp)?;
+    if truth.len() != queries.len() {
+        return Err(ConfigError::file(
+            tp,
+            format!(
+                "{} ground-truth rows for {} queries in {}",
+                truth.len(),
+                queries.len(),
+                qp.display()
+            ),
+        ));
+    }
+    for (q, row) in queries.iter_mut().zip(truth) {
+        q.neighbors = Some(row.into_iter().map(i64::from).collect());
+    }
+    Ok(())
 }
 
 fn check_finite(path: &Path, rows: &[Vec<f32>]) -> Result<(), ConfigError> {

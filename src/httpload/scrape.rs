@@ -168,88 +168,12 @@ const LATENCY: &str = "shadowbench_request_duration_seconds";
 /// Differences `after − before`, over `seconds` of attack.
 pub fn delta(before: &Scrape, after: &Scrape, seconds: f64) -> ServerFigures {
     let d = |name: &str| (after.sum(name, &[]) - before.sum(name, &[])).max(0.0) as u64;
-    let mut keys: Vec<BTreeMap<String, String>> = after
-        .samples
+    let per_backend = latency_keys(after)
         .iter()
-        .filter(|s| s.name == format!("{LATENCY}_count"))
-        .map(|s| s.labels.clone())
+        .filter_map(|labels| backend_figures(before, after, labels, seconds))
         .collect();
-    keys.sort();
-    keys.dedup();
-    let mut per_backend = Vec::new();
-    for labels in keys {
-        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
-        let count = after.get(&format!("{LATENCY}_count"), &labels)
-            - before.get(&format!("{LATENCY}_count"), &labels);
-        if count <= 0.0 {
-            continue;
-        }
-        let sum = after.get(&format!("{LATENCY}_sum"), &labels)
-            - before.get(&format!("{LATENCY}_sum"), &labels);
-        let mut buckets: Vec<(f64, f64)> = after
-            .samples
-            .iter()
-            .filter(|s| {
-                s.name == format!("{LATENCY}_bucket")
-                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
-            })
-            .filter_map(|s| {
-                let le: f64 = match s.labels.get("le")?.as_str() {
-                    "+Inf" => f64::INFINITY,
-                    v => v.parse().ok()?,
-                };
-                Some((le, s.value - before.get(&s.name, &s.labels)))
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let filter = [
-            ("backend", labels.get("backend").map_or("", String::as_str)),
-            ("op", labels.get("op").map_or("", String::as_str)),
-            ("role", labels.get("role").map_or("", String::as_str)),
-        ];
-        let errors = after.sum("shadowbench_errors_total", &filter)
-            - before.sum("shadowbench_errors_total", &filter);
-        let q = |p: f64| quantile(&buckets, p).map(|s| s * 1000.0);
-        per_backend.push(BackendFigures {
-            backend: label("backend"),
-            op: label("op"),
-            role: label("role"),
-            requests: count as u64,
-            errors: errors.max(0.0) as u64,
-            requests_per_second: if seconds > 0.0 { count / seconds } else { 0.0 },
-            mean_ms: Some(sum / count * 1000.0),
-            p50_ms: q(0.50),
-            p95_ms: q(0.95),
-            p99_ms: q(0.99),
-        });
-    }
-    let mut errors = BTreeMap::new();
-    for s in after
-        .samples
-        .iter()
-        .filter(|s| s.name == "shadowbench_errors_total")
-    {
-        let n = s.value - before.get(&s.name, &s.labels);
-        if n > 0.0 {
-            let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-            errors.insert(
-                format!("{}/{}/{}/{}", l("backend"), l("op"), l("class"), l("role")),
-                n as u64,
-            );
-        }
-    }
-    let mut http_status = BTreeMap::new();
-    for s in after
-        .samples
-        .iter()
-        .filter(|s| s.name == "shadowbench_http_requests_total")
-    {
-        let n = s.value - before.get(&s.name, &s.labels);
-        if n > 0.0 {
-            let status = s.labels.get("status").cloned().unwrap_or_default();
-            *http_status.entry(status).or_insert(0) += n as u64;
-        }
-    }
+    let errors = error_counts(before, after);
+    let http_status = http_statuses(before, after);
     let overlap_n = after.sum("shadowbench_shadow_overlap_count", &[])
         - before.sum("shadowbench_shadow_overlap_count", &[]);
     let overlap_sum = after.sum("shadowbench_shadow_overlap_sum", &[])
@@ -276,6 +200,120 @@ pub fn delta(before: &Scrape, after: &Scrape, seconds: f64) -> ServerFigures {
         outbox_depth_after: gauge("shadowbench_outbox_depth"),
         breaker_state_after: gauge("shadowbench_breaker_state"),
     }
+}
+
+/// The distinct label sets of the latency histogram in `after`, sorted.
+fn latency_keys(after: &Scrape) -> Vec<BTreeMap<String, String>> {
+    let mut keys: Vec<BTreeMap<String, String>> = after
+        .samples
+        .iter()
+        .filter(|s| s.name == format!("{LATENCY}_count"))
+        .map(|s| s.labels.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The figures of one latency label set over `seconds`; `None` when it saw no requests.
+fn backend_figures(
+    before: &Scrape,
+    after: &Scrape,
+    labels: &BTreeMap<String, String>,
+    seconds: f64,
+) -> Option<BackendFigures> {
+    let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+    let count = after.get(&format!("{LATENCY}_count"), labels)
+        - before.get(&format!("{LATENCY}_count"), labels);
+    if count <= 0.0 {
+        return None;
+    }
+    let sum = after.get(&format!("{LATENCY}_sum"), labels)
+        - before.get(&format!("{LATENCY}_sum"), labels);
+    let buckets = latency_buckets(before, after, labels);
+    let filter = [
+        ("backend", labels.get("backend").map_or("", String::as_str)),
+        ("op", labels.get("op").map_or("", String::as_str)),
+        ("role", labels.get("role").map_or("", String::as_str)),
+    ];
+    let errors = after.sum("shadowbench_errors_total", &filter)
+        - before.sum("shadowbench_errors_total", &filter);
+    let q = |p: f64| quantile(&buckets, p).map(|s| s * 1000.0);
+    Some(BackendFigures {
+        backend: label("backend"),
+        op: label("op"),
+        role: label("role"),
+        requests: count as u64,
+        errors: errors.max(0.0) as u64,
+        requests_per_second: if seconds > 0.0 { count / seconds } else { 0.0 },
+        mean_ms: Some(sum / count * 1000.0),
+        p50_ms: q(0.50),
+        p95_ms: q(0.95),
+        p99_ms: q(0.99),
+    })
+}
+
+/// The cumulative `(upper bound, count)` latency buckets of `labels` over the attack,
+/// by bound.
+fn latency_buckets(
+    before: &Scrape,
+    after: &Scrape,
+    labels: &BTreeMap<String, String>,
+) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = after
+        .samples
+        .iter()
+        .filter(|s| {
+            s.name == format!("{LATENCY}_bucket")
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+        })
+        .filter_map(|s| {
+            let le: f64 = match s.labels.get("le")?.as_str() {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((le, s.value - before.get(&s.name, &s.labels)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The errors counted during the attack, by `backend/op/class/role`.
+fn error_counts(before: &Scrape, after: &Scrape) -> BTreeMap<String, u64> {
+    let mut errors = BTreeMap::new();
+    for s in after
+        .samples
+        .iter()
+        .filter(|s| s.name == "shadowbench_errors_total")
+    {
+        let n = s.value - before.get(&s.name, &s.labels);
+        if n > 0.0 {
+            let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+            errors.insert(
+                format!("{}/{}/{}/{}", l("backend"), l("op"), l("class"), l("role")),
+                n as u64,
+            );
+        }
+    }
+    errors
+}
+
+/// The HTTP requests answered during the attack, by status over all routes.
+fn http_statuses(before: &Scrape, after: &Scrape) -> BTreeMap<String, u64> {
+    let mut http_status = BTreeMap::new();
+    for s in after
+        .samples
+        .iter()
+        .filter(|s| s.name == "shadowbench_http_requests_total")
+    {
+        let n = s.value - before.get(&s.name, &s.labels);
+        if n > 0.0 {
+            let status = s.labels.get("status").cloned().unwrap_or_default();
+            *http_status.entry(status).or_insert(0) += n as u64;
+        }
+    }
+    http_status
 }
 
 /// The `p` quantile from cumulative `(upper bound, count)` buckets, interpolated

@@ -77,98 +77,14 @@ impl DatasetQueries {
         spec: DatasetQueriesSpec,
         truth: Option<&GroundTruth>,
     ) -> Result<Self, WorkloadError> {
-        if dataset.queries.is_empty() {
-            return Err(WorkloadError::invalid(
-                "dataset",
-                format!("{} has no queries (test vectors)", dataset.name),
-            ));
-        }
-        if spec.k == 0 || spec.k > MAX_K {
-            return Err(WorkloadError::invalid(
-                "workload.k",
-                format!("must be between 1 and {MAX_K}, got {}", spec.k),
-            ));
-        }
-        if !(0.0..=1.0).contains(&spec.tenant_filter_share) {
-            return Err(WorkloadError::invalid(
-                "workload.tenant_filter_share",
-                format!("must be within 0..=1, got {}", spec.tenant_filter_share),
-            ));
-        }
+        validate(dataset, &spec)?;
         let mut sources = TruthSources::default();
-        let base_filter = Filter {
-            entity_type: spec.entity_type.clone(),
-            ..Filter::default()
+        let variants = variants(dataset, &spec);
+        let truths = match truth {
+            Some(truth) => variant_truths(dataset, &spec, truth, &variants, &mut sources),
+            None => vec![None; variants.len()],
         };
-        // Every (query, filter) the workload can issue, with the dataset's list when it
-        // answers exactly that filter.
-        let variants: Vec<(usize, Filter, Option<&Vec<i64>>)> = dataset
-            .queries
-            .iter()
-            .enumerate()
-            .flat_map(|(i, q)| {
-                let tenant = q
-                    .tenant_id
-                    .as_ref()
-                    .filter(|_| spec.tenant_filter_share > 0.0)
-                    .map(|t| {
-                        let f = Filter {
-                            tenant_id: Some(t.clone()),
-                            ..base_filter.clone()
-                        };
-                        (i, f, q.tenant_neighbors.as_ref())
-                    });
-                std::iter::once((i, base_filter.clone(), q.neighbors.as_ref())).chain(tenant)
-            })
-            .collect();
-        let mut truths: Vec<Option<Arc<TrueNeighbours>>> = vec![None; variants.len()];
-        if let Some(truth) = truth {
-            // The dataset's lists are exact for "no filter" and "own tenant" only; the
-            // rest is computed in one batch, before any window.
-            let mut computed = Vec::new();
-            for (slot, (i, filter, list)) in variants.iter().enumerate() {
-                let vector = &dataset.queries[*i].vector;
-                match list.filter(|l| l.len() >= spec.k && filter.entity_type.is_none()) {
-                    Some(list) => {
-                        sources.dataset_lists += 1;
-                        let ids: Vec<RecordId> = list
-                            .iter()
-                            .filter_map(|id| dataset.record_id(*id).cloned())
-                            .collect();
-                        truths[slot] = Some(Arc::new(truth.from_ids(vector, &ids, spec.k)));
-                    }
-                    None => computed.push(slot),
-                }
-            }
-            sources.exact_store += computed.len();
-            let batch: Vec<(&[f32], usize, &Filter)> = computed
-                .iter()
-                .map(|slot| {
-                    let (i, filter, _) = &variants[*slot];
-                    (dataset.queries[*i].vector.as_slice(), spec.k, filter)
-                })
-                .collect();
-            for (slot, t) in computed.iter().zip(truth.neighbours_batch(&batch)) {
-                truths[*slot] = Some(Arc::new(t));
-            }
-        }
-        let mut truths = variants.into_iter().zip(truths).peekable();
-        let mut queries = Vec::with_capacity(dataset.queries.len());
-        for (i, q) in dataset.queries.iter().enumerate() {
-            let (_, unfiltered) = truths.next().expect("one unfiltered variant per query");
-            let tenant = match truths.peek() {
-                Some(((j, f, _), _)) if *j == i && f.tenant_id.is_some() => {
-                    let ((_, f, _), t) = truths.next().expect("peeked");
-                    f.tenant_id.map(|tenant| (tenant, t))
-                }
-                _ => None,
-            };
-            queries.push(Prepared {
-                vector: q.vector.clone(),
-                unfiltered,
-                tenant,
-            });
-        }
+        let queries = prepare(dataset, variants, truths);
         Ok(Self {
             name: dataset.name.clone(),
             rng: StdRng::seed_from_u64(spec.seed),
@@ -190,6 +106,128 @@ impl DatasetQueries {
     pub fn is_empty(&self) -> bool {
         self.queries.is_empty()
     }
+}
+
+/// Checks that the dataset has queries and that the spec's k and tenant share are in range.
+fn validate(dataset: &Dataset, spec: &DatasetQueriesSpec) -> Result<(), WorkloadError> {
+    if dataset.queries.is_empty() {
+        return Err(WorkloadError::invalid(
+            "dataset",
+            format!("{} has no queries (test vectors)", dataset.name),
+        ));
+    }
+    if spec.k == 0 || spec.k > MAX_K {
+        return Err(WorkloadError::invalid(
+            "workload.k",
+            format!("must be between 1 and {MAX_K}, got {}", spec.k),
+        ));
+    }
+    if !(0.0..=1.0).contains(&spec.tenant_filter_share) {
+        return Err(WorkloadError::invalid(
+            "workload.tenant_filter_share",
+            format!("must be within 0..=1, got {}", spec.tenant_filter_share),
+        ));
+    }
+    Ok(())
+}
+
+/// Every (query, filter) the workload can issue, with the dataset's list when it
+/// answers exactly that filter: each query unfiltered, then for its own tenant if any.
+fn variants<'a>(
+    dataset: &'a Dataset,
+    spec: &DatasetQueriesSpec,
+) -> Vec<(usize, Filter, Option<&'a Vec<i64>>)> {
+    let base_filter = Filter {
+        entity_type: spec.entity_type.clone(),
+        ..Filter::default()
+    };
+    dataset
+        .queries
+        .iter()
+        .enumerate()
+        .flat_map(|(i, q)| {
+            let tenant = q
+                .tenant_id
+                .as_ref()
+                .filter(|_| spec.tenant_filter_share > 0.0)
+                .map(|t| {
+                    let f = Filter {
+                        tenant_id: Some(t.clone()),
+                        ..base_filter.clone()
+                    };
+                    (i, f, q.tenant_neighbors.as_ref())
+                });
+            std::iter::once((i, base_filter.clone(), q.neighbors.as_ref())).chain(tenant)
+        })
+        .collect()
+}
+
+/// The ground truth of each variant, counted in `sources`: from the dataset's list when
+/// it is exact for the filter, the rest from the exact store in one batch.
+fn variant_truths(
+    dataset: &Dataset,
+    spec: &DatasetQueriesSpec,
+    truth: &GroundTruth,
+    variants: &[(usize, Filter, Option<&Vec<i64>>)],
+    sources: &mut TruthSources,
+) -> Vec<Option<Arc<TrueNeighbours>>> {
+    let mut truths: Vec<Option<Arc<TrueNeighbours>>> = vec![None; variants.len()];
+    // The dataset's lists are exact for "no filter" and "own tenant" only; the
+    // rest is computed in one batch, before any window.
+    let mut computed = Vec::new();
+    for (slot, (i, filter, list)) in variants.iter().enumerate() {
+        let vector = &dataset.queries[*i].vector;
+        match list.filter(|l| l.len() >= spec.k && filter.entity_type.is_none()) {
+            Some(list) => {
+                sources.dataset_lists += 1;
+                let ids: Vec<RecordId> = list
+                    .iter()
+                    .filter_map(|id| dataset.record_id(*id).cloned())
+                    .collect();
+                truths[slot] = Some(Arc::new(truth.from_ids(vector, &ids, spec.k)));
+            }
+            None => computed.push(slot),
+        }
+    }
+    sources.exact_store += computed.len();
+    let batch: Vec<(&[f32], usize, &Filter)> = computed
+        .iter()
+        .map(|slot| {
+            let (i, filter, _) = &variants[*slot];
+            (dataset.queries[*i].vector.as_slice(), spec.k, filter)
+        })
+        .collect();
+    for (slot, t) in computed.iter().zip(truth.neighbours_batch(&batch)) {
+        truths[*slot] = Some(Arc::new(t));
+    }
+    truths
+}
+
+/// One prepared query per dataset query, from its unfiltered variant and, when it has
+/// one, its tenant variant (with their truths).
+fn prepare(
+    dataset: &Dataset,
+    variants: Vec<(usize, Filter, Option<&Vec<i64>>)>,
+    truths: Vec<Option<Arc<TrueNeighbours>>>,
+) -> Vec<Prepared> {
+    let mut truths = variants.into_iter().zip(truths).peekable();
+    let mut queries = Vec::with_capacity(dataset.queries.len());
+    for (i, q) in dataset.queries.iter().enumerate() {
+        let (_, unfiltered) = truths.next().expect("one unfiltered variant per query");
+        let tenant = match truths.peek() {
+            Some(((j, f, _), _)) if *j == i && f.tenant_id.is_some() => {
+                let ((_, f, _), t) = truths.next().expect("peeked");
+                f.tenant_id.map(|tenant| (tenant, t))
+            }
+            _ => None,
+        };
+        queries.push(Prepared {
+            vector: q.vector.clone(),
+            unfiltered,
+            tenant,
+        });
+    }
+    queries
 }
 
 impl Workload for DatasetQueries {

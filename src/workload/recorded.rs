@@ -139,18 +139,38 @@ impl RecordedLog {
     }
 
     fn parse(&mut self, text: &str) -> Result<WorkItem, WorkloadError> {
-        let line: Line = serde_json::from_str(text)
+        let mut line: Line = serde_json::from_str(text)
             .map_err(|e| self.bad(format!("not a valid operation: {e}")))?;
-        let at = match line.ts_ms {
+        let at = self.offset(line.ts_ms)?;
+        let kind = std::mem::take(&mut line.op);
+        let ts_ms = line.ts_ms;
+        let op = match kind.as_str() {
+            "search" => self.search(line)?,
+            "upsert" | "delete" => self.write(&kind, line)?,
+            other => {
+                return Err(self.bad(format!("op {other:?} is not one of search, upsert, delete")));
+            }
+        };
+        if let Some(ts) = ts_ms {
+            self.last_ts = ts;
+        }
+        if !matches!(op, Operation::Search { .. }) {
+            self.writes_seen = true;
+        }
+        Ok(WorkItem { at, op })
+    }
+
+    /// The replay offset of a line's `ts_ms` from the first line's (recording that first
+    /// one); negative, backwards or missing-when-required timestamps are errors.
+    fn offset(&mut self, ts_ms: Option<f64>) -> Result<Option<Duration>, WorkloadError> {
+        match ts_ms {
             Some(ts) if !ts.is_finite() || ts < 0.0 => {
-                return Err(self.bad(format!("ts_ms must be a number ≥ 0, got {ts}")));
+                Err(self.bad(format!("ts_ms must be a number ≥ 0, got {ts}")))
             }
-            Some(ts) if ts < self.last_ts => {
-                return Err(self.bad(format!(
-                    "ts_ms goes backwards ({ts} after {}); sort the log by ts_ms",
-                    self.last_ts
-                )));
-            }
+            Some(ts) if ts < self.last_ts => Err(self.bad(format!(
+                "ts_ms goes backwards ({ts} after {}); sort the log by ts_ms",
+                self.last_ts
+            ))),
             Some(ts) => {
                 let first = *self.first_ts.get_or_insert(ts);
                 // A finite ts_ms can still be too far from the first line for a
@@ -163,91 +183,82 @@ impl RecordedLog {
                         ts - first
                     ))
                 })?;
-                Some(offset)
+                Ok(Some(offset))
             }
             None if self.spec.require_timestamps => {
-                return Err(self.bad("ts_ms is required to replay at the original timing"));
+                Err(self.bad("ts_ms is required to replay at the original timing"))
             }
-            None => None,
-        };
-        let check_vector = |v: &[f32]| -> Result<(), String> {
-            match self.spec.dimension {
-                Some(d) => validate_vector(v, d).map_err(|e| e.to_string()),
-                None => validate_vector(v, v.len()).map_err(|e| e.to_string()),
-            }
-        };
-        let op = match line.op.as_str() {
-            "search" => {
-                let vector = line
-                    .vector
-                    .ok_or_else(|| self.bad("search needs a vector"))?;
-                check_vector(&vector).map_err(|m| self.bad(m))?;
-                let k = line.k.unwrap_or(self.spec.default_k);
-                if k == 0 || k > MAX_K {
-                    return Err(self.bad(format!("k must be between 1 and {MAX_K}, got {k}")));
-                }
-                let mut filter = line.filter.unwrap_or_default();
-                for (name, short, slot) in [
-                    ("tenant_id", line.tenant_id, &mut filter.tenant_id),
-                    ("entity_type", line.entity_type, &mut filter.entity_type),
-                ] {
-                    match (short, slot.as_ref()) {
-                        (Some(s), Some(f)) if s != *f => {
-                            return Err(
-                                self.bad(format!("{name} {s:?} contradicts filter.{name} {f:?}"))
-                            );
-                        }
-                        (Some(s), _) => *slot = Some(s),
-                        (None, _) => {}
-                    }
-                }
-                Operation::Search {
-                    request: SearchRequest { vector, k, filter },
-                    truth: None,
-                }
-            }
-            "upsert" | "delete" => {
-                let id = match (line.tenant_id, line.entity_type, line.entity_id) {
-                    (Some(t), Some(e), Some(i)) => RecordId::new(t, e, i),
-                    _ => {
-                        return Err(self.bad(format!(
-                            "{} needs tenant_id, entity_type and entity_id",
-                            line.op
-                        )));
-                    }
-                };
-                if line.op == "delete" {
-                    Operation::Delete(id)
-                } else {
-                    let vector = line
-                        .vector
-                        .ok_or_else(|| self.bad("upsert needs a vector"))?;
-                    check_vector(&vector).map_err(|m| self.bad(m))?;
-                    let now = now_millis();
-                    Operation::Upsert(Record {
-                        id,
-                        vector,
-                        metadata: line.metadata.unwrap_or_default(),
-                        model_version: line
-                            .model_version
-                            .unwrap_or_else(|| self.spec.default_model_version.clone()),
-                        created_at: now,
-                        updated_at: now,
-                        version: None,
-                    })
-                }
-            }
-            other => {
-                return Err(self.bad(format!("op {other:?} is not one of search, upsert, delete")));
-            }
-        };
-        if let Some(ts) = line.ts_ms {
-            self.last_ts = ts;
+            None => Ok(None),
         }
-        if !matches!(op, Operation::Search { .. }) {
-            self.writes_seen = true;
+    }
+
+    /// Checks a line's vector: finite, and of the spec's dimension when it has one.
+    fn check_vector(&self, v: &[f32]) -> Result<(), WorkloadError> {
+        match self.spec.dimension {
+            Some(d) => validate_vector(v, d).map_err(|e| e.to_string()),
+            None => validate_vector(v, v.len()).map_err(|e| e.to_string()),
         }
-        Ok(WorkItem { at, op })
+        .map_err(|m| self.bad(m))
+    }
+
+    /// A `search` line: its vector, k (else the default) and filter, into which the
+    /// top-level `tenant_id` / `entity_type` are merged (a contradiction is an error).
+    fn search(&self, line: Line) -> Result<Operation, WorkloadError> {
+        let vector = line
+            .vector
+            .ok_or_else(|| self.bad("search needs a vector"))?;
+        self.check_vector(&vector)?;
+        let k = line.k.unwrap_or(self.spec.default_k);
+        if k == 0 || k > MAX_K {
+            return Err(self.bad(format!("k must be between 1 and {MAX_K}, got {k}")));
+        }
+        let mut filter = line.filter.unwrap_or_default();
+        for (name, short, slot) in [
+            ("tenant_id", line.tenant_id, &mut filter.tenant_id),
+            ("entity_type", line.entity_type, &mut filter.entity_type),
+        ] {
+            match (short, slot.as_ref()) {
+                (Some(s), Some(f)) if s != *f => {
+                    return Err(self.bad(format!("{name} {s:?} contradicts filter.{name} {f:?}")));
+                }
+                (Some(s), _) => *slot = Some(s),
+                (None, _) => {}
+            }
+        }
+        Ok(Operation::Search {
+            request: SearchRequest { vector, k, filter },
+            truth: None,
+        })
+    }
+
+    /// An `upsert` or `delete` line (`kind`): its full identity, and for an upsert the
+    /// record (vector, metadata, model version else the default).
+    fn write(&self, kind: &str, line: Line) -> Result<Operation, WorkloadError> {
+        let id = match (line.tenant_id, line.entity_type, line.entity_id) {
+            (Some(t), Some(e), Some(i)) => RecordId::new(t, e, i),
+            _ => {
+                return Err(self.bad(format!("{kind} needs tenant_id, entity_type and entity_id")));
+            }
+        };
+        if kind == "delete" {
+            return Ok(Operation::Delete(id));
+        }
+        let vector = line
+            .vector
+            .ok_or_else(|| self.bad("upsert needs a vector"))?;
+        self.check_vector(&vector)?;
+        let now = now_millis();
+        Ok(Operation::Upsert(Record {
+            id,
+            vector,
+            metadata: line.metadata.unwrap_or_default(),
+            model_version: line
+                .model_version
+                .unwrap_or_else(|| self.spec.default_model_version.clone()),
+            created_at: now,
+            updated_at: now,
+            version: None,
+        }))
     }
 }
 

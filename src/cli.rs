@@ -245,6 +245,10 @@ pub struct HttpLoadArgs {
     /// Directory for goose-report.html, goose-report.json and http-load.json.
     #[arg(long, default_value = "reports/http-load")]
     pub out: PathBuf,
+    /// Read the admin token (sent as the bearer token with the writes) from this file
+    /// (one trailing newline is ignored) instead of SHADOWBENCH_ADMIN_TOKEN.
+    #[arg(long, env = "SHADOWBENCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Further goose options, after `--` (e.g. -- --threshold "p95<50ms").
     #[arg(last = true)]
     pub goose: Vec<String>,
@@ -272,6 +276,22 @@ pub struct RollbackDrillArgs {
 }
 
 impl ServeArgs {
+    /// What the service lets callers do without and with the token, for its first line.
+    pub fn access(token: bool, open_writes: bool) -> &'static str {
+        match (token, open_writes) {
+            (true, false) => "writes and mode switching need the bearer token",
+            (true, true) => {
+                "writes are open (--open-writes); mode switching needs the bearer token"
+            }
+            (false, true) => {
+                "writes are open (--open-writes); mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN to enable)"
+            }
+            (false, false) => {
+                "read-only: writes and mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN, or --open-writes for writes)"
+            }
+        }
+    }
+
     /// The service's config; the admin token is read by the caller, never from a flag.
     pub fn config(&self, admin_token: Option<Secret>) -> ServeConfig {
         let tenants = self.tenants.as_deref().map(|list| {

@@ -138,20 +138,6 @@ fn admin_token(
     shadowbench::serve::load_admin_token(file, std::env::var("SHADOWBENCH_ADMIN_TOKEN").ok())
 }
 
-/// What the service lets callers do without and with the token.
-fn access(token: bool, open_writes: bool) -> &'static str {
-    match (token, open_writes) {
-        (true, false) => "writes and mode switching need the bearer token",
-        (true, true) => "writes are open (--open-writes); mode switching needs the bearer token",
-        (false, true) => {
-            "writes are open (--open-writes); mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN to enable)"
-        }
-        (false, false) => {
-            "read-only: writes and mode switching disabled (set SHADOWBENCH_ADMIN_TOKEN, or --open-writes for writes)"
-        }
-    }
-}
-
 async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<Exit, Error> {
     use shadowbench::serve;
     let cfg = args.config(admin_token(args.admin_token_file.as_deref())?);
@@ -159,7 +145,7 @@ async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<E
     let adapter = backends
         .adapter(args.mode, args.adapter_config(&cfg))
         .await?;
-    let access = access(cfg.admin_token.is_some(), cfg.open_writes);
+    let access = crate::cli::ServeArgs::access(cfg.admin_token.is_some(), cfg.open_writes);
     let running = serve::start(adapter, cfg).await?;
     println!(
         "serving on {} in mode {}; {access}{}",
@@ -176,7 +162,8 @@ async fn serve_cmd(backends: &Backends, args: crate::cli::ServeArgs) -> Result<E
 
 async fn http_load_cmd(args: crate::cli::HttpLoadArgs) -> Result<Exit, Error> {
     use shadowbench::httpload;
-    let opts = args.options(admin_token(None)?)?;
+    let token = admin_token(args.admin_token_file.as_deref())?;
+    let opts = args.options(token)?;
     let report = httpload::run(&opts).await?;
     print_lines(report.lines());
     println!(

@@ -73,6 +73,7 @@ pub mod field {
     pub const OPENSEARCH_INDEX: &str = "opensearch.index";
     pub const OPENSEARCH_ENGINE: &str = "opensearch.engine";
     pub const OPENSEARCH_USERNAME: &str = "opensearch.username";
+    pub const OPENSEARCH_CA_CERT: &str = "opensearch.ca_cert";
     pub const OPENSEARCH_TENANT_LAYOUT: &str = "opensearch.tenant_layout";
     /// Which stores a command touches.
     pub const BACKEND: &str = "backend";
@@ -325,6 +326,9 @@ pub struct OpenSearchConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub verify_certs: bool,
+    /// A PEM file of CA certificates to trust for the nodes' TLS certificates, beside the
+    /// system's (a cluster with its own CA, or a self-signed demo certificate).
+    pub ca_cert: Option<std::path::PathBuf>,
     pub index: String,
     pub dimension: usize,
     pub tenant_layout: TenantLayout,
@@ -348,6 +352,7 @@ impl OpenSearchConfig {
             username: None,
             password: None,
             verify_certs: true,
+            ca_cert: None,
             index: DEFAULT_INDEX.to_string(),
             dimension: DEFAULT_DIMENSION,
             tenant_layout: TenantLayout::Shared,

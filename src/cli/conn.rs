@@ -86,9 +86,13 @@ pub struct OpenSearchArgs {
         value_parser = secret
     )]
     pub password: Option<Secret>,
-    /// Verify TLS certificates (true/false).
-    #[arg(long, global = true, env = "ML_OPENSEARCH_VERIFY_CERTS", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    /// Verify TLS certificates (true/false): `--verify-certs false` turns it off.
+    #[arg(long, global = true, env = "ML_OPENSEARCH_VERIFY_CERTS", default_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub verify_certs: bool,
+    /// A PEM file of CA certificates to trust for OpenSearch's TLS certificates, beside
+    /// the system's.
+    #[arg(long, global = true, env = "ML_OPENSEARCH_CA_CERT")]
+    pub os_ca_cert: Option<std::path::PathBuf>,
     /// OpenSearch k-NN engine (the Maven build of k-NN only has lucene).
     #[arg(long, global = true, default_value = "lucene")]
     pub engine: String,
@@ -226,6 +230,7 @@ impl OpenSearchArgs {
             c.password = Some(p.clone());
         }
         c.verify_certs = self.verify_certs;
+        c.ca_cert = self.os_ca_cert.clone();
         c.index = shared.index.to_string();
         c.dimension = shared.dimension;
         c.tenant_layout = self.tenant_layout;

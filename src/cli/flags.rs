@@ -19,6 +19,10 @@ const FLAGS: &[(&str, &str)] = &[
     (field::OPENSEARCH_INDEX, "--embeddings-index"),
     (field::OPENSEARCH_ENGINE, "--engine"),
     (field::OPENSEARCH_USERNAME, "--username"),
+    (
+        field::OPENSEARCH_CA_CERT,
+        "--os-ca-cert / ML_OPENSEARCH_CA_CERT",
+    ),
     (field::OPENSEARCH_TENANT_LAYOUT, "--tenant-layout"),
     (field::BACKEND, "--backend / ML_VECTOR_BACKEND"),
     (field::DIMENSION, "--vector-dimension"),

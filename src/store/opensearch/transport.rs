@@ -3,7 +3,7 @@
 //! `StoreError`.
 
 use opensearch::auth::Credentials;
-use opensearch::cert::CertificateValidation;
+use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::Method;
 use opensearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use opensearch::http::transport::{Connection, ConnectionPool, Transport, TransportBuilder};
@@ -16,7 +16,7 @@ use url::Url;
 
 use super::{BACKEND, OpenSearchStore};
 use crate::config::OpenSearchConfig;
-use crate::error::StoreError;
+use crate::error::{ConfigError, StoreError};
 
 /// Longest error-body excerpt kept in a `StoreError`.
 pub(super) const SNIPPET_CHARS: usize = 300;
@@ -75,13 +75,31 @@ pub(super) fn build_transport(
         builder = builder.auth(Credentials::Basic(user.clone(), pass));
     }
     if !cfg.verify_certs {
+        tracing::warn!(
+            "TLS certificates of {target} are not verified: anyone on the path can read \
+             and change the traffic, credentials included"
+        );
         builder = builder.cert_validation(CertificateValidation::None);
+    } else if let Some(path) = &cfg.ca_cert {
+        builder = builder.cert_validation(CertificateValidation::Full(trusted_ca(path)?));
     }
     builder.build().map_err(|e| StoreError::Unreachable {
         backend: BACKEND,
         target: target.to_string(),
         detail: format!("cannot build the HTTP client: {e}"),
     })
+}
+
+/// The CA certificates of a PEM file, or an error naming the file and the field.
+fn trusted_ca(path: &std::path::Path) -> Result<Certificate, StoreError> {
+    let bad = |message: String| {
+        StoreError::InvalidConfig(ConfigError::invalid(
+            crate::config::field::OPENSEARCH_CA_CERT,
+            format!("{}: {message}", path.display()),
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    Certificate::from_pem(&pem).map_err(|e| bad(format!("not a PEM certificate: {e}")))
 }
 
 /// One HTTP answer: status and raw body.

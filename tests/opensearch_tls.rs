@@ -1,0 +1,147 @@
+//! TLS to OpenSearch against a real endpoint: a loopback TLS terminator in front of the
+//! real OpenSearch, with a certificate signed by a CA generated here (so trusted by
+//! nothing else). By default the certificate is refused; with `--os-ca-cert` (the CA's
+//! PEM) it is accepted; with `--verify-certs false` it is accepted with a warning; a CA
+//! file that cannot be read is a usage error naming the flag.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+
+/// A CA, and a server certificate it signed for 127.0.0.1: (CA PEM, acceptor).
+fn certificates() -> (String, TlsAcceptor) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST))];
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca_cert.pem(), TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Terminates TLS on a loopback port and relays each connection to `upstream`.
+async fn tls_terminator(acceptor: TlsAcceptor, upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A refused handshake (the client rejecting the certificate) ends here.
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let Ok(mut up) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+fn upstream() -> SocketAddr {
+    let hosts = common::os_hosts();
+    let url = url::Url::parse(hosts.split(',').next().unwrap()).unwrap();
+    let host = url.host_str().unwrap().to_string();
+    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), url.port().unwrap_or(9200)))
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// `shadowbench status --backend opensearch` against `https://addr` with `args`, from a
+/// blocking thread (the terminator runs on this test's runtime).
+async fn status(addr: SocketAddr, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = common::shadowbench(None);
+    cmd.env("ML_OPENSEARCH_HOSTS", format!("https://{addr}"))
+        .env_remove("ML_OPENSEARCH_CA_CERT")
+        .env_remove("ML_OPENSEARCH_VERIFY_CERTS")
+        .args(["status", "--backend", "opensearch"])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_is_refused_unless_its_ca_is_given_or_checks_are_off() {
+    let (ca_pem, acceptor) = certificates();
+    let addr = tls_terminator(acceptor, upstream()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let ca = ca.to_str().unwrap();
+
+    // Verified against the system's roots only: refused.
+    let (code, stdout, stderr) = status(addr, &[]).await;
+    assert_ne!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("up"),
+        "an unverified server must not be reported up: {stdout}\n{stderr}"
+    );
+
+    // With the CA that signed it: accepted, and the cluster answers through it.
+    let (code, stdout, stderr) = status(addr, &["--os-ca-cert", ca]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("up"), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("not verified"), "{stderr}");
+
+    // The same through the environment variable.
+    let mut cmd = common::shadowbench(None);
+    cmd.env("ML_OPENSEARCH_HOSTS", format!("https://{addr}"))
+        .env("ML_OPENSEARCH_CA_CERT", ca)
+        .args(["status", "--backend", "opensearch"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // Checks turned off: accepted, with a warning saying what that means.
+    let (code, stdout, stderr) = status(addr, &["--verify-certs", "false"]).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("are not verified"), "{stderr}");
+
+    // A CA file that is not there: a usage error naming the flag and the file.
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let (code, stdout, stderr) = status(addr, &["--os-ca-cert", missing]).await;
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("--os-ca-cert"), "{stderr}");
+    assert!(stderr.contains("missing.pem"), "{stderr}");
+
+    // A file that is no certificate: the same.
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let (code, _, stderr) = status(addr, &["--os-ca-cert", junk.to_str().unwrap()]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(Path::new(&junk).exists());
+}

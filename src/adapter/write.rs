@@ -145,7 +145,6 @@ impl VectorStoreAdapter {
         ops: Vec<WriteOp>,
         queued: &[i64],
     ) {
-        let n = writes;
         let timeout = self
             .cfg
             .opensearch_read_timeout
@@ -159,7 +158,7 @@ impl VectorStoreAdapter {
             Err(why) => {
                 self.counters
                     .secondary_write_failures
-                    .fetch_add(n, Ordering::Relaxed);
+                    .fetch_add(writes, Ordering::Relaxed);
                 tracing::debug!("opensearch write deferred to the outbox: {why}");
                 return;
             }

@@ -127,6 +127,10 @@ pub struct ValidateArgs {
     /// How many ids of each kind of difference to print.
     #[arg(long, default_value_t = 20)]
     pub show: usize,
+    /// Key ranges of pgvector's primary key compared at once (both stores scanned per
+    /// range, concurrently); 1 scans in one pass.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
     /// Write the validation report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

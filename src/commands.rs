@@ -71,6 +71,7 @@ async fn sync_cmd(backends: &Backends, args: SyncArgs) -> Result<Exit, Error> {
 async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<Exit, Error> {
     let opts = consistency::ValidateOptions {
         show: args.show,
+        parallel: usize::from(args.parallel),
         progress: true,
         ..consistency::ValidateOptions::default()
     };

@@ -1,10 +1,11 @@
 //! `shadowbench validate [--repair]`: record-by-record comparison of pgvector (the source
-//! of truth) and OpenSearch. Both stores are streamed in identity order and merged;
-//! each pair is compared by a content hash of vector bits, metadata and model_version.
+//! of truth) and OpenSearch. pgvector's primary key is cut into key ranges; per range
+//! both stores are streamed in identity order and merged, the ranges at once; each pair
+//! is compared by a content hash of vector bits, metadata and model_version.
 
-use futures::StreamExt;
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::adapter::Outbox;
@@ -12,12 +13,15 @@ use crate::connect::Backends;
 use crate::error::{Error, StoreError};
 use crate::record::{Record, RecordId};
 use crate::store::pgvector::PgVectorStore;
-use crate::store::{ItemOutcome, VectorStore, WriteOp, scan};
+use crate::store::{ItemOutcome, KeyRange, VectorStore, WriteOp, scan};
+use indicatif::ProgressBar;
 
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
     /// Records per scan page.
     pub page: usize,
+    /// Key ranges compared at once by `validate` (`repair` compares one).
+    pub parallel: usize,
     /// How many ids of each kind of difference to list.
     pub show: usize,
     pub progress: bool,
@@ -27,6 +31,7 @@ impl Default for ValidateOptions {
     fn default() -> Self {
         Self {
             page: 1000,
+            parallel: 4,
             show: 20,
             progress: false,
         }
@@ -47,6 +52,13 @@ impl IdSample {
             self.first.push(id.clone());
         }
     }
+
+    /// Appends the ids of a later range, still capped at `show`.
+    fn absorb(&mut self, next: IdSample, show: usize) {
+        self.total += next.total;
+        let room = show.saturating_sub(self.first.len());
+        self.first.extend(next.first.into_iter().take(room));
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
@@ -66,6 +78,26 @@ pub struct ValidationReport {
 }
 
 impl ValidationReport {
+    /// Adds the counts of a range that follows this one in key order.
+    fn absorb(&mut self, next: ValidationReport, show: usize) {
+        self.pgvector_records += next.pgvector_records;
+        self.opensearch_records += next.opensearch_records;
+        self.matched += next.matched;
+        self.missing.absorb(next.missing, show);
+        self.extra.absorb(next.extra, show);
+        self.mismatched.absorb(next.mismatched, show);
+    }
+
+    /// Sets `consistency_pct` from the counts.
+    fn finish(&mut self) {
+        let compared = self.matched + self.missing.total + self.extra.total + self.mismatched.total;
+        self.consistency_pct = if compared == 0 {
+            100.0
+        } else {
+            100.0 * self.matched as f64 / compared as f64
+        };
+    }
+
     pub fn consistent(&self) -> bool {
         self.missing.total == 0 && self.extra.total == 0 && self.mismatched.total == 0
     }
@@ -107,69 +139,93 @@ enum Diff {
     Mismatched(Record),
 }
 
-async fn merge<F>(
+/// Compares `range` of both stores, calling `on_diff` for each difference: the
+/// primary's range streamed in key order against the secondary's digests of the same
+/// range (read unordered, in one pass); what the primary lacks follows, in key order.
+/// The counts are those of the range; [`ValidationReport::finish`] is left to the caller.
+async fn merge_range<F>(
     primary: Arc<dyn VectorStore>,
     secondary: Arc<dyn VectorStore>,
+    range: KeyRange,
     opts: &ValidateOptions,
+    pb: &ProgressBar,
     mut on_diff: F,
 ) -> Result<ValidationReport, StoreError>
 where
     F: AsyncFnMut(Diff) -> Result<(), StoreError>,
 {
-    secondary.refresh().await?;
-    let total = primary.count().await?;
-    let pb = crate::progress::bar(total, "validate", opts.progress);
-    let mut a = scan(primary, opts.page);
-    let mut b = scan(secondary, opts.page);
-    let mut report = ValidationReport::default();
-    let (mut x, mut y) = (a.next().await.transpose()?, b.next().await.transpose()?);
-    loop {
-        let order = match (&x, &y) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(p), Some(o)) => p.id.cmp(&o.id),
-        };
-        match order {
-            Ordering::Less => {
-                let p = x.take().expect("present");
-                report.pgvector_records += 1;
+    let mut theirs: HashMap<RecordId, [u8; 32]> = (secondary.range_digests(&range, opts.page))
+        .await?
+        .into_iter()
+        .collect();
+    let mut report = ValidationReport {
+        opensearch_records: theirs.len() as u64,
+        ..ValidationReport::default()
+    };
+    let mut ours = scan(primary, range, opts.page);
+    while let Some(p) = ours.next().await.transpose()? {
+        report.pgvector_records += 1;
+        pb.inc(1);
+        match theirs.remove(&p.id) {
+            None => {
                 report.missing.push(&p.id, opts.show);
                 on_diff(Diff::Missing(p)).await?;
-                x = a.next().await.transpose()?;
-                pb.inc(1);
             }
-            Ordering::Greater => {
-                let o = y.take().expect("present");
-                report.opensearch_records += 1;
-                report.extra.push(&o.id, opts.show);
-                on_diff(Diff::Extra(o.id)).await?;
-                y = b.next().await.transpose()?;
-            }
-            Ordering::Equal => {
-                let (p, o) = (x.take().expect("present"), y.take().expect("present"));
-                report.pgvector_records += 1;
-                report.opensearch_records += 1;
-                if p.content_hash() == o.content_hash() {
-                    report.matched += 1;
-                } else {
-                    report.mismatched.push(&p.id, opts.show);
-                    on_diff(Diff::Mismatched(p)).await?;
-                }
-                x = a.next().await.transpose()?;
-                y = b.next().await.transpose()?;
-                pb.inc(1);
+            Some(hash) if hash == p.content_hash() => report.matched += 1,
+            Some(_) => {
+                report.mismatched.push(&p.id, opts.show);
+                on_diff(Diff::Mismatched(p)).await?;
             }
         }
     }
+    let mut extra: Vec<RecordId> = theirs.into_keys().collect();
+    extra.sort_unstable();
+    for id in extra {
+        report.extra.push(&id, opts.show);
+        on_diff(Diff::Extra(id)).await?;
+    }
+    Ok(report)
+}
+
+/// Records per key range at most (about): what one range holds in memory is the other
+/// store's digests of it, about 100 bytes a record.
+const RANGE_RECORDS: u64 = 50_000;
+
+/// The whole key space, split at the primary's [`VectorStore::key_splits`] into ranges
+/// of at most about [`RANGE_RECORDS`], `opts.parallel` of them compared at once, each on
+/// its own task; the range reports are joined in key order, so the result is that of
+/// one sequential merge.
+async fn merge_parallel(
+    primary: Arc<dyn VectorStore>,
+    secondary: Arc<dyn VectorStore>,
+    opts: &ValidateOptions,
+) -> Result<ValidationReport, StoreError> {
+    secondary.refresh().await?;
+    let total = primary.count().await?;
+    let pb = crate::progress::bar(total, "validate", opts.progress);
+    let parallel = opts.parallel.max(1);
+    let parts = (total.div_ceil(RANGE_RECORDS) as usize).max(parallel);
+    let splits = primary.key_splits(parts).await?;
+    let mut parts = stream::iter(KeyRange::between(&splits))
+        .map(|range| {
+            let (p, s, o, pb) = (primary.clone(), secondary.clone(), opts.clone(), pb.clone());
+            let task =
+                tokio::spawn(
+                    async move { merge_range(p, s, range, &o, &pb, async |_| Ok(())).await },
+                );
+            async move {
+                task.await.map_err(|e| {
+                    StoreError::backend("validate", format!("a range scan failed: {e}"))
+                })?
+            }
+        })
+        .buffered(parallel);
+    let mut report = ValidationReport::default();
+    while let Some(part) = parts.next().await {
+        report.absorb(part?, opts.show);
+    }
     pb.finish_and_clear();
-    let compared =
-        report.matched + report.missing.total + report.extra.total + report.mismatched.total;
-    report.consistency_pct = if compared == 0 {
-        100.0
-    } else {
-        100.0 * report.matched as f64 / compared as f64
-    };
+    report.finish();
     Ok(report)
 }
 
@@ -247,7 +303,7 @@ pub async fn validate(
     secondary: Arc<dyn VectorStore>,
     opts: &ValidateOptions,
 ) -> Result<ValidationReport, StoreError> {
-    merge(primary, secondary, opts, async |_| Ok(())).await
+    merge_parallel(primary, secondary, opts).await
 }
 
 /// Fixes `secondary` from pgvector (upserts missing and mismatched records, deletes
@@ -268,24 +324,36 @@ pub async fn repair(
     let mut pending: Vec<Record> = Vec::new();
     let target = secondary.clone();
     let primary: Arc<dyn VectorStore> = pg.clone();
-    let before = merge(primary.clone(), secondary.clone(), opts, async |d| {
-        match d {
-            Diff::Missing(r) | Diff::Mismatched(r) => {
-                pending.push(r);
-                if pending.len() >= FLUSH {
-                    summary.upserted += upsert_winning(&pg, &target, &pending).await?;
-                    pending.clear();
+    secondary.refresh().await?;
+    let pb = crate::progress::bar(primary.count().await?, "repair", opts.progress);
+    let whole = KeyRange::default();
+    let mut before = merge_range(
+        primary.clone(),
+        secondary.clone(),
+        whole,
+        opts,
+        &pb,
+        async |d| {
+            match d {
+                Diff::Missing(r) | Diff::Mismatched(r) => {
+                    pending.push(r);
+                    if pending.len() >= FLUSH {
+                        summary.upserted += upsert_winning(&pg, &target, &pending).await?;
+                        pending.clear();
+                    }
+                }
+                Diff::Extra(id) => {
+                    if delete_winning(&pg, &target, id).await? {
+                        summary.deleted += 1;
+                    }
                 }
             }
-            Diff::Extra(id) => {
-                if delete_winning(&pg, &target, id).await? {
-                    summary.deleted += 1;
-                }
-            }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await?;
+    pb.finish_and_clear();
+    before.finish();
     if !pending.is_empty() {
         summary.upserted += upsert_winning(&pg, &secondary, &pending).await?;
     }
@@ -367,6 +435,76 @@ fn expect_applied(id: &RecordId, outcome: Option<ItemOutcome>) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::distance::Metric;
+    use crate::store::exact::ExactStore;
+
+    fn record(tenant: &str, i: usize) -> Record {
+        let v = vec![1.0, i as f32 + 1.0];
+        Record::new(RecordId::new(tenant, "doc", format!("{i:03}")), v, "m1")
+    }
+
+    /// 3 tenants × 40 records in pgvector's stand-in; the other store lacks every
+    /// 7th, holds a changed copy of every 11th and 9 records of its own.
+    fn stores() -> (Arc<dyn VectorStore>, Arc<dyn VectorStore>) {
+        let ours: Vec<Record> = (["a", "b", "c"].iter())
+            .flat_map(|t| (0..40).map(|i| record(t, i)))
+            .collect();
+        let mut theirs: Vec<Record> = Vec::new();
+        for (n, r) in ours.iter().enumerate() {
+            if n % 7 == 3 {
+                continue;
+            }
+            let mut r = r.clone();
+            if n % 11 == 5 {
+                r.model_version = "m2".into();
+            }
+            theirs.push(r);
+        }
+        theirs.extend((0..9).map(|i| record(["a", "bb", "z"][i % 3], 100 + i)));
+        let store = |rs: &[Record]| -> Arc<dyn VectorStore> {
+            Arc::new(ExactStore::from_records(2, Metric::Cosine, rs).unwrap())
+        };
+        (store(&ours), store(&theirs))
+    }
+
+    #[tokio::test]
+    async fn parallel_ranges_give_the_one_pass_result_whatever_the_split() {
+        let (ours, theirs) = stores();
+        let run = async |parallel, page| {
+            let opts = ValidateOptions {
+                page,
+                parallel,
+                show: 5,
+                progress: false,
+            };
+            validate(ours.clone(), theirs.clone(), &opts).await.unwrap()
+        };
+        let one = run(1, 1000).await;
+        assert_eq!((one.pgvector_records, one.opensearch_records), (120, 112));
+        assert_eq!(one.missing.total, 17);
+        assert_eq!(one.mismatched.total, 9);
+        assert_eq!(one.extra.total, 9);
+        assert_eq!(one.matched, 120 - 17 - 9);
+        // The first ids shown are the first in key order.
+        let shown: Vec<String> = one.extra.first.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "a/doc/100",
+                "a/doc/103",
+                "a/doc/106",
+                "bb/doc/101",
+                "bb/doc/104"
+            ]
+        );
+        for (parallel, page) in [(2, 1000), (3, 7), (7, 2), (64, 1)] {
+            assert_eq!(
+                run(parallel, page).await,
+                one,
+                "parallel {parallel}, page {page}"
+            );
+        }
+    }
 
     #[test]
     fn a_repair_reports_the_stores_before_it_then_what_it_fixed() {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use shadowbench::distance::Metric;
 use shadowbench::error::StoreError;
 use shadowbench::record::{Filter, Record, RecordId, SearchRequest};
-use shadowbench::store::VectorStore;
 use shadowbench::store::exact::ExactStore;
+use shadowbench::store::{KeyRange, VectorStore};
 
 const DIM: usize = 16;
 const N: usize = 60;
@@ -191,6 +191,57 @@ async fn records_round_trip_and_scan_in_identity_order(store: Arc<dyn VectorStor
     }
 }
 
+/// Key ranges: `scan_range` stops at its upper bound (inclusive), `key_splits` cut the
+/// store into ranges that together hold every record once, and `range_digests` of each
+/// range are exactly the content hashes of the records in it.
+async fn key_ranges_partition_the_store(store: Arc<dyn VectorStore>) {
+    let (store, recs) = loaded(store).await;
+    let mut want: Vec<(RecordId, [u8; 32])> = recs
+        .iter()
+        .map(|r| (r.id.clone(), r.content_hash()))
+        .collect();
+    want.sort();
+    let (lo, hi) = (&want[9].0, &want[20].0);
+    let page = store.scan_range(Some(lo), Some(hi), 100).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|r| r.id.clone()).collect();
+    let expect: Vec<_> = want[10..=20].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, expect, "{} scan_range(after, until]", store.kind());
+    assert!(
+        store
+            .scan_range(Some(hi), Some(lo), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let splits = store.key_splits(4).await.unwrap();
+    assert!(
+        splits.len() <= 3 && splits.is_sorted(),
+        "{} splits {splits:?}",
+        store.kind()
+    );
+    let mut seen = Vec::new();
+    for range in KeyRange::between(&splits) {
+        let mut digests = store.range_digests(&range, 7).await.unwrap();
+        digests.sort();
+        for (id, _) in &digests {
+            assert!(
+                range.after.as_ref().is_none_or(|a| id > a),
+                "{} {id} below {range:?}",
+                store.kind()
+            );
+            assert!(
+                range.until.as_ref().is_none_or(|u| id <= u),
+                "{} {id} above {range:?}",
+                store.kind()
+            );
+        }
+        seen.extend(digests);
+    }
+    seen.sort();
+    assert_eq!(seen, want, "{} range digests", store.kind());
+}
+
 async fn dimension_mismatch_is_rejected_clearly(store: Arc<dyn VectorStore>) {
     let bad = Record::new(
         RecordId::new("acme", "doc", "short"),
@@ -274,6 +325,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn records_round_trip_and_scan_in_identity_order() {
                 super::records_round_trip_and_scan_in_identity_order(make().await).await
+            }
+            #[tokio::test]
+            async fn key_ranges_partition_the_store() {
+                super::key_ranges_partition_the_store(make().await).await
             }
             #[tokio::test]
             async fn dimension_mismatch_is_rejected_clearly() {

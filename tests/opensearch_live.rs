@@ -16,7 +16,7 @@ use shadowbench::record::{Filter, Record, RecordId, SearchRequest};
 use shadowbench::store::VectorStore;
 use shadowbench::store::opensearch::OpenSearchStore;
 
-use shadowbench::store::scan;
+use shadowbench::store::{KeyRange, scan};
 
 fn live_cfg(index: &str, layout: TenantLayout) -> OpenSearchConfig {
     let mut c = common::os_config(index, 3);
@@ -160,6 +160,7 @@ async fn shared_layout_end_to_end() {
     assert_eq!(big.len(), 10_040);
     let all: Vec<Record> = scan(
         Arc::new(OpenSearchStore::connect(cfg.clone()).await.unwrap()),
+        KeyRange::default(),
         3000,
     )
     .try_collect()

@@ -386,6 +386,19 @@ impl VectorStore for VectorStoreAdapter {
         self.pg.scan_page(after, limit).await
     }
 
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.pg.scan_range(after, until, limit).await
+    }
+
+    async fn key_splits(&self, parts: usize) -> Result<Vec<RecordId>, StoreError> {
+        self.pg.key_splits(parts).await
+    }
+
     async fn health(&self) -> Result<Health, StoreError> {
         let pg = self.pg.health().await?;
         let os = match &self.os {

@@ -88,6 +88,19 @@ impl VectorStore for FanOutWriter {
         self.primary().scan_page(after, limit).await
     }
 
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.primary().scan_range(after, until, limit).await
+    }
+
+    async fn key_splits(&self, parts: usize) -> Result<Vec<RecordId>, StoreError> {
+        self.primary().key_splits(parts).await
+    }
+
     async fn health(&self) -> Result<Health, StoreError> {
         let mut out = Health {
             ok: true,

@@ -147,16 +147,44 @@ impl VectorStore for ExactStore {
         after: Option<&RecordId>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
+        self.scan_range(after, None, limit).await
+    }
+
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         use std::ops::Bound;
         let map = self.records.read().expect("exact store lock poisoned");
         let lower = match after {
             Some(a) => Bound::Excluded(a.clone()),
             None => Bound::Unbounded,
         };
+        let upper = match until {
+            Some(u) => Bound::Included(u.clone()),
+            None => Bound::Unbounded,
+        };
+        if matches!((&lower, &upper), (Bound::Excluded(a), Bound::Included(u)) if a >= u) {
+            return Ok(Vec::new());
+        }
         Ok(map
-            .range((lower, Bound::Unbounded))
+            .range((lower, upper))
             .take(limit)
             .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn key_splits(&self, parts: usize) -> Result<Vec<RecordId>, StoreError> {
+        let map = self.records.read().expect("exact store lock poisoned");
+        let step = map.len() / parts.max(1);
+        if parts < 2 || step == 0 {
+            return Ok(Vec::new());
+        }
+        Ok((map.keys().skip(step - 1).step_by(step))
+            .take(parts - 1)
+            .cloned()
             .collect())
     }
 

@@ -162,6 +162,51 @@ pub trait VectorStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError>;
 
+    /// Up to `limit` records with `after < id <= until`, in [`RecordId`] order; `None`
+    /// leaves that end open. A short page means the range holds no more. Stores that can
+    /// bound the scan themselves override this; the default reads past `until` and drops
+    /// the rest of the page.
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut page = self.scan_page(after, limit).await?;
+        if let Some(u) = until {
+            page.retain(|r| &r.id <= u);
+        }
+        Ok(page)
+    }
+
+    /// The content hash ([`Record::content_hash`]) of every record in `range`, in no
+    /// particular order, read `page` records a call. The default scans in key order; a
+    /// store with a cheaper unordered read overrides it.
+    async fn range_digests(
+        &self,
+        range: &KeyRange,
+        page: usize,
+    ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
+        let page = page.max(1);
+        let mut out = Vec::new();
+        let mut after = range.after.clone();
+        loop {
+            let records = (self.scan_range(after.as_ref(), range.until.as_ref(), page)).await?;
+            out.extend(records.iter().map(|r| (r.id.clone(), r.content_hash())));
+            if records.len() < page {
+                return Ok(out);
+            }
+            after = records.last().map(|r| r.id.clone());
+        }
+    }
+
+    /// Up to `parts - 1` ids that cut the store into `parts` key ranges of about equal
+    /// size, ascending, for scans that run in parallel. Empty when the store cannot say
+    /// cheaply (one range, then) or holds too few records to split.
+    async fn key_splits(&self, _parts: usize) -> Result<Vec<RecordId>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn health(&self) -> Result<Health, StoreError>;
 
     async fn resources(&self) -> Result<ResourceUsage, StoreError>;
@@ -248,40 +293,62 @@ pub struct IndexState {
     pub merges_running: Option<u64>,
 }
 
-/// Streams every record of a store in [`RecordId`] order, `page` at a time.
+/// The records with `after < id <= until`; `None` leaves that end open, so the default
+/// range is the whole store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub after: Option<RecordId>,
+    pub until: Option<RecordId>,
+}
+
+impl KeyRange {
+    /// The ranges that `splits` (ascending) cut the whole key space into: the first
+    /// open below, the last open above, so every id falls in exactly one.
+    pub fn between(splits: &[RecordId]) -> Vec<KeyRange> {
+        let mut out = Vec::with_capacity(splits.len() + 1);
+        let mut after = None;
+        for s in splits {
+            out.push(KeyRange {
+                after: after.replace(s.clone()),
+                until: Some(s.clone()),
+            });
+        }
+        out.push(KeyRange { after, until: None });
+        out
+    }
+}
+
+/// Streams the records of `range` in [`RecordId`] order, `page` at a time. A task
+/// fetches the next page while the current one is consumed; it stops when the stream
+/// is dropped.
 pub fn scan(
     store: Arc<dyn VectorStore>,
+    range: KeyRange,
     page: usize,
 ) -> BoxStream<'static, Result<Record, StoreError>> {
-    struct State {
-        store: Arc<dyn VectorStore>,
-        after: Option<RecordId>,
-        done: bool,
-    }
-    let state = State {
-        store,
-        after: None,
-        done: false,
-    };
-    stream::unfold(state, move |mut st| async move {
-        if st.done {
-            return None;
-        }
-        match st.store.scan_page(st.after.as_ref(), page).await {
-            Ok(records) => {
-                if records.len() < page {
-                    st.done = true;
-                }
-                st.after = records.last().map(|r| r.id.clone());
-                Some((Ok(records), st))
+    let page = page.max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Record>, StoreError>>(1);
+    tokio::spawn(async move {
+        let mut after = range.after;
+        loop {
+            let got = store
+                .scan_range(after.as_ref(), range.until.as_ref(), page)
+                .await;
+            // A short page, or an error, is the last one.
+            let next = match &got {
+                Ok(records) if records.len() >= page => records.last().map(|r| r.id.clone()),
+                _ => None,
+            };
+            if tx.send(got).await.is_err() || next.is_none() {
+                return;
             }
-            Err(e) => {
-                st.done = true;
-                Some((Err(e), st))
-            }
+            after = next;
         }
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|page| (page, rx))
     })
-    .flat_map(|page: Result<Vec<Record>, StoreError>| match page {
+    .flat_map(|page| match page {
         Ok(records) => stream::iter(records.into_iter().map(Ok).collect::<Vec<_>>()).boxed(),
         Err(e) => stream::iter(vec![Err(e)]).boxed(),
     })

@@ -18,12 +18,13 @@
 mod bulk;
 mod index;
 mod query;
+mod scan;
 mod stats;
 mod transport;
 
 pub use bulk::BULK_MAX_DOCS;
 pub use index::{index_body, mappings, settings, template_body, tenant_index_name};
-pub use query::{filter_clause, knn_search_body, scan_body};
+pub use query::{filter_clause, knn_search_body, range_query, scan_body};
 
 use async_trait::async_trait;
 use opensearch::OpenSearch;
@@ -33,15 +34,17 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{BackendKind, Health, IndexParams, ItemOutcome, ResourceUsage, VectorStore, WriteOp};
+use super::{
+    BackendKind, Health, IndexParams, ItemOutcome, KeyRange, ResourceUsage, VectorStore, WriteOp,
+};
 use crate::config::{OpenSearchConfig, TenantLayout};
 use crate::distance::Metric;
 use crate::error::StoreError;
 use crate::record::{Hit, Record, RecordId, SearchRequest, validate_search};
 use bulk::first_failure;
-use query::{MAX_PAGE, parse_knn_hits, parse_source};
+use query::{parse_knn_hits, parse_source};
 use stats::parse_index_state;
-use transport::{build_transport, to_vec};
+use transport::build_transport;
 
 const BACKEND: &str = "opensearch";
 
@@ -184,36 +187,24 @@ impl VectorStore for OpenSearchStore {
         after: Option<&RecordId>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let pattern = self.search_pattern();
-        let path = format!("/{pattern}/_search");
-        let mut out: Vec<Record> = Vec::with_capacity(limit.min(MAX_PAGE));
-        let mut cursor = after.cloned();
-        // One search returns at most `max_result_window` documents; loop so that a short
-        // page still means "no more records", as `store::scan` assumes.
-        while out.len() < limit {
-            let size = (limit - out.len()).min(MAX_PAGE);
-            let body = scan_body(cursor.as_ref(), size);
-            let reply = self.search_raw(&pattern, &to_vec(&body)).await?;
-            let v = self.expect_ok(Method::Post, &path, reply)?;
-            let hits = v
-                .pointer("/hits/hits")
-                .and_then(Value::as_array)
-                .ok_or_else(|| {
-                    StoreError::bad_response(BACKEND, format!("POST {path}: no hits.hits"))
-                })?;
-            let n = hits.len();
-            for h in hits {
-                let source = h.get("_source").ok_or_else(|| {
-                    StoreError::bad_response(BACKEND, format!("POST {path}: hit without _source"))
-                })?;
-                out.push(parse_source(source)?);
-            }
-            cursor = out.last().map(|r| r.id.clone());
-            if n < size {
-                break;
-            }
-        }
-        Ok(out)
+        self.scan_range(after, None, limit).await
+    }
+
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.ordered_range(after, until, limit).await
+    }
+
+    async fn range_digests(
+        &self,
+        range: &KeyRange,
+        page: usize,
+    ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
+        self.scroll_digests(range, page).await
     }
 
     async fn health(&self) -> Result<Health, StoreError> {

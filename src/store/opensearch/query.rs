@@ -94,12 +94,15 @@ pub fn knn_search_body(req: &SearchRequest, ef_search: usize) -> Vec<u8> {
     to_vec(&body)
 }
 
-/// The `_search` body of one scan page, in [`RecordId`] order.
-pub fn scan_body(after: Option<&RecordId>, size: usize) -> Value {
+/// The `_search` body of one scan page, in [`RecordId`] order: the records after
+/// `after` (by `search_after`) up to and including `until` (by a filter, which also
+/// keeps the search from visiting documents past the range).
+pub fn scan_body(after: Option<&RecordId>, until: Option<&RecordId>, size: usize) -> Value {
+    let query = range_query(None, until);
     let mut body = json!({
         "size": size,
         "track_total_hits": false,
-        "query": {"match_all": {}},
+        "query": query,
         "sort": [
             {"tenant_id": "asc"},
             {"entity_type": "asc"},
@@ -110,6 +113,67 @@ pub fn scan_body(after: Option<&RecordId>, size: usize) -> Value {
         body["search_after"] = json!([a.tenant_id, a.entity_type, a.entity_id]);
     }
     body
+}
+
+/// The documents with `after < id <= until` (`None`: that end open), as a query.
+pub fn range_query(after: Option<&RecordId>, until: Option<&RecordId>) -> Value {
+    let bounds: Vec<Value> = (after.map(|a| beyond(a, "gt", "gt")))
+        .into_iter()
+        .chain(until.map(|u| beyond(u, "lt", "lte")))
+        .collect();
+    if bounds.is_empty() {
+        json!({"match_all": {}})
+    } else {
+        json!({"bool": {"filter": bounds}})
+    }
+}
+
+/// One side of a key bound in the order of the three keyword fields (bytewise, as
+/// [`RecordId`] and pgvector's `COLLATE "C"` keys compare): the tenant beyond `id`'s
+/// (`strict`: "gt" or "lt"), or the same tenant and the type beyond, or both the same
+/// and the entity id beyond (`last`: the same, or "gte"/"lte" to include `id` itself).
+fn beyond(id: &RecordId, strict: &str, last: &str) -> Value {
+    json!({"bool": {"minimum_should_match": 1, "should": [
+        {"range": {"tenant_id": {strict: id.tenant_id}}},
+        {"bool": {"filter": [
+            {"term": {"tenant_id": id.tenant_id}},
+            {"range": {"entity_type": {strict: id.entity_type}}}
+        ]}},
+        {"bool": {"filter": [
+            {"term": {"tenant_id": id.tenant_id}},
+            {"term": {"entity_type": id.entity_type}},
+            {"range": {"entity_id": {last: id.entity_id}}}
+        ]}}
+    ]}})
+}
+
+/// The documents of a scan page, parsed straight from the reply's bytes.
+pub(super) fn parse_scan_hits(body: &[u8]) -> Result<Vec<Record>, StoreError> {
+    Ok(parse_scroll_page(body)?.1)
+}
+
+/// A scroll page: its scroll id (absent on a plain search) and its documents.
+pub(super) fn parse_scroll_page(body: &[u8]) -> Result<(Option<String>, Vec<Record>), StoreError> {
+    #[derive(Deserialize)]
+    struct ScanReply {
+        #[serde(default)]
+        _scroll_id: Option<String>,
+        hits: Hits,
+    }
+    #[derive(Deserialize)]
+    struct Hits {
+        hits: Vec<ScanHit>,
+    }
+    #[derive(Deserialize)]
+    struct ScanHit {
+        _source: StoredDoc,
+    }
+    let reply: ScanReply = serde_json::from_slice(body)
+        .map_err(|e| StoreError::bad_response(BACKEND, format!("scan page: {e}")))?;
+    let records = (reply.hits.hits.into_iter())
+        .map(|h| record_of(h._source))
+        .collect::<Result<_, _>>()?;
+    Ok((reply._scroll_id, records))
 }
 
 /// k-NN hits, nearest first, with `_score` converted to the metric's distance.
@@ -169,6 +233,10 @@ struct StoredDoc {
 pub(super) fn parse_source(source: &Value) -> Result<Record, StoreError> {
     let doc = StoredDoc::deserialize(source)
         .map_err(|e| StoreError::bad_response(BACKEND, format!("document _source: {e}")))?;
+    record_of(doc)
+}
+
+fn record_of(doc: StoredDoc) -> Result<Record, StoreError> {
     let time = |s: &str| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
@@ -240,10 +308,10 @@ mod tests {
 
     #[test]
     fn scan_body_uses_search_after() {
-        let b = scan_body(None, 100);
+        let b = scan_body(None, None, 100);
         assert!(b.get("search_after").is_none());
         assert_eq!(b["size"], 100);
-        let b = scan_body(Some(&RecordId::new("t", "e", "9")), 10);
+        let b = scan_body(Some(&RecordId::new("t", "e", "9")), None, 10);
         assert_eq!(b["search_after"], json!(["t", "e", "9"]));
         assert_eq!(b["sort"][2], json!({"entity_id": "asc"}));
     }

@@ -268,7 +268,7 @@ fn snippet(body: &[u8]) -> String {
 
 /// `StoreError::Backend` for a non-2xx answer: status plus `error.type: reason` when the
 /// body is an OpenSearch error, else a body excerpt.
-fn http_error(method: Method, path: &str, reply: &Reply) -> StoreError {
+pub(super) fn http_error(method: Method, path: &str, reply: &Reply) -> StoreError {
     let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let described = parsed.as_ref().and_then(|v| {
         let err = v.get("error")?;

@@ -390,34 +390,79 @@ impl VectorStore for PgVectorStore {
         after: Option<&RecordId>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
+        self.scan_range(after, None, limit).await
+    }
+
+    /// One keyset page on the primary key, bounded on both ends by row comparisons.
+    async fn scan_range(
+        &self,
+        after: Option<&RecordId>,
+        until: Option<&RecordId>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         let (cols, t) = (self.select_cols, &self.cfg.table);
-        let order = "ORDER BY tenant_id, entity_type, entity_id";
-        let rows = match after {
-            None => {
-                let sql = format!("SELECT {cols} FROM {t} {order} LIMIT $1");
-                self.deadline(
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(limit as i64)
-                        .fetch_all(&self.pool),
-                )
-                .await
-            }
-            Some(a) => {
-                let sql = format!(
-                    "SELECT {cols} FROM {t} WHERE (tenant_id, entity_type, entity_id) > ($1, $2, $3) {order} LIMIT $4"
-                );
-                self.deadline(
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(&a.tenant_id)
-                        .bind(&a.entity_type)
-                        .bind(&a.entity_id)
-                        .bind(limit as i64)
-                        .fetch_all(&self.pool),
-                )
-                .await
-            }
-        }?;
+        let key = "(tenant_id, entity_type, entity_id)";
+        let mut bounds = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 3;
+            format!("(${}, ${}, ${})", n - 2, n - 1, n)
+        };
+        if after.is_some() {
+            bounds.push(format!("{key} > {}", next()));
+        }
+        if until.is_some() {
+            bounds.push(format!("{key} <= {}", next()));
+        }
+        let filter = if bounds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", bounds.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {cols} FROM {t} {filter} ORDER BY tenant_id, entity_type, entity_id LIMIT ${}",
+            n + 1
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in after.into_iter().chain(until) {
+            q = q
+                .bind(&id.tenant_id)
+                .bind(&id.entity_type)
+                .bind(&id.entity_id);
+        }
+        let rows = self
+            .deadline(q.bind(limit as i64).fetch_all(&self.pool))
+            .await?;
         rows.iter().map(|r| self.row_to_record(r)).collect()
+    }
+
+    /// Every `count / parts`-th key of the primary key, read from the index alone.
+    async fn key_splits(&self, parts: usize) -> Result<Vec<RecordId>, StoreError> {
+        let total = self.count().await?;
+        let step = total / parts.max(1) as u64;
+        if parts < 2 || step == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT tenant_id, entity_type, entity_id FROM \
+             (SELECT tenant_id, entity_type, entity_id, \
+                     row_number() OVER (ORDER BY tenant_id, entity_type, entity_id) AS n \
+              FROM {}) k \
+             WHERE n % $1 = 0 AND n < $2 ORDER BY n",
+            self.cfg.table
+        );
+        let rows: Vec<(String, String, String)> = self
+            .deadline(
+                sqlx::query_as(AssertSqlSafe(sql))
+                    .bind(step as i64)
+                    .bind((step * parts as u64) as i64)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, e, i)| RecordId::new(t, e, i))
+            .collect())
     }
 
     async fn health(&self) -> Result<Health, StoreError> {

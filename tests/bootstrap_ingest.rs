@@ -94,6 +94,28 @@ async fn after_ingesting_the_small_dataset_pgvector_exact_scan_matches_the_exact
         "{:?}",
         s.notes
     );
+    // OpenSearch loaded with refresh off, and has its interval back.
+    assert!(
+        s.notes.iter().any(|n| n.contains("refresh off on index"))
+            && s.notes
+                .iter()
+                .any(|n| n.contains("refresh interval 1s restored")),
+        "{:?}",
+        s.notes
+    );
+    let settings: serde_json::Value = reqwest::get(format!(
+        "{}/{name}/_settings/index.refresh_interval",
+        common::os_hosts().split(',').next().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        settings[&name]["settings"]["index"]["refresh_interval"], "1s",
+        "{settings}"
+    );
     let again = pg.bootstrap().await.unwrap();
     assert!(
         again.unchanged.iter().any(|u| u.starts_with("index "))

@@ -41,6 +41,45 @@ impl OpenSearchStore {
         }
     }
 
+    /// Turns periodic refresh off for a bulk load (shared layout; per-tenant indices
+    /// are created during the load from the template): Lucene then writes fewer,
+    /// larger segments instead of one small one per second. Returns the note to show.
+    pub(super) async fn pause_refresh(&self) -> Result<Vec<String>, StoreError> {
+        if self.cfg.tenant_layout != TenantLayout::Shared {
+            return Ok(Vec::new());
+        }
+        self.put_refresh_interval("-1").await?;
+        Ok(vec![format!(
+            "opensearch: refresh off on index {} during the load (restored to {} after it)",
+            self.cfg.index, self.cfg.refresh_interval
+        )])
+    }
+
+    /// Restores the configured refresh interval after [`Self::pause_refresh`], then
+    /// refreshes once so the load is visible.
+    pub(super) async fn restore_refresh(&self) -> Result<Vec<String>, StoreError> {
+        if self.cfg.tenant_layout != TenantLayout::Shared {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        self.put_refresh_interval(&self.cfg.refresh_interval)
+            .await?;
+        self.refresh().await?;
+        Ok(vec![format!(
+            "opensearch: refresh interval {} restored on index {}, refreshed in {:.1} s",
+            self.cfg.refresh_interval,
+            self.cfg.index,
+            started.elapsed().as_secs_f64()
+        )])
+    }
+
+    async fn put_refresh_interval(&self, interval: &str) -> Result<(), StoreError> {
+        let path = format!("/{}/_settings", self.cfg.index);
+        let body = json!({"index": {"refresh_interval": interval}});
+        let reply = (self.call(Method::Put, &path, &[], Some(to_vec(&body)))).await?;
+        self.expect_ok(Method::Put, &path, reply).map(|_| ())
+    }
+
     /// Creates the index template and (shared layout) the index, or checks that the
     /// existing ones match the configuration. Never reuses a mismatching definition.
     pub async fn bootstrap(&self) -> Result<BootstrapOutcome, StoreError> {

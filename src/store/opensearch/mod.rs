@@ -262,6 +262,14 @@ impl VectorStore for OpenSearchStore {
         Ok(())
     }
 
+    async fn begin_load(&self) -> Result<Vec<String>, StoreError> {
+        self.pause_refresh().await
+    }
+
+    async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
+        self.restore_refresh().await
+    }
+
     async fn index_state(&self) -> Result<super::IndexState, StoreError> {
         let path = format!("/{}/_stats/segments,merge", self.search_pattern());
         let reply = self.call(Method::Get, &path, &[], None).await?;

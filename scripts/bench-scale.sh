@@ -46,7 +46,7 @@
 #   RAW_BATCH [500]  RAW_PAR [4]                         raw _bulk peer (documents per file, curls)
 #   VDBB_LOAD_CONC [2]                                   VectorDBBench --load-concurrency
 #   K [10]  TENANT_SHARE [0.3]                           run workload (share tenant-filtered)
-#   PROBE_RATES ["25 50 100 200 400 800"]  PROBE_S [30]  PROBE_WARMUP_S [5]
+#   PROBE_RATES ["10 20 40 80 160 320 640"]  PROBE_S [30]  PROBE_WARMUP_S [5]
 #   DROP_MAX_PCT [0.1]  ERR_MAX_PCT [0.1]                what "sustains" means
 #   RATE             skip the probe and run at this rate
 #   RUN_S [300]  RUN_WARMUP_S [15]  IN_FLIGHT [256]  MAX_LAG_MS [1000]
@@ -84,7 +84,7 @@ SYNC_BATCH=${SYNC_BATCH:-500}; SYNC_CONC=${SYNC_CONC:-4}
 RAW_BATCH=${RAW_BATCH:-500}; RAW_PAR=${RAW_PAR:-4}
 VDBB_LOAD_CONC=${VDBB_LOAD_CONC:-2}
 K=${K:-10}; TENANT_SHARE=${TENANT_SHARE:-0.3}
-PROBE_RATES=${PROBE_RATES:-"25 50 100 200 400 800"}; PROBE_S=${PROBE_S:-30}; PROBE_WARMUP_S=${PROBE_WARMUP_S:-5}
+PROBE_RATES=${PROBE_RATES:-"10 20 40 80 160 320 640"}; PROBE_S=${PROBE_S:-30}; PROBE_WARMUP_S=${PROBE_WARMUP_S:-5}
 DROP_MAX_PCT=${DROP_MAX_PCT:-0.1}; ERR_MAX_PCT=${ERR_MAX_PCT:-0.1}
 RUN_S=${RUN_S:-300}; RUN_WARMUP_S=${RUN_WARMUP_S:-15}; IN_FLIGHT=${IN_FLIGHT:-256}; MAX_LAG_MS=${MAX_LAG_MS:-1000}
 SKIP_VDBB=${SKIP_VDBB:-0}; SKIP_DW=${SKIP_DW:-0}
@@ -101,10 +101,12 @@ scripts/backends.sh up
 eval "$(scripts/backends.sh env)"
 : "${ML_PGVECTOR_DSN:?backends.sh env gave no ML_PGVECTOR_DSN}" "${ML_OPENSEARCH_HOSTS:?}" "${SB_BACKENDS_DIR:?}"
 OS=${ML_OPENSEARCH_HOSTS%%,*}
+# every command below names its table/index, backend and mode itself
+unset ML_VECTOR_BACKEND ML_MIGRATION_MODE ML_OPENSEARCH_INDEX
 PSQL=$(command -v psql || true)
 [[ -n $PSQL ]] || PSQL=$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -1 || true)
 [[ -x $PSQL ]] || die "psql not found (PostgreSQL client from scripts/backends.sh)"
-psql_q() { "$PSQL" "$ML_PGVECTOR_DSN" -v ON_ERROR_STOP=1 -qtAX -c "$1"; }
+psql_q() { PGOPTIONS='-c client_min_messages=warning' "$PSQL" "$ML_PGVECTOR_DSN" -v ON_ERROR_STOP=1 -qtAX -c "$1"; }
 # DSN parts for VectorDBBench (postgres://user:pass@host:port/db)
 DSN_RE='^postgres(ql)?://([^:@/]+):([^@/]*)@([^:/]+):([0-9]+)/([^?]+)'
 [[ $ML_PGVECTOR_DSN =~ $DSN_RE ]] || die "cannot split ML_PGVECTOR_DSN into user/password/host/port/db"
@@ -163,6 +165,7 @@ now() { date +%s.%N; }
 #   snippet run afterwards that prints the record count the step produced (measured, e.g. a
 #   count(*) or _count), or "-" for steps that produce none. OK_CODES (default "0") lists the
 #   exit codes that count as success (a `run` exits 1 or 4 when its gate fails: it still ran).
+#   STEP_QUIET=1 sends the output to the log only.
 step() {
   local name=$1 records_cmd=$2
   shift 3
@@ -173,8 +176,13 @@ step() {
   local t0 t1 rc
   t0=$(now)
   set +e
-  /usr/bin/time -v -o "$timef" "$@" 2>&1 | tee "$logf"
-  rc=${PIPESTATUS[0]}
+  if [[ ${STEP_QUIET:-0} == 1 ]]; then
+    /usr/bin/time -v -o "$timef" "$@" >"$logf" 2>&1
+    rc=$?
+  else
+    /usr/bin/time -v -o "$timef" "$@" 2>&1 | tee "$logf"
+    rc=${PIPESTATUS[0]}
+  fi
   set -e
   t1=$(now)
   stop_sampler
@@ -237,6 +245,10 @@ else
   log "reusing dataset $DATA ($GEN_STAMP)"
 fi
 ROWS=$(parquet_rows "$DATA/train.parquet")
+generated=false
+grep -qs '"name":"gen"' "$WORK/steps.jsonl" && generated=true
+jq -cn --arg path "$DATA" --arg stamp "$GEN_STAMP" --argjson generated "$generated" \
+  '{path: $path, generator: $stamp, generated_now: $generated}' >"$WORK/dataset.json"
 [[ $ROWS == "$N" ]] || die "$DATA/train.parquet has $ROWS rows, expected $N"
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +272,7 @@ VDBB_ROLE=${PREFIX}_vdbb
 pg_super() { # psql as the postgres superuser over the backends' unix socket
   local sock=$SB_BACKENDS_DIR/run/pg
   [[ -S $sock/.s.PGSQL.$PG_PORT ]] || sock=/tmp
-  runuser -u postgres -- "$PSQL" -h "$sock" -p "$PG_PORT" -d "$PG_DB" -v ON_ERROR_STOP=1 -qtAX -c "$1"
+  PGOPTIONS='-c client_min_messages=warning' runuser -u postgres -- "$PSQL" -h "$sock" -p "$PG_PORT" -d "$PG_DB" -v ON_ERROR_STOP=1 -qtAX -c "$1"
 }
 if [[ $SKIP_VDBB != 1 ]]; then
   pg_super "DROP TABLE IF EXISTS public.$VDBB_TABLE CASCADE" >/dev/null
@@ -281,7 +293,7 @@ if [[ $SKIP_VDBB != 1 ]]; then
   vdbb_results=$WORK/vdbb-results
   rm -rf "$vdbb_results"; mkdir -p "$vdbb_results"
   # RESULTS_LOCAL_DIR / DATASET_LOCAL_DIR keep VectorDBBench's files out of the venv and /tmp.
-  step vdbb "pg_count $VDBB_TABLE" -- env RESULTS_LOCAL_DIR="$vdbb_results" DATASET_LOCAL_DIR="$WORK/vdbb-datasets" \
+  STEP_QUIET=1 step vdbb "pg_super 'SELECT count(*) FROM public.$VDBB_TABLE'" -- env RESULTS_LOCAL_DIR="$vdbb_results" DATASET_LOCAL_DIR="$WORK/vdbb-datasets" \
     "$VENV/bin/vectordbbench" pgvectorhnsw \
     --user-name "$VDBB_ROLE" --password "$VDBB_ROLE" --host "$PG_HOST" --port "$PG_PORT" --db-name "$PG_DB" \
     --m "$M" --ef-construction "$EFC" --ef-search "$EFS" "${vdbb_tune[@]}" \
@@ -292,12 +304,13 @@ if [[ $SKIP_VDBB != 1 ]]; then
     --skip-search-serial --skip-search-concurrent
   vdbb_load=$(grep -oE 'load_duration\(insert \+ optimize\) = [0-9.]+' "$WORK/logs/vdbb.log" | tail -1 | awk '{print $NF}')
   [[ $vdbb_load =~ ^[0-9.]+$ ]] || die "no 'load_duration(insert + optimize) = ...' in $WORK/logs/vdbb.log"
+  log "   VectorDBBench: load_duration(insert + optimize) = $vdbb_load s (full log: $WORK/logs/vdbb.log)"
   if grep -qE 'Traceback|ERROR' "$WORK/logs/vdbb.log"; then
     log "WARNING: VectorDBBench's log reports an error; see $WORK/logs/vdbb.log"
   fi
-  vdbb_rows=$(pg_count "$VDBB_TABLE")
+  vdbb_rows=$(pg_super "SELECT count(*) FROM public.$VDBB_TABLE")
   [[ $vdbb_rows == "$N" ]] || die "VectorDBBench's table $VDBB_TABLE holds $vdbb_rows rows, expected $N"
-  vdbb_idx=$(psql_q "SELECT count(*) FROM pg_indexes WHERE tablename = '$VDBB_TABLE' AND indexdef ILIKE '%USING hnsw%'")
+  vdbb_idx=$(pg_super "SELECT count(*) FROM pg_indexes WHERE tablename = '$VDBB_TABLE' AND indexdef ILIKE '%USING hnsw%'")
   [[ $vdbb_idx == 1 ]] || die "VectorDBBench's table has $vdbb_idx HNSW indexes, expected 1"
   # the peer's own figure (and its build settings) beside the wall time of its whole process
   tmp=$(mktemp)
@@ -415,4 +428,4 @@ log "   run at $best/s: $run_verdict"
 # ---------------------------------------------------------------------------------------------
 "$PY" scripts/bench/summarize.py "$WORK" --n "$N" --dim "$DIM" --m "$M" --efc "$EFC" \
   --raw-par "$RAW_PAR" --raw-batch "$RAW_BATCH" --probe "$probe_log" --rate "$best" \
-  --run-verdict "$run_verdict" --drop-max "$DROP_MAX_PCT" --err-max "$ERR_MAX_PCT" | tee "$WORK/summary.md"
+  --run-verdict "$run_verdict" --probe-rates "${RATE:-$PROBE_RATES}" --drop-max "$DROP_MAX_PCT" --err-max "$ERR_MAX_PCT" | tee "$WORK/summary.md"

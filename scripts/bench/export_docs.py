@@ -7,6 +7,9 @@ compactly with keys in the same order; the float components parse back to the sa
 values), each under an `{"index": {"_index": TARGET, "_id": ...}}` action, BATCH documents
 per file (bulk-00000.ndjson, ...). Prints "docs=N files=F bytes=B".
 
+With RAW_VERSIONED=1 in the environment each action also carries the document's stored
+`_version` with "version_type": "external_gte", as `sync` sends it.
+
 Usage: export_docs.py OS_URL SOURCE_INDEX TARGET_INDEX OUT_DIR [BATCH=500]
 """
 import json
@@ -29,15 +32,22 @@ def main():
     base, src, target, out = sys.argv[1:5]
     batch = int(sys.argv[5]) if len(sys.argv) == 6 else 500
     os.makedirs(out, exist_ok=True)
-    action = lambda _id: json.dumps({"index": {"_index": target, "_id": _id}}, separators=(",", ":"))
-    res = call(f"{base}/{src}/_search?scroll=5m", "POST", {"size": batch, "sort": ["_doc"]})
+    versioned = os.environ.get("RAW_VERSIONED") == "1"
+
+    def action(hit):
+        meta = {"_index": target, "_id": hit["_id"]}
+        if versioned:
+            meta.update(version=hit["_version"], version_type="external_gte")
+        return json.dumps({"index": meta}, separators=(",", ":"))
+
+    res = call(f"{base}/{src}/_search?scroll=5m", "POST", {"size": batch, "sort": ["_doc"], "version": versioned})
     docs = files = nbytes = 0
     scroll = res.get("_scroll_id")
     try:
         while res["hits"]["hits"]:
             lines = []
             for h in res["hits"]["hits"]:
-                lines.append(action(h["_id"]))
+                lines.append(action(h))
                 lines.append(json.dumps(h["_source"], separators=(",", ":")))
             text = ("\n".join(lines) + "\n").encode()
             with open(os.path.join(out, f"bulk-{files:05d}.ndjson"), "wb") as f:

@@ -32,6 +32,7 @@ def figures(path):
         "harness_peak_rss_bytes": r["harness"]["peak_rss_bytes"],
         "harness_saturated": r["harness"]["saturated"],
         "gate": r["gate"]["outcome"],
+        "gate_failed": [c["name"] for c in r["gate"]["criteria"] if c["status"] == "fail"],
         "sides": {},
     }
     recall = {x["side"]: x for x in r["comparison"]["recall"]}

@@ -44,9 +44,15 @@
 #   INGEST_BATCH [500]  INGEST_CONC [4]                  shadowbench ingest (both modes)
 #   SYNC_BATCH [500]  SYNC_CONC [4]                      shadowbench sync
 #   RAW_BATCH [500]  RAW_PAR [4]                         raw _bulk peer (documents per file, curls)
-#   VDBB_LOAD_CONC [2]                                   VectorDBBench --load-concurrency
+#   RAW_VERSIONED [0]  1: the raw peer's actions also carry the stored external version, as sync's do
+#   VDBB_LOAD_CONC [2]                                   VectorDBBench --load-concurrency (its pgvector
+#                                                        client is not thread-safe: it falls back to 1)
+#   VDBB_TUNE [1]    give VectorDBBench the maintenance_work_mem and parallel workers shadowbench's ingest
+#                    printed (it runs as its own role, bench_vdbb, since it ALTERs its role's settings);
+#                    0: its defaults (the server's settings)
 #   K [10]  TENANT_SHARE [0.3]                           run workload (share tenant-filtered)
 #   PROBE_RATES ["10 20 40 80 160 320 640"]  PROBE_S [30]  PROBE_WARMUP_S [5]
+#   PROBE_REFINE [1]  after the first failing rate F (last sustained S), also try (S+F)/2
 #   DROP_MAX_PCT [0.1]  ERR_MAX_PCT [0.1]                what "sustains" means
 #   RATE             skip the probe and run at this rate
 #   RUN_S [300]  RUN_WARMUP_S [15]  IN_FLIGHT [256]  MAX_LAG_MS [1000]
@@ -92,7 +98,7 @@ SKIP_VDBB=${SKIP_VDBB:-0}; SKIP_DW=${SKIP_DW:-0}
 for tool in curl jq python3 /usr/bin/time; do
   command -v "$tool" >/dev/null 2>&1 || die "missing $tool"
 done
-/usr/bin/time -v true 2>&1 | grep -q 'Maximum resident set size' || die "/usr/bin/time is not GNU time (need -v)"
+[[ $(/usr/bin/time -v true 2>&1) == *"Maximum resident set size"* ]] || die "/usr/bin/time is not GNU time (need -v)"
 
 # ---------------------------------------------------------------------------------------------
 # backends, binary, venv
@@ -409,13 +415,26 @@ if [[ -n ${RATE:-} ]]; then
   log "RATE=$RATE given: no probe"
 else
   best=
+  failed=
   for r in $PROBE_RATES; do
+    [[ $r =~ ^[0-9]+$ ]] || die "PROBE_RATES must be integers (got '$r')"
     run_step "probe-$r" "$r" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
     verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$r/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT")
     printf '%s\t%s\n' "$r" "$verdict" >>"$probe_log"
     log "   probe $r/s: $verdict"
-    if [[ $verdict == ok* ]]; then best=$r; else break; fi
+    if [[ $verdict == ok* ]]; then best=$r; else failed=$r; break; fi
   done
+  # one more try halfway between the last rate sustained and the first that was not
+  if [[ ${PROBE_REFINE:-1} == 1 && -n $best && -n ${failed:-} ]]; then
+    mid=$(( (best + failed) / 2 ))
+    if (( mid > best && mid < failed )); then
+      run_step "probe-$mid" "$mid" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
+      verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$mid/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT")
+      printf '%s\t%s\n' "$mid" "$verdict" >>"$probe_log"
+      log "   probe $mid/s: $verdict"
+      [[ $verdict == ok* ]] && best=$mid
+    fi
+  fi
   [[ -n $best ]] || die "no probe rate was sustained (lowest tried: ${PROBE_RATES%% *}/s); see $probe_log"
 fi
 log "== run at $best/s for ${RUN_S}s (+${RUN_WARMUP_S}s warmup)"

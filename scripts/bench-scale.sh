@@ -20,8 +20,9 @@
 #              fresh index created by shadowbench bootstrap (same mapping/settings), then _refresh
 #   dw_ingest  shadowbench ingest --mode dual_write into a fresh table+index ($BENCH_PREFIX_dw)
 #   dw_validate shadowbench validate on that pair (must be 100%)
-#   probe      short open-loop runs (PROBE_S each) at PROBE_RATES, stepping up; the highest rate
-#              with dropped <= DROP_MAX_PCT of scheduled and each side's error rate <= ERR_MAX_PCT
+#   probe      short open-loop runs (PROBE_S each) at PROBE_RATES, stepping up, then one halfway
+#              try; the highest rate with, on each side, dropped <= DROP_MAX_PCT %, other errors
+#              <= ERR_MAX_PCT % and p95 <= P95_MAX_MS
 #   run        shadowbench run: RUN_S seconds open loop (Poisson) at that rate on the main pair
 # Then it prints one table (also written to $BENCH_DIR/summary.md and summary.json): time and
 # rate of each step, peak RSS of shadowbench and of each backend during it, the run's p95 and
@@ -53,7 +54,10 @@
 #   K [10]  TENANT_SHARE [0.3]                           run workload (share tenant-filtered)
 #   PROBE_RATES ["10 20 40 80 160 320 640"]  PROBE_S [30]  PROBE_WARMUP_S [5]
 #   PROBE_REFINE [1]  after the first failing rate F (last sustained S), also try (S+F)/2
-#   DROP_MAX_PCT [0.1]  ERR_MAX_PCT [0.1]                what "sustains" means
+#   DROP_MAX_PCT [0.1]  ERR_MAX_PCT [0.1]  P95_MAX_MS [1000]   what "sustains" means: on both
+#                    sides dropped <= DROP_MAX_PCT % and other errors <= ERR_MAX_PCT % of requests, and
+#                    latency p95 <= P95_MAX_MS (0: no latency bound). Without the bound, a rate at which
+#                    OpenSearch queues for seconds but never quite drops would count as sustained.
 #   RATE             skip the probe and run at this rate
 #   RUN_S [300]  RUN_WARMUP_S [15]  IN_FLIGHT [256]  MAX_LAG_MS [1000]
 #   SKIP_VDBB=1, SKIP_DW=1                               leave a peer/step out (the table says so)
@@ -91,7 +95,7 @@ RAW_BATCH=${RAW_BATCH:-500}; RAW_PAR=${RAW_PAR:-4}
 VDBB_LOAD_CONC=${VDBB_LOAD_CONC:-2}
 K=${K:-10}; TENANT_SHARE=${TENANT_SHARE:-0.3}
 PROBE_RATES=${PROBE_RATES:-"10 20 40 80 160 320 640"}; PROBE_S=${PROBE_S:-30}; PROBE_WARMUP_S=${PROBE_WARMUP_S:-5}
-DROP_MAX_PCT=${DROP_MAX_PCT:-0.1}; ERR_MAX_PCT=${ERR_MAX_PCT:-0.1}
+DROP_MAX_PCT=${DROP_MAX_PCT:-0.1}; ERR_MAX_PCT=${ERR_MAX_PCT:-0.1}; P95_MAX_MS=${P95_MAX_MS:-1000}
 RUN_S=${RUN_S:-300}; RUN_WARMUP_S=${RUN_WARMUP_S:-15}; IN_FLIGHT=${IN_FLIGHT:-256}; MAX_LAG_MS=${MAX_LAG_MS:-1000}
 SKIP_VDBB=${SKIP_VDBB:-0}; SKIP_DW=${SKIP_DW:-0}
 
@@ -419,7 +423,7 @@ else
   for r in $PROBE_RATES; do
     [[ $r =~ ^[0-9]+$ ]] || die "PROBE_RATES must be integers (got '$r')"
     run_step "probe-$r" "$r" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
-    verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$r/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT")
+    verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$r/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT" "$P95_MAX_MS")
     printf '%s\t%s\n' "$r" "$verdict" >>"$probe_log"
     log "   probe $r/s: $verdict"
     if [[ $verdict == ok* ]]; then best=$r; else failed=$r; break; fi
@@ -429,7 +433,7 @@ else
     mid=$(( (best + failed) / 2 ))
     if (( mid > best && mid < failed )); then
       run_step "probe-$mid" "$mid" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
-      verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$mid/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT")
+      verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$mid/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT" "$P95_MAX_MS")
       printf '%s\t%s\n' "$mid" "$verdict" >>"$probe_log"
       log "   probe $mid/s: $verdict"
       [[ $verdict == ok* ]] && best=$mid
@@ -439,7 +443,7 @@ else
 fi
 log "== run at $best/s for ${RUN_S}s (+${RUN_WARMUP_S}s warmup)"
 run_step run "$best" "$RUN_WARMUP_S" "$RUN_S" >/dev/null
-run_verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/run/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT")
+run_verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/run/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT" "$P95_MAX_MS")
 log "   run at $best/s: $run_verdict"
 
 # ---------------------------------------------------------------------------------------------
@@ -447,4 +451,4 @@ log "   run at $best/s: $run_verdict"
 # ---------------------------------------------------------------------------------------------
 "$PY" scripts/bench/summarize.py "$WORK" --n "$N" --dim "$DIM" --m "$M" --efc "$EFC" \
   --raw-par "$RAW_PAR" --raw-batch "$RAW_BATCH" --probe "$probe_log" --rate "$best" \
-  --run-verdict "$run_verdict" --probe-rates "${RATE:-$PROBE_RATES}" --drop-max "$DROP_MAX_PCT" --err-max "$ERR_MAX_PCT" | tee "$WORK/summary.md"
+  --run-verdict "$run_verdict" --probe-rates "${RATE:-$PROBE_RATES}" --drop-max "$DROP_MAX_PCT" --err-max "$ERR_MAX_PCT" --p95-max "$P95_MAX_MS" | tee "$WORK/summary.md"

@@ -2,9 +2,10 @@
 """Figures of one `shadowbench run` report.json, for scripts/bench-scale.sh.
 
   run_figures.py REPORT.json                 prints the figures as one JSON object
-  run_figures.py REPORT.json --check D E     prints "ok ..." when, on both read sides, dropped
-                                             operations are <= D % of the side's requests and
-                                             other errors <= E %; else "fail <why>". Exit 0.
+  run_figures.py REPORT.json --check D E [P] prints "ok ..." when, on both read sides, dropped
+                                             operations are <= D % of the side's requests,
+                                             other errors <= E % and (if P is given and > 0)
+                                             latency p95 <= P ms; else "fail <why>". Exit 0.
 
 Per side (a, b; the search op): backend, requests, successes, dropped, errors other than
 dropped, latency p50/p95/p99 (ms, from the intended start), achieved QPS, recall@k mean.
@@ -70,9 +71,10 @@ def figures(path):
 def main():
     if len(sys.argv) == 2:
         print(json.dumps(figures(sys.argv[1])))
-    elif len(sys.argv) == 5 and sys.argv[2] == "--check":
+    elif len(sys.argv) in (5, 6) and sys.argv[2] == "--check":
         f = figures(sys.argv[1])
         dmax, emax = float(sys.argv[3]), float(sys.argv[4])
+        pmax = float(sys.argv[5]) if len(sys.argv) == 6 else 0.0
         why = []
         for name, s in sorted(f["sides"].items()):
             req = s["requests"]
@@ -85,12 +87,14 @@ def main():
                 why.append(f"{s['backend']} dropped {s['dropped']}/{req} ({dp:.2f}%)")
             if ep > emax:
                 why.append(f"{s['backend']} errors {s['errors']}/{req} ({ep:.2f}%: {s['error_classes']})")
+            if pmax > 0 and s["p95_ms"] > pmax:
+                why.append(f"{s['backend']} p95 {s['p95_ms']:.0f} ms > {pmax:g} ms")
         a, b = f["sides"]["a"], f["sides"]["b"]
         detail = (f"{a['backend']} p95 {a['p95_ms']:.1f} ms {a['qps']:.1f} qps, "
                   f"{b['backend']} p95 {b['p95_ms']:.1f} ms {b['qps']:.1f} qps")
         print(("fail " + "; ".join(why) if why else "ok") + f" ({detail})")
     else:
-        fail("usage: run_figures.py REPORT.json [--check DROP_MAX_PCT ERR_MAX_PCT]")
+        fail("usage: run_figures.py REPORT.json [--check DROP_MAX_PCT ERR_MAX_PCT [P95_MAX_MS]]")
 
 
 if __name__ == "__main__":

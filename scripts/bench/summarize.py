@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--probe-rates", required=True)
     ap.add_argument("--drop-max", type=float, required=True)
     ap.add_argument("--err-max", type=float, required=True)
+    ap.add_argument("--p95-max", type=float, default=0.0)
     a = ap.parse_args()
     w = a.work
     steps = [json.loads(l) for l in read(os.path.join(w, "steps.jsonl")).splitlines() if l.strip()]
@@ -162,7 +163,8 @@ def main():
     if not f:
         fail("no runs/run/figures.json")
     out.append(f"### The run: open loop (Poisson) at {a.rate:g}/s for {f['measured_s']:.0f} s measured "
-               f"(highest probe rate with dropped ≤ {a.drop_max:g}% and errors ≤ {a.err_max:g}% per side)")
+               f"(highest probe rate with dropped ≤ {a.drop_max:g}% and errors ≤ {a.err_max:g}%"
+               + (f" and p95 ≤ {a.p95_max:g} ms" if a.p95_max > 0 else " (no latency bound)") + " per side)")
     out.append("")
     out.append("| store | requests | QPS | p50 (ms) | p95 (ms) | p99 (ms) | recall@k | dropped | errors |")
     out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -302,8 +302,10 @@ if [[ $SKIP_VDBB != 1 ]]; then
   fi
   vdbb_results=$WORK/vdbb-results
   rm -rf "$vdbb_results"; mkdir -p "$vdbb_results"
-  # RESULTS_LOCAL_DIR / DATASET_LOCAL_DIR keep VectorDBBench's files out of the venv and /tmp.
+  # RESULTS_LOCAL_DIR / DATASET_LOCAL_DIR / LOG_FILE keep VectorDBBench's files out of the
+  # venv, /tmp and the repository root (its default log is ./logs/vectordb_bench.log).
   STEP_QUIET=1 step vdbb "pg_super 'SELECT count(*) FROM public.$VDBB_TABLE'" -- env RESULTS_LOCAL_DIR="$vdbb_results" DATASET_LOCAL_DIR="$WORK/vdbb-datasets" \
+    LOG_FILE="$WORK/logs/vectordb_bench.log" \
     "$VENV/bin/vectordbbench" pgvectorhnsw \
     --user-name "$VDBB_ROLE" --password "$VDBB_ROLE" --host "$PG_HOST" --port "$PG_PORT" --db-name "$PG_DB" \
     --m "$M" --ef-construction "$EFC" --ef-search "$EFS" "${vdbb_tune[@]}" \

@@ -17,6 +17,12 @@ use crate::store::{ItemOutcome, VectorStore, WriteOp};
 /// Concurrent `_bulk` calls per drain round.
 const DRAIN_CALLS: usize = 2;
 
+/// During a bulk load ([`VectorStoreAdapter::begin_load`]) the outbox is the load's
+/// only path to OpenSearch: rounds of this many entries, in [`LOAD_DRAIN_CALLS`]
+/// concurrent `_bulk` calls of [`crate::store::opensearch::BULK_MAX_DOCS`] at most.
+const LOAD_DRAIN_BATCH: usize = 2_000;
+const LOAD_DRAIN_CALLS: usize = 4;
+
 /// The share of a full drain batch due at once that counts as a backlog, during
 /// which live writes leave their OpenSearch write to the drainer. Live writes in
 /// flight leave a few entries due at any time; an outage leaves thousands.
@@ -85,7 +91,12 @@ impl VectorStoreAdapter {
         report: &mut DrainReport,
     ) -> Result<(), StoreError> {
         loop {
-            let entries = self.outbox.fetch_due(self.cfg.drain_batch).await?;
+            let batch = if self.loading.load(Ordering::Relaxed) {
+                LOAD_DRAIN_BATCH.max(self.cfg.drain_batch)
+            } else {
+                self.cfg.drain_batch
+            };
+            let entries = self.outbox.fetch_due(batch).await?;
             if entries.is_empty() {
                 return Ok(());
             }
@@ -193,6 +204,19 @@ impl VectorStoreAdapter {
         Ok(())
     }
 
+    /// Drains until the outbox is empty or a pass delivers nothing (OpenSearch down, or
+    /// only entries waiting out their backoff); returns the entries delivered.
+    pub(super) async fn deliver_backlog(&self) -> Result<u64, StoreError> {
+        let mut delivered = 0;
+        loop {
+            let pass = self.drain_outbox().await?;
+            delivered += pass.delivered;
+            if pass.remaining == 0 || pass.delivered == 0 {
+                return Ok(delivered);
+            }
+        }
+    }
+
     /// Adds a drain pass to the adapter's counters, and warns of parked entries.
     fn count_drained(&self, report: &DrainReport) {
         let c = &self.counters;
@@ -220,7 +244,12 @@ impl VectorStoreAdapter {
         ops: &[WriteOp],
         timeout: Duration,
     ) -> Result<Vec<ItemOutcome>, GuardedError> {
-        let per_call = ops.len().div_ceil(DRAIN_CALLS).max(1);
+        let calls = if self.loading.load(Ordering::Relaxed) {
+            LOAD_DRAIN_CALLS
+        } else {
+            DRAIN_CALLS
+        };
+        let per_call = ops.len().div_ceil(calls).max(1);
         let calls = ops
             .chunks(per_call)
             .map(|chunk| self.guarded(timeout, os.apply(chunk)));

@@ -103,6 +103,9 @@ pub struct VectorStoreAdapter {
     /// A drain pass is working through a backlog: live writes leave their OpenSearch
     /// write to it (see `drain::CATCH_UP_SHARE`).
     catching_up: std::sync::atomic::AtomicBool,
+    /// A bulk load is running ([`VectorStore::begin_load`]): its OpenSearch writes are
+    /// left in the outbox and delivered by the drainer while pgvector builds its index.
+    loading: std::sync::atomic::AtomicBool,
     /// When the drainer last health-checked OpenSearch behind an open breaker.
     last_health_check: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -144,6 +147,7 @@ impl VectorStoreAdapter {
             counters: Arc::new(Counters::default()),
             last_health_check: std::sync::Mutex::new(None),
             catching_up: std::sync::atomic::AtomicBool::new(false),
+            loading: std::sync::atomic::AtomicBool::new(false),
             os_writes,
         })
     }
@@ -333,16 +337,47 @@ impl VectorStore for VectorStoreAdapter {
     }
 
     /// Both stores prepare for the load (pgvector defers the index of an empty table).
+    /// In a mode that writes OpenSearch, the load's writes commit to pgvector with
+    /// their outbox entries and are acknowledged then, as after any deferred write; the
+    /// outbox is delivered in [`Self::finish_load`], beside pgvector's index build.
     async fn begin_load(&self) -> Result<Vec<String>, StoreError> {
         let mut notes = self.pg.begin_load().await?;
         if let Some(os) = &self.os {
             notes.extend(os.begin_load().await?);
+            if self.mode().writes_opensearch() {
+                self.loading.store(true, Ordering::Relaxed);
+                notes.push(
+                    "adapter: the load's OpenSearch writes go through the outbox, delivered \
+                     in parallel _bulk calls while pgvector builds its index"
+                        .into(),
+                );
+            }
         }
         Ok(notes)
     }
 
+    /// pgvector builds what it deferred while the outbox is delivered to OpenSearch;
+    /// then OpenSearch refreshes. Entries left (OpenSearch down) stay in the outbox.
     async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
-        let mut notes = self.pg.finish_load().await?;
+        let loading = self.loading.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let delivery = async {
+            if !loading {
+                return Ok(None);
+            }
+            let n = self.deliver_backlog().await;
+            Ok::<_, StoreError>(Some((n?, started.elapsed())))
+        };
+        let (built, delivered) = tokio::join!(self.pg.finish_load(), delivery);
+        self.loading.store(false, Ordering::Relaxed);
+        let mut notes = built?;
+        if let Some((n, took)) = delivered? {
+            notes.push(format!(
+                "adapter: {n} outbox entries delivered to OpenSearch in {:.1} s after the \
+                 rows were written, beside pgvector's index build",
+                took.as_secs_f64()
+            ));
+        }
         if let Some(os) = &self.os {
             notes.extend(os.finish_load().await?);
         }

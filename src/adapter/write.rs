@@ -60,9 +60,12 @@ impl VectorStoreAdapter {
             .fetch_add(committed.writes, Ordering::Relaxed);
         #[cfg(feature = "failpoints")]
         failpoint("after_commit");
-        if live && self.catching_up.load(Ordering::Relaxed) {
-            // The drainer is delivering a backlog in large `_bulk` calls; this write's
-            // entry joins it rather than compete with it one document at a time.
+        let deferred =
+            self.catching_up.load(Ordering::Relaxed) || self.loading.load(Ordering::Relaxed);
+        if live && deferred {
+            // The drainer is delivering a backlog in large `_bulk` calls (or will, for a
+            // bulk load); this write's entry joins it rather than compete with it one
+            // document at a time.
             self.counters
                 .left_to_drainer
                 .fetch_add(committed.writes, Ordering::Relaxed);

@@ -208,6 +208,7 @@ pub async fn run(
     };
     let started_at = Utc::now();
     let cpu_start = harness::CpuMark::now();
+    let rss = harness::RssSampler::start();
     let start = Instant::now();
     let ctx = Arc::new(execute::Ctx {
         a: targets.a,
@@ -233,7 +234,10 @@ pub async fn run(
     };
     drop(ctx);
     let mut measurements = collector.finish().await;
-    let harness = harness::HarnessUsage::between(cpu_start, harness::CpuMark::now());
+    let harness = harness::HarnessUsage {
+        rss_samples: rss.finish(),
+        ..harness::HarnessUsage::between(cpu_start, harness::CpuMark::now())
+    };
     progress.finish();
     let elapsed = start.elapsed();
     if let (Some(spill), Some(truth)) = (spill, truth) {

@@ -41,6 +41,88 @@ pub struct HarnessUsage {
     pub cpu_share: Option<f64>,
     /// Peak resident set size of the process so far (VmHWM), bytes.
     pub peak_rss_bytes: Option<u64>,
+    /// Resident set size (VmRSS) every [`RSS_EVERY`] over the window, its start and end
+    /// included, so a long run shows whether the harness's memory stays flat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rss_samples: Vec<RssSample>,
+}
+
+/// How often [`RssSampler`] reads the harness's resident memory.
+pub const RSS_EVERY: Duration = Duration::from_secs(10);
+
+/// The harness's resident memory at `t_s` seconds into the window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RssSample {
+    pub t_s: f64,
+    pub rss_bytes: u64,
+}
+
+/// Reads VmRSS every [`RSS_EVERY`] on its own task until [`RssSampler::finish`].
+pub struct RssSampler {
+    start: tokio::time::Instant,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<RssSample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    /// Takes the first sample now, then one every [`RSS_EVERY`].
+    pub fn start() -> Self {
+        let start = tokio::time::Instant::now();
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        push_rss(&samples, start);
+        let shared = samples.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(start + RSS_EVERY, RSS_EVERY);
+            loop {
+                tick.tick().await;
+                push_rss(&shared, start);
+            }
+        });
+        Self {
+            start,
+            samples,
+            task,
+        }
+    }
+
+    /// Stops sampling, takes a last sample and returns them all.
+    pub fn finish(self) -> Vec<RssSample> {
+        self.task.abort();
+        push_rss(&self.samples, self.start);
+        std::mem::take(&mut *self.samples.lock().expect("rss samples lock"))
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn push_rss(samples: &std::sync::Mutex<Vec<RssSample>>, start: tokio::time::Instant) {
+    if let Some(rss_bytes) = rss_bytes() {
+        let t_s = start.elapsed().as_secs_f64();
+        (samples.lock().expect("rss samples lock")).push(RssSample { t_s, rss_bytes });
+    }
+}
+
+/// The least-squares slope of `samples` after `after_s` seconds, in bytes per hour;
+/// `None` with fewer than three samples there or no spread in time.
+pub fn rss_growth_per_hour(samples: &[RssSample], after_s: f64) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = (samples.iter())
+        .filter(|s| s.t_s >= after_s)
+        .map(|s| (s.t_s, s.rss_bytes as f64))
+        .collect();
+    if pts.len() < 3 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = pts
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx * 3600.0)
 }
 
 impl HarnessUsage {
@@ -60,6 +142,7 @@ impl HarnessUsage {
             cores,
             cpu_share,
             peak_rss_bytes: peak_rss_bytes(),
+            rss_samples: Vec::new(),
         }
     }
 
@@ -86,11 +169,22 @@ fn parse_stat_cpu(stat: &str) -> Option<f64> {
 
 /// VmHWM of this process from /proc/self/status, in bytes.
 fn peak_rss_bytes() -> Option<u64> {
-    parse_status_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
+    parse_status_kib(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmHWM:",
+    )
 }
 
-fn parse_status_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// VmRSS of this process from /proc/self/status, in bytes.
+fn rss_bytes() -> Option<u64> {
+    parse_status_kib(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
+}
+
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -111,7 +205,38 @@ mod tests {
     fn peak_rss_comes_from_vmhwm_in_kib() {
         let status =
             "Name:\tshadowbench\nVmPeak:\t  900 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
-        assert_eq!(parse_status_hwm(status), Some(2 * 1024 * 1024));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(1000 * 1024));
+    }
+
+    #[test]
+    fn rss_growth_is_the_least_squares_slope_after_warmup() {
+        let at = |t_s: f64, mib: f64| RssSample {
+            t_s,
+            rss_bytes: (mib * 1024.0 * 1024.0) as u64,
+        };
+        // Warmup from 50 to 100 MiB, then 1 MiB per 10 s: 360 MiB an hour.
+        let s = [
+            at(0.0, 50.0),
+            at(10.0, 100.0),
+            at(20.0, 100.0),
+            at(30.0, 101.0),
+            at(40.0, 102.0),
+        ];
+        let per_hour = rss_growth_per_hour(&s, 20.0).unwrap() / (1024.0 * 1024.0);
+        assert!((per_hour - 360.0).abs() < 1e-6, "{per_hour}");
+        assert_eq!(
+            rss_growth_per_hour(&s, 35.0),
+            None,
+            "two samples are not a trend"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sampler_reads_at_the_start_and_at_the_end() {
+        let samples = RssSampler::start().finish();
+        assert_eq!(samples.len(), 2, "{samples:?}");
+        assert!(samples.iter().all(|s| s.rss_bytes > 0));
     }
 
     #[test]

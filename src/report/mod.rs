@@ -551,6 +551,28 @@ impl Report {
                 .map_or("peak RSS not readable".to_string(), |b| {
                     format!("peak RSS {:.0} MiB", b as f64 / (1024.0 * 1024.0))
                 });
+            let rss = match (h.usage.rss_samples.first(), h.usage.rss_samples.last()) {
+                (Some(a), Some(b)) if h.usage.rss_samples.len() >= 2 => {
+                    let mib = |x: u64| x as f64 / (1024.0 * 1024.0);
+                    let growth = crate::measure::harness::rss_growth_per_hour(
+                        &h.usage.rss_samples,
+                        RSS_WARMUP_S,
+                    )
+                    .map_or(String::new(), |g| {
+                        format!(
+                            ", {:+.1} MiB/h after the first minute",
+                            g / (1024.0 * 1024.0)
+                        )
+                    });
+                    format!(
+                        "{rss}, RSS {:.0} → {:.0} MiB over {} samples{growth}",
+                        mib(a.rss_bytes),
+                        mib(b.rss_bytes),
+                        h.usage.rss_samples.len()
+                    )
+                }
+                _ => rss,
+            };
             out.push(format!(
                 "Harness: {cpu}, {rss}; {}.",
                 if h.saturated {
@@ -571,6 +593,9 @@ impl Report {
         self.comparison.recall.iter().find(|r| r.side == side)
     }
 }
+
+/// Seconds of a run after which the harness's memory is expected to be flat.
+const RSS_WARMUP_S: f64 = 60.0;
 
 /// `<UTC timestamp>-<name>`, with the name reduced to `[A-Za-z0-9_-]`.
 pub fn run_id(started_at: DateTime<Utc>, scenario: &str) -> String {

@@ -5,7 +5,7 @@
 use opensearch::auth::Credentials;
 use opensearch::cert::{Certificate, CertificateValidation};
 use opensearch::http::Method;
-use opensearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use opensearch::http::headers::{ACCEPT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use opensearch::http::transport::{Connection, ConnectionPool, Transport, TransportBuilder};
 use serde::Serialize;
 use serde_json::Value;
@@ -157,6 +157,12 @@ impl OpenSearchStore {
     ) -> Result<Reply, StoreError> {
         let started = Instant::now();
         let mut headers = HeaderMap::new();
+        // The client library asks for gzip by default, and OpenSearch then compresses
+        // every answer: for a scan of full documents that costs the node more CPU than
+        // serving them (a 200k-document validate took 22 s with it, 4 parallel plain
+        // scrolls take 5 s), and it adds compression to every measured search. Clients
+        // such as opensearch-py do not ask for it by default either.
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if ndjson {
             headers.insert(
                 CONTENT_TYPE,

@@ -370,6 +370,12 @@ impl VectorStore for VectorStoreAdapter {
         };
         let (built, delivered) = tokio::join!(self.pg.finish_load(), delivery);
         self.loading.store(false, Ordering::Relaxed);
+        // OpenSearch gets its refresh interval back whatever the build or the delivery
+        // did; what was not delivered stays in the outbox.
+        let restored = match &self.os {
+            Some(os) => os.finish_load().await,
+            None => Ok(Vec::new()),
+        };
         let mut notes = built?;
         if let Some((n, took)) = delivered? {
             notes.push(format!(
@@ -378,9 +384,7 @@ impl VectorStore for VectorStoreAdapter {
                 took.as_secs_f64()
             ));
         }
-        if let Some(os) = &self.os {
-            notes.extend(os.finish_load().await?);
-        }
+        notes.extend(restored?);
         Ok(notes)
     }
 

@@ -342,12 +342,25 @@ impl VectorStore for PgVectorStore {
         })
     }
 
+    /// Builds what [`Self::begin_load`] deferred, then `ANALYZE`s the table: without
+    /// fresh statistics the planner's choice between the HNSW index and an exact scan for
+    /// filtered searches changes when autovacuum gets to it, and with it the recall a
+    /// run right after the load measures.
     async fn finish_load(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .build_index()
-            .await?
-            .map(|b| vec![format!("pgvector: {b}")])
-            .unwrap_or_default())
+        let mut notes: Vec<String> = (self.build_index().await?)
+            .map(|b| format!("pgvector: {b}"))
+            .into_iter()
+            .collect();
+        let started = std::time::Instant::now();
+        let sql = format!("ANALYZE {}", self.cfg.table);
+        self.deadline(sqlx::query(AssertSqlSafe(sql)).execute(&self.pool))
+            .await?;
+        notes.push(format!(
+            "pgvector: table {} analyzed after the load in {:.1} s",
+            self.cfg.table,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(notes)
     }
 
     async fn delete(&self, id: &RecordId) -> Result<bool, StoreError> {

@@ -155,37 +155,81 @@ async fn merge_range<F>(
 where
     F: AsyncFnMut(Diff) -> Result<(), StoreError>,
 {
-    let mut theirs: HashMap<RecordId, [u8; 32]> = (secondary.range_digests(&range, opts.page))
-        .await?
-        .into_iter()
-        .collect();
-    let mut report = ValidationReport {
-        opensearch_records: theirs.len() as u64,
-        ..ValidationReport::default()
-    };
+    let theirs = secondary.range_digests(&range, opts.page).await?;
+    let mut tally = Tally::new(theirs, opts.show);
     let mut ours = scan(primary, range, opts.page);
     while let Some(p) = ours.next().await.transpose()? {
-        report.pgvector_records += 1;
         pb.inc(1);
-        match theirs.remove(&p.id) {
-            None => {
-                report.missing.push(&p.id, opts.show);
-                on_diff(Diff::Missing(p)).await?;
-            }
-            Some(hash) if hash == p.content_hash() => report.matched += 1,
-            Some(_) => {
-                report.mismatched.push(&p.id, opts.show);
-                on_diff(Diff::Mismatched(p)).await?;
-            }
+        match tally.ours(&p.id, &p.content_hash()) {
+            Some(Kind::Missing) => on_diff(Diff::Missing(p)).await?,
+            Some(Kind::Mismatched) => on_diff(Diff::Mismatched(p)).await?,
+            None => {}
         }
     }
-    let mut extra: Vec<RecordId> = theirs.into_keys().collect();
-    extra.sort_unstable();
+    let (report, extra) = tally.finish();
     for id in extra {
-        report.extra.push(&id, opts.show);
         on_diff(Diff::Extra(id)).await?;
     }
     Ok(report)
+}
+
+/// How one of the primary's records differs from the other store.
+enum Kind {
+    Missing,
+    Mismatched,
+}
+
+/// One range's counts: the other store's digests, matched off as the primary's records
+/// come by in key order.
+struct Tally {
+    theirs: HashMap<RecordId, [u8; 32]>,
+    report: ValidationReport,
+    show: usize,
+}
+
+impl Tally {
+    fn new(theirs: Vec<(RecordId, [u8; 32])>, show: usize) -> Self {
+        let theirs: HashMap<RecordId, [u8; 32]> = theirs.into_iter().collect();
+        let report = ValidationReport {
+            opensearch_records: theirs.len() as u64,
+            ..ValidationReport::default()
+        };
+        Self {
+            theirs,
+            report,
+            show,
+        }
+    }
+
+    /// Counts the primary's record `id` with content hash `hash`; its difference, if any.
+    fn ours(&mut self, id: &RecordId, hash: &[u8; 32]) -> Option<Kind> {
+        let r = &mut self.report;
+        r.pgvector_records += 1;
+        match self.theirs.remove(id) {
+            None => {
+                r.missing.push(id, self.show);
+                Some(Kind::Missing)
+            }
+            Some(h) if &h == hash => {
+                r.matched += 1;
+                None
+            }
+            Some(_) => {
+                r.mismatched.push(id, self.show);
+                Some(Kind::Mismatched)
+            }
+        }
+    }
+
+    /// The range's report, and what only the other store holds, in key order.
+    fn finish(mut self) -> (ValidationReport, Vec<RecordId>) {
+        let mut extra: Vec<RecordId> = self.theirs.into_keys().collect();
+        extra.sort_unstable();
+        for id in &extra {
+            self.report.extra.push(id, self.show);
+        }
+        (self.report, extra)
+    }
 }
 
 /// Compares `range` of both stores from their digests alone, both read at once: what
@@ -203,26 +247,12 @@ async fn compare_range(
         secondary.range_digests(&range, opts.page)
     )?;
     ours.sort_unstable();
-    let mut theirs: HashMap<RecordId, [u8; 32]> = theirs.into_iter().collect();
-    let mut report = ValidationReport {
-        pgvector_records: ours.len() as u64,
-        opensearch_records: theirs.len() as u64,
-        ..ValidationReport::default()
-    };
+    let mut tally = Tally::new(theirs, opts.show);
     for (id, hash) in &ours {
-        match theirs.remove(id) {
-            None => report.missing.push(id, opts.show),
-            Some(h) if &h == hash => report.matched += 1,
-            Some(_) => report.mismatched.push(id, opts.show),
-        }
-    }
-    let mut extra: Vec<RecordId> = theirs.into_keys().collect();
-    extra.sort_unstable();
-    for id in &extra {
-        report.extra.push(id, opts.show);
+        tally.ours(id, hash);
     }
     pb.inc(ours.len() as u64);
-    Ok(report)
+    Ok(tally.finish().0)
 }
 
 /// Records per key range at most (about): what one range holds in memory is the other

@@ -81,12 +81,13 @@ impl VectorStore for Recording {
     async fn count(&self) -> Result<u64, StoreError> {
         self.inner.count().await
     }
-    async fn scan_page(
+    async fn scan_range(
         &self,
         after: Option<&RecordId>,
+        until: Option<&RecordId>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        self.inner.scan_page(after, limit).await
+        self.inner.scan_range(after, until, limit).await
     }
     async fn health(&self) -> Result<Health, StoreError> {
         self.inner.health().await

@@ -240,8 +240,9 @@ mod tests {
         async fn count(&self) -> Result<u64, StoreError> {
             unreachable!("not called by the coalescer")
         }
-        async fn scan_page(
+        async fn scan_range(
             &self,
+            _: Option<&RecordId>,
             _: Option<&RecordId>,
             _: usize,
         ) -> Result<Vec<Record>, StoreError> {

@@ -417,14 +417,6 @@ impl VectorStore for VectorStoreAdapter {
         self.pg.count().await
     }
 
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.pg.scan_page(after, limit).await
-    }
-
     async fn scan_range(
         &self,
         after: Option<&RecordId>,

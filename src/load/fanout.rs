@@ -80,14 +80,6 @@ impl VectorStore for FanOutWriter {
         self.primary().count().await
     }
 
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.primary().scan_page(after, limit).await
-    }
-
     async fn scan_range(
         &self,
         after: Option<&RecordId>,

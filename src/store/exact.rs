@@ -142,14 +142,6 @@ impl VectorStore for ExactStore {
         Ok(self.len() as u64)
     }
 
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.scan_range(after, None, limit).await
-    }
-
     async fn scan_range(
         &self,
         after: Option<&RecordId>,

@@ -155,28 +155,22 @@ pub trait VectorStore: Send + Sync {
 
     async fn count(&self) -> Result<u64, StoreError>;
 
-    /// Up to `limit` records strictly after `after`, in [`RecordId`] order.
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError>;
-
     /// Up to `limit` records with `after < id <= until`, in [`RecordId`] order; `None`
-    /// leaves that end open. A short page means the range holds no more. Stores that can
-    /// bound the scan themselves override this; the default reads past `until` and drops
-    /// the rest of the page.
+    /// leaves that end open. A short page means the range holds no more.
     async fn scan_range(
         &self,
         after: Option<&RecordId>,
         until: Option<&RecordId>,
         limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// Up to `limit` records strictly after `after`, in [`RecordId`] order.
+    async fn scan_page(
+        &self,
+        after: Option<&RecordId>,
+        limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let mut page = self.scan_page(after, limit).await?;
-        if let Some(u) = until {
-            page.retain(|r| &r.id <= u);
-        }
-        Ok(page)
+        self.scan_range(after, None, limit).await
     }
 
     /// The content hash ([`Record::content_hash`]) of every record in `range`, in no

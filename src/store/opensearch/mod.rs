@@ -182,14 +182,6 @@ impl VectorStore for OpenSearchStore {
             .ok_or_else(|| StoreError::bad_response(BACKEND, format!("GET {path}: no count")))
     }
 
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.scan_range(after, None, limit).await
-    }
-
     async fn scan_range(
         &self,
         after: Option<&RecordId>,

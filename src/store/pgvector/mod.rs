@@ -398,14 +398,6 @@ impl VectorStore for PgVectorStore {
         Ok(n as u64)
     }
 
-    async fn scan_page(
-        &self,
-        after: Option<&RecordId>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.scan_range(after, None, limit).await
-    }
-
     /// One keyset page on the primary key, bounded on both ends by row comparisons.
     async fn scan_range(
         &self,

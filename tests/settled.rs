@@ -98,8 +98,11 @@ async fn recall_right_after_a_load_is_the_settled_index_recall() {
         a.0.is_some() && a.0 == a.1 && a.1 == b.0 && b.0 == b.1,
         "{a:?} {b:?}"
     );
-    // OpenSearch, whose index a load leaves unsettled, scores exactly the same.
-    assert_eq!(recall(&loaded, Side::B), recall(&later, Side::B));
+    // OpenSearch, whose index a load leaves unsettled, scores the same: the same hits for
+    // every read. The mean is summed in completion order, so its last bits may differ
+    // (CI saw 0.99875 against 0.9987499999999998); one read's worth is 1/400 = 0.0025.
+    let os = (recall(&loaded, Side::B) - recall(&later, Side::B)).abs();
+    assert!(os < 1e-9, "opensearch recall moved by {os}");
     // pgvector's table is the same too, but its recall moved by up to 0.0005 between two
     // such runs here (0.99475 / 0.99525, with the table analyzed after the load): which
     // of the 400 reads is scored against which plan is not pinned down, so within 0.002.

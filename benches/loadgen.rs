@@ -82,7 +82,7 @@ fn run(s: &Setup, plan: &LoadPlan, with_truth: bool) -> (RunOutcome, Duration) {
     let rt = one_core();
     let targets = Targets {
         a: s.a.clone(),
-        b: s.b.clone(),
+        b: Some(s.b.clone()),
         writer: Arc::new(FanOutWriter::new(vec![s.a.clone(), s.b.clone()])),
     };
     let truth = with_truth.then(|| s.truth.clone());

@@ -1,14 +1,20 @@
 //! A recorded replay at a rate production sees, against the real backends: does the
 //! harness deliver what it scheduled? Generates a JSON Lines log of searches from the
 //! shipped 20k real-embedding set (k 10/20/50, 30% tenant-filtered, evenly spaced at
-//! SB_REPLAY_LOG_RATE per second), loads the set into both stores if needed, replays the
-//! log at SB_REPLAY_SPEED, and prints what was scheduled, delivered and dropped, the
-//! scheduler lag, the harness's own CPU and memory, and recall (scored after the run).
+//! SB_REPLAY_LOG_RATE per second), loads SB_REPLAY_VECTORS records into both stores if
+//! needed, replays the log at SB_REPLAY_SPEED, and prints what was scheduled, delivered
+//! and dropped, the scheduler lag, the harness's own CPU and memory, and recall (scored
+//! after the run, against exact truth over every loaded record).
+//!
+//! Past the 20k real vectors, the set is filled with blends of two real ones (the
+//! normalised mean of a random pair, on the first one's tenant): plausible MiniLM
+//! embeddings, not near-copies, so the index has the whole count to search.
 //!
 //! Run (backends up: `scripts/backends.sh up && eval "$(scripts/backends.sh env)"`):
 //!   cargo bench --bench replay
-//! Env: SB_REPLAY_SEARCHES (6026), SB_REPLAY_LOG_RATE (172), SB_REPLAY_SPEED (1).
-//! Prints the figures; nothing is asserted.
+//! Env: SB_REPLAY_SEARCHES (6026), SB_REPLAY_LOG_RATE (172), SB_REPLAY_SPEED (1),
+//! SB_REPLAY_VECTORS (63666: the recorded set's size in the issue; 20000 = the real set
+//! alone). Prints the figures; nothing is asserted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,9 +28,30 @@ use shadowbench::measure::{GroundTruth, OpKind, Side};
 use shadowbench::store::VectorStore;
 use shadowbench::store::opensearch::OpenSearchStore;
 use shadowbench::store::pgvector::PgVectorStore;
+use shadowbench::record::Record;
 use shadowbench::workload::{BadLinePolicy, RecordedLog, RecordedSpec};
 
-const TABLE: &str = "bench_replay_20k";
+use rand::{Rng, SeedableRng};
+
+/// The records to load: the real set, then blends of two of its vectors up to `n`.
+fn expand(train: &[Record], n: usize) -> Vec<Record> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut out: Vec<Record> = train.iter().take(n).cloned().collect();
+    while out.len() < n {
+        let (x, y) = (
+            &train[rng.gen_range(0..train.len())],
+            &train[rng.gen_range(0..train.len())],
+        );
+        let mut v: Vec<f32> = x.vector.iter().zip(&y.vector).map(|(a, b)| a + b).collect();
+        let norm = v.iter().map(|c| c * c).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+        v.iter_mut().for_each(|c| *c /= norm);
+        let mut r = x.clone();
+        r.id.entity_id = format!("blend-{}", out.len());
+        r.vector = v;
+        out.push(r);
+    }
+    out
+}
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -66,6 +93,8 @@ async fn main() {
     let searches: usize = env("SB_REPLAY_SEARCHES", 6026);
     let log_rate: f64 = env("SB_REPLAY_LOG_RATE", 172.0);
     let speed: f64 = env("SB_REPLAY_SPEED", 1.0);
+    let vectors: usize = env("SB_REPLAY_VECTORS", 63_666);
+    let table = format!("bench_replay_{vectors}");
     let dsn = std::env::var("ML_PGVECTOR_DSN").expect(
         "ML_PGVECTOR_DSN unset: scripts/backends.sh up && eval \"$(scripts/backends.sh env)\"",
     );
@@ -75,14 +104,15 @@ async fn main() {
         "/datasets/debian-minilm-20k"
     )))
     .expect("load datasets/debian-minilm-20k");
+    let train = expand(&ds.train, vectors);
 
     let mut pg_cfg = PgConfig::new(dsn);
-    pg_cfg.table = TABLE.into();
+    pg_cfg.table = table.clone();
     pg_cfg.dimension = ds.dimension;
     pg_cfg.metric = ds.metric;
     let (hosts, _) = parse_hosts("ML_OPENSEARCH_HOSTS", &hosts).unwrap();
     let mut os_cfg = OpenSearchConfig::new(hosts);
-    os_cfg.index = TABLE.into();
+    os_cfg.index = table.clone();
     os_cfg.dimension = ds.dimension;
     os_cfg.metric = ds.metric;
     let pg = PgVectorStore::connect(pg_cfg).await.expect("pgvector");
@@ -92,10 +122,10 @@ async fn main() {
     let (pg, os): (Arc<dyn VectorStore>, Arc<dyn VectorStore>) = (Arc::new(pg), Arc::new(os));
     for s in [&pg, &os] {
         s.refresh().await.unwrap();
-        if s.count().await.unwrap() != ds.train.len() as u64 {
+        if s.count().await.unwrap() != train.len() as u64 {
             let t = Instant::now();
             ingest(
-                &ds.train,
+                &train,
                 std::slice::from_ref(s),
                 &IngestOptions::default(),
             )
@@ -104,7 +134,7 @@ async fn main() {
             s.refresh().await.unwrap();
             eprintln!(
                 "loaded {} into {} in {:.1} s",
-                ds.train.len(),
+                train.len(),
                 s.kind(),
                 t.elapsed().as_secs_f64()
             );
@@ -149,13 +179,13 @@ async fn main() {
         late_after: Duration::from_millis(10),
         seed: 1,
     };
-    let truth = Arc::new(GroundTruth::from_dataset(&ds).unwrap());
+    let truth = Arc::new(GroundTruth::from_records(ds.dimension, ds.metric, &train).unwrap());
     let t = Instant::now();
     let out = load::run(
         &plan,
         Targets {
             a: pg.clone(),
-            b: os.clone(),
+            b: Some(os.clone()),
             writer: Arc::new(FanOutWriter::new(vec![pg.clone(), os.clone()])),
         },
         Box::new(workload),
@@ -169,7 +199,7 @@ async fn main() {
     let lag = m.lag.stats();
     println!(
         "replay: {searches} searches over {} vectors × {}, log rate {log_rate}/s × speed {speed} = {:.0}/s",
-        ds.train.len(),
+        train.len(),
         ds.dimension,
         log_rate * speed
     );

@@ -151,6 +151,9 @@ pub struct Measured {
     /// The load generator limited the run (its CPU, or its scheduler's lateness).
     #[serde(default)]
     pub harness_saturated: Option<bool>,
+    /// One store measured alone: the criteria that compare two stores do not apply.
+    #[serde(default)]
+    pub single_store: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,9 +234,21 @@ struct Rule<'a> {
     ok: Box<dyn Fn(f64) -> bool + 'a>,
 }
 
-fn judge(rule: Rule<'_>, c: &Criteria) -> CriterionResult {
+/// The criteria that compare two stores: none of them applies to a single-store run.
+const COMPARING: [&str; 5] = [
+    "memory_ratio_max",
+    "index_size_ratio_max",
+    "recall_no_degradation",
+    "overlap_min",
+    "consistency_min_pct",
+];
+
+fn judge(rule: Rule<'_>, c: &Criteria, single_store: bool) -> CriterionResult {
     let mut detail = String::new();
     let status = if c.skip.iter().any(|s| s == rule.name) {
+        Status::Skipped
+    } else if single_store && COMPARING.contains(&rule.name) {
+        detail = "single-store run: no second store to compare with".to_string();
         Status::Skipped
     } else {
         match (rule.measured, rule.samples) {
@@ -274,11 +289,14 @@ pub fn evaluate(m: &Measured, c: &Criteria) -> Verdict {
     let mut rules = performance_rules(m, c);
     rules.extend(quality_rules(m, c));
     rules.extend(reliability_rules(m, c));
-    let mut out: Vec<CriterionResult> = rules.into_iter().map(|r| judge(r, c)).collect();
+    let mut out: Vec<CriterionResult> = rules
+        .into_iter()
+        .map(|r| judge(r, c, m.single_store))
+        .collect();
     // Only runs that read through the adapter have fallbacks to judge; elsewhere the
     // criterion is not listed rather than "no data".
     if m.fallback_rate_pct.is_some() {
-        out.push(judge(fallback_rule(m, c), c));
+        out.push(judge(fallback_rule(m, c), c, m.single_store));
     }
     Verdict {
         outcome: outcome_of(&out),
@@ -672,6 +690,7 @@ mod tests {
             fallback_rate_pct: None,
             fallback_samples: None,
             harness_saturated: Some(false),
+            single_store: false,
         }
     }
 
@@ -702,6 +721,43 @@ mod tests {
         let v = evaluate(&m, &Criteria::default());
         assert_eq!(status(&v, "memory_ratio_max"), Status::Fail);
         assert!(v.criteria[2].threshold.contains("working-set estimate"));
+    }
+
+    #[test]
+    fn a_single_store_run_skips_the_comparisons_and_judges_the_rest() {
+        let m = Measured {
+            pgvector_search_samples: None,
+            memory_ratio: None,
+            resident_memory_ratio: None,
+            index_size_ratio: None,
+            pgvector_recall: None,
+            overlap_mean: None,
+            overlap_samples: None,
+            consistency_pct: None,
+            single_store: true,
+            ..all_good()
+        };
+        let v = evaluate(&m, &Criteria::default());
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        for name in COMPARING {
+            let r = v.criteria.iter().find(|r| r.name == name).unwrap();
+            assert_eq!(r.status, Status::Skipped, "{name}");
+            assert!(r.detail.starts_with("single-store run"), "{}", r.detail);
+        }
+        for name in [
+            "p95_ms_max",
+            "qps_min",
+            "availability_min_pct",
+            "dropped_max_pct",
+        ] {
+            assert_eq!(status(&v, name), Status::Pass, "{name}");
+        }
+        // Its own figures still fail it.
+        let slow = Measured {
+            opensearch_p95_ms: Some(900.0),
+            ..m
+        };
+        assert_eq!(evaluate(&slow, &Criteria::default()).outcome, Outcome::Fail);
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Progress {
     pub(crate) fn start(
         visible: bool,
         planned: Option<Duration>,
-        labels: [String; 2],
+        labels: Vec<String>,
         live: Arc<LiveStats>,
         writes: bool,
     ) -> Self {
@@ -69,17 +69,18 @@ impl Progress {
                     ticker.tick().await;
                     let mut parts = Vec::new();
                     for (i, side) in Side::ALL.into_iter().enumerate() {
-                        if side == Side::Writer && !writes {
-                            continue;
-                        }
+                        let name = match side {
+                            Side::Writer if !writes => continue,
+                            Side::Writer => "writer",
+                            // A single-store run has no label, and no side, b.
+                            read => match labels.get(read.index()) {
+                                Some(l) => l.as_str(),
+                                None => continue,
+                            },
+                        };
                         let done = live.completed(side);
                         let qps = (done - last[i]) as f64 / TICK.as_secs_f64();
                         last[i] = done;
-                        let name = match side {
-                            Side::A => labels[0].as_str(),
-                            Side::B => labels[1].as_str(),
-                            Side::Writer => "writer",
-                        };
                         parts.push(format!("{name} {qps:.0} qps {} err", live.errors(side)));
                     }
                     if live.dropped() > 0 {

@@ -1,8 +1,11 @@
-//! Faults from a scenario's `[[faults]]`, applied through toxiproxy against the real
-//! servers: a latency fault on OpenSearch shows in its p95 during the window and not in
-//! pgvector's; a `down` fault makes OpenSearch fail during the window only, and the report
-//! says how soon it recovered. Needs `scripts/backends.sh up` (which starts toxiproxy);
-//! fails, never skips, without toxiproxy.
+//! Faults from a scenario's `[[faults]]` against the real servers. Through toxiproxy: a
+//! latency fault on OpenSearch shows in its p95 during the window and not in pgvector's;
+//! a `down` fault makes OpenSearch fail during the window only, and the report says how
+//! soon it recovered. On the processes `scripts/backends.sh` runs: a `freeze` (SIGSTOP)
+//! stalls OpenSearch for its window and leaves it thawed; a `kill` (SIGKILL) takes
+//! PostgreSQL down and the run starts it again. Needs `scripts/backends.sh up` and its
+//! `env` (toxiproxy, the pid files, the script); fails, never skips, without them. The
+//! tests run one at a time: the process faults act on the stores every test uses.
 
 mod common;
 
@@ -336,4 +339,131 @@ async fn postgresql_down_during_dual_write_fails_its_writes_classified_and_the_g
         shadowbench::gate::Status::Fail
     );
     no_leftover_proxy(f).await;
+}
+
+/// The state letter of `pid` in /proc (`T` = stopped by a signal).
+fn process_state(pid: u32) -> Option<char> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .and_then(|s| s.trim().chars().next())
+}
+
+/// The pids named in a process fault's `via` ("SIGSTOP to opensearch pid 123, 456").
+fn signalled_pids(f: &FaultWindowReport) -> Vec<u32> {
+    f.via
+        .rsplit("pid ")
+        .next()
+        .unwrap_or_default()
+        .split(", ")
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_freeze_fault_stalls_opensearch_during_the_window_only_and_thaws_it() {
+    let _serial = SERIAL.lock().await;
+    let name = common::unique_name("fault_freeze");
+    let r = run_with(
+        &name,
+        r#"
+        [[faults]]
+        at_s = 3
+        duration_s = 3
+        target = "opensearch"
+        kind = "freeze"
+        "#,
+    )
+    .await;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = &r.faults[0];
+    assert!(f.error.is_none(), "{:?}", f.error);
+    assert!(f.via.starts_with("SIGSTOP to opensearch pid "), "{}", f.via);
+    let os = side(f, true);
+    let pg = side(f, false);
+    println!(
+        "opensearch during: {} ops, {} errors, p50 {:?} ms; outside: {} ops, {} errors; \
+         recovery {:?} ms; pgvector during: {} ops, {} errors, p95 {:?} ms",
+        os.during.operations,
+        os.during.errors,
+        os.during.p50_ms,
+        os.outside.operations,
+        os.outside.errors,
+        os.recovery_ms,
+        pg.during.operations,
+        pg.during.errors,
+        pg.during.p95_ms
+    );
+    assert!(os.during.operations >= 40, "{}", os.during.operations);
+    // A frozen JVM answers nothing: reads intended in the window time out at 1 s, but
+    // the last ones, intended within a second of the thaw, which it then answers.
+    assert!(
+        os.during.errors * 2 >= os.during.operations,
+        "most OpenSearch reads during the freeze fail: {} of {}",
+        os.during.errors,
+        os.during.operations
+    );
+    assert_eq!(pg.during.errors, 0, "pgvector keeps serving");
+    assert!(
+        os.recovery_ms.is_some(),
+        "OpenSearch served again after the thaw"
+    );
+    // Nothing is left stopped.
+    let pids = signalled_pids(f);
+    assert!(!pids.is_empty(), "{}", f.via);
+    for pid in pids {
+        assert_ne!(process_state(pid), Some('T'), "pid {pid} still stopped");
+    }
+}
+
+#[tokio::test]
+async fn a_kill_fault_takes_postgresql_down_and_the_run_restarts_it() {
+    let _serial = SERIAL.lock().await;
+    let name = common::unique_name("fault_kill");
+    let r = run_with(
+        &name,
+        r#"
+        [[faults]]
+        at_s = 3
+        duration_s = 2
+        target = "pgvector"
+        kind = "kill"
+        "#,
+    )
+    .await;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = &r.faults[0];
+    assert!(f.error.is_none(), "{:?}", f.error);
+    assert!(f.via.starts_with("SIGKILL to pgvector pid "), "{}", f.via);
+    let pg = side(f, true);
+    let os = side(f, false);
+    println!(
+        "pgvector during: {} ops, {} errors; outside: {} ops, {} errors; recovery {:?} ms \
+         ({} failed first); opensearch during: {} ops, {} errors; lifted at {:?} s",
+        pg.during.operations,
+        pg.during.errors,
+        pg.outside.operations,
+        pg.outside.errors,
+        pg.recovery_ms,
+        pg.errors_after_end,
+        os.during.operations,
+        os.during.errors,
+        f.lifted_end_s
+    );
+    assert!(pg.during.operations >= 25, "{}", pg.during.operations);
+    assert!(
+        pg.during.errors * 10 >= pg.during.operations * 9,
+        "pgvector reads fail while it is dead: {} of {}",
+        pg.during.errors,
+        pg.during.operations
+    );
+    assert_eq!(os.during.errors, 0, "OpenSearch keeps serving");
+    // The fault is lifted by starting PostgreSQL again; reads succeed once it is up.
+    assert!(pg.recovery_ms.is_some(), "pgvector served again after the restart");
+    let pool = sqlx::PgPool::connect(&std::env::var("ML_PGVECTOR_DSN").unwrap())
+        .await
+        .expect("PostgreSQL is running again after the run");
+    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    assert_eq!(one, 1);
 }

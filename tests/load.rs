@@ -192,12 +192,12 @@ async fn report_for(
             plan: plan.clone(),
             k: 10,
             mode: "direct".into(),
-            sides: [
+            sides: vec![
                 side_info(Side::A, a, labels[0]),
                 side_info(Side::B, b, labels[1]),
             ],
             writer: "fan-out".into(),
-            resources: [
+            resources: vec![
                 a.resources().await.map_err(|e| e.to_string()),
                 b.resources().await.map_err(|e| e.to_string()),
             ],
@@ -248,7 +248,7 @@ async fn a_short_open_loop_run_measures_both_backends_and_recall_matches_brute_f
     let plan = open_plan(50.0, Duration::ZERO, Duration::from_secs(6));
     let targets = Targets {
         a: a.clone(),
-        b: b.clone(),
+        b: Some(b.clone()),
         writer: Arc::new(FanOutWriter::new(vec![pg.clone(), os.clone()])),
     };
     let outcome = load::run(
@@ -357,7 +357,7 @@ async fn a_store_compared_with_itself_overlaps_exactly() {
     let plan = open_plan(60.0, Duration::from_millis(500), Duration::from_secs(4));
     let targets = Targets {
         a: pg.clone(),
-        b: pg.clone(),
+        b: Some(pg.clone()),
         writer: Arc::new(FanOutWriter::new(vec![pg.clone()])),
     };
     let outcome = load::run(

@@ -325,6 +325,7 @@ fn passing() -> Measured {
         fallback_rate_pct: Some(0.0),
         fallback_samples: Some(10_000),
         harness_saturated: Some(false),
+        single_store: false,
     }
 }
 
@@ -413,6 +414,7 @@ prop_compose! {
         f in prop::collection::vec(option_f64(), 13),
         n in prop::collection::vec(option_u64(), 7),
         saturated in prop::option::of(any::<bool>()),
+        single_store in any::<bool>(),
     ) -> Measured {
         Measured {
             opensearch_search_samples: n[0],
@@ -435,6 +437,7 @@ prop_compose! {
             fallback_rate_pct: f[12],
             fallback_samples: n[5],
             harness_saturated: saturated,
+            single_store,
         }
     }
 }
@@ -449,6 +452,8 @@ proptest! {
         let name = NUMERIC[which];
         let value = failing_side(name, by);
         let c = Criteria::default();
+        // A single-store run skips the comparing criteria (property below).
+        let base = Measured { single_store: false, ..base };
         for mut m in [passing(), base] {
             set(&mut m, name, value);
             prop_assert_ne!(status_of(&m, &c, name), Status::Pass, "{} = {}", name, value);
@@ -459,6 +464,17 @@ proptest! {
         set(&mut m, name, value);
         prop_assert_eq!(status_of(&m, &c, name), Status::Fail);
         prop_assert_eq!(evaluate(&m, &c).outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn a_single_store_run_never_judges_a_comparison(base in any_measured()) {
+        let m = Measured { single_store: true, ..base };
+        let v = evaluate(&m, &Criteria::default());
+        for name in ["memory_ratio_max", "index_size_ratio_max", "recall_no_degradation",
+                     "overlap_min", "consistency_min_pct"] {
+            prop_assert_eq!(status_of(&m, &Criteria::default(), name), Status::Skipped);
+        }
+        prop_assert!(v.criteria.iter().any(|r| r.status != Status::Skipped));
     }
 
     #[test]

@@ -59,7 +59,7 @@ async fn run(
     .unwrap();
     let targets = Targets {
         a: pg.clone(),
-        b: os.clone(),
+        b: Some(os.clone()),
         writer: Arc::new(FanOutWriter::new(vec![pg.clone(), os.clone()])),
     };
     let outcome = load::run(
@@ -89,9 +89,9 @@ async fn run(
             plan: plan.clone(),
             k: 10,
             mode: "direct".into(),
-            sides: [info(Side::A, pg), info(Side::B, os)],
+            sides: vec![info(Side::A, pg), info(Side::B, os)],
             writer: "fan-out".into(),
-            resources: [
+            resources: vec![
                 Err("not read in this test".into()),
                 Err("not read in this test".into()),
             ],

@@ -41,7 +41,8 @@ impl SideSlots {
 /// What every operation of a run shares.
 pub(crate) struct Ctx {
     pub a: Arc<dyn VectorStore>,
-    pub b: Arc<dyn VectorStore>,
+    /// `None` in a single-store run.
+    pub b: Option<Arc<dyn VectorStore>>,
     pub writer: Arc<dyn VectorStore>,
     /// Ground truth for reads whose exact answer the workload attached up front.
     pub truth: Option<Arc<GroundTruth>>,
@@ -177,14 +178,27 @@ pub(crate) async fn execute(ctx: &Ctx, seq: u64, op: Operation, intended: Instan
     let (sides, quality) = match op {
         Operation::Search { request, truth } => {
             let fa = timed(ctx, Side::A, origin, intended, ctx.a.search(&request));
-            let fb = timed(ctx, Side::B, origin, intended, ctx.b.search(&request));
-            let ((sa, ha), (sb, hb)) = if a_first(ctx.seed, seq) {
-                tokio::join!(fa, fb)
-            } else {
-                let (b, a) = tokio::join!(fb, fa);
-                (a, b)
+            let ((sa, ha), b) = match &ctx.b {
+                None => (fa.await, None),
+                Some(b) => {
+                    let fb = timed(ctx, Side::B, origin, intended, b.search(&request));
+                    let (a, b) = if a_first(ctx.seed, seq) {
+                        tokio::join!(fa, fb)
+                    } else {
+                        let (b, a) = tokio::join!(fb, fa);
+                        (a, b)
+                    };
+                    (a, Some(b))
+                }
+            };
+            let (sb, hb) = match b {
+                Some((s, h)) => (Some(s), h),
+                None => (None, None),
             };
             let mut q = pair(&request, ha.as_deref(), hb.as_deref());
+            if sb.is_none() {
+                q.paired = None;
+            }
             match (&ctx.truth, truth, &ctx.spill) {
                 (Some(gt), Some(t), _) => {
                     score_known(&mut q, gt, &request, &t, ha.as_deref(), hb.as_deref());
@@ -194,7 +208,7 @@ pub(crate) async fn execute(ctx: &Ctx, seq: u64, op: Operation, intended: Instan
                 }
                 _ => {}
             }
-            (vec![sa, sb], Some(q))
+            (std::iter::once(sa).chain(sb).collect(), Some(q))
         }
         Operation::Upsert(record) => {
             let (s, ok) = timed(
@@ -241,7 +255,7 @@ pub(crate) fn pair(request: &SearchRequest, a: Option<&[Hit]>, b: Option<&[Hit]>
         _ => None,
     };
     QualitySample {
-        paired: a.is_some() && b.is_some(),
+        paired: Some(a.is_some() && b.is_some()),
         overlap,
         recall: [None, None],
         filter_violations: [0, 0],
@@ -336,11 +350,11 @@ mod tests {
         // A failed side: unpaired, recall for the other only.
         let mut q = pair(&request, None, Some(&perfect));
         score_known(&mut q, &gt, &request, &exact, None, Some(&perfect));
-        assert!(!q.paired);
+        assert_eq!(q.paired, Some(false));
         assert_eq!((q.overlap, q.recall), (None, [None, Some(1.0)]));
         // Both answered nothing: paired, but no overlap figure.
         let q = pair(&request, Some(&[]), Some(&[]));
-        assert!(q.paired);
+        assert_eq!(q.paired, Some(true));
         assert_eq!(q.overlap, None);
     }
 }

@@ -128,7 +128,8 @@ impl LoadPlan {
 #[derive(Clone)]
 pub struct Targets {
     pub a: Arc<dyn VectorStore>,
-    pub b: Arc<dyn VectorStore>,
+    /// `None` for a single-store run: every read goes to side a alone.
+    pub b: Option<Arc<dyn VectorStore>>,
     pub writer: Arc<dyn VectorStore>,
 }
 
@@ -136,8 +137,8 @@ pub struct Targets {
 pub struct RunOptions {
     /// Show the progress line on stderr.
     pub progress: bool,
-    /// Names of the two sides for the progress line (default: the backend kinds).
-    pub labels: Option<[String; 2]>,
+    /// Names of the read sides for the progress line (default: the backend kinds).
+    pub labels: Option<Vec<String>>,
     pub collector: CollectorConfig,
 }
 
@@ -263,12 +264,14 @@ pub async fn run(
     })
 }
 
-/// The sides' names in progress lines: the caller's, or the stores' kinds.
-fn side_labels(options: &RunOptions, targets: &Targets) -> [String; 2] {
-    options
-        .labels
-        .clone()
-        .unwrap_or_else(|| [targets.a.kind().to_string(), targets.b.kind().to_string()])
+/// The read sides' names in progress lines: the caller's, or the stores' kinds.
+fn side_labels(options: &RunOptions, targets: &Targets) -> Vec<String> {
+    options.labels.clone().unwrap_or_else(|| {
+        std::iter::once(&targets.a)
+            .chain(&targets.b)
+            .map(|s| s.kind().to_string())
+            .collect()
+    })
 }
 
 /// Where the measured window ends: the planned end, or the last finished operation when
@@ -517,7 +520,7 @@ mod tests {
         Targets {
             writer: Arc::new(FanOutWriter::new(vec![a.clone(), b.clone()])),
             a,
-            b,
+            b: Some(b),
         }
     }
 

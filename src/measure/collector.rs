@@ -34,8 +34,9 @@ pub struct SideSample {
 /// Quality of one paired read.
 #[derive(Debug, Clone, Default)]
 pub struct QualitySample {
-    /// Both sides answered, so the pair could be compared.
-    pub paired: bool,
+    /// Both sides answered, so the pair could be compared; `None` in a single-store
+    /// run, which has no pair to make.
+    pub paired: Option<bool>,
     /// overlap@k; `None` unless both sides answered, and when both answered nothing.
     pub overlap: Option<f64>,
     /// recall@k of side A and side B; `None` without ground truth or an answer, and
@@ -198,11 +199,12 @@ impl Measurements {
     }
 
     /// Records the pairing of one read: overlap, or why there is none.
-    pub fn record_pairing(&mut self, paired: bool, overlap: Option<f64>) {
+    pub fn record_pairing(&mut self, paired: Option<bool>, overlap: Option<f64>) {
         match (paired, overlap) {
-            (true, Some(o)) => self.overlap.record(o),
-            (true, None) => self.empty_agreements += 1,
-            (false, _) => self.unpaired += 1,
+            (None, _) => {}
+            (Some(true), Some(o)) => self.overlap.record(o),
+            (Some(true), None) => self.empty_agreements += 1,
+            (Some(false), _) => self.unpaired += 1,
         }
     }
 
@@ -477,7 +479,7 @@ mod tests {
                 },
             ],
             quality: Some(QualitySample {
-                paired: a.is_ok(),
+                paired: Some(a.is_ok()),
                 overlap: q,
                 recall: [q, Some(1.0)],
                 filter_violations: [0, 0],
@@ -557,7 +559,7 @@ mod tests {
                 lag: ms(0),
                 sides: vec![],
                 quality: Some(QualitySample {
-                    paired: true,
+                    paired: Some(true),
                     overlap: Some(1.0),
                     recall: [Some(1.0), None],
                     filter_violations: [0, 0],

@@ -32,6 +32,8 @@ pub enum Side {
 
 impl Side {
     pub const ALL: [Side; 3] = [Side::A, Side::B, Side::Writer];
+    /// The read sides, in order: a single-store run has only the first.
+    pub const READ: [Side; 2] = [Side::A, Side::B];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -26,11 +26,12 @@ pub struct ReportContext {
     pub k: usize,
     /// How writes were routed (`direct` or an adapter mode).
     pub mode: String,
-    pub sides: [SideInfo; 2],
+    /// Side a, then side b unless the run is single-store.
+    pub sides: Vec<SideInfo>,
     /// What received the writes, e.g. `fan-out: pgvector then opensearch`.
     pub writer: String,
-    /// Each side's `resources()` after the run, or why it failed.
-    pub resources: [Result<ResourceUsage, String>; 2],
+    /// Each side's `resources()` after the run, or why it failed (one per side).
+    pub resources: Vec<Result<ResourceUsage, String>>,
     /// How ground truth was obtained; `None` when there was none (no recall).
     pub ground_truth: Option<String>,
     /// Warnings from preparing the run (e.g. store contents differ from the dataset).
@@ -101,8 +102,9 @@ fn measured(ctx: &ReportContext, outcome: &RunOutcome) -> Report {
     let measured_s = outcome.measured.as_secs_f64();
     let label = |side: Side| side_label(ctx, side);
     let backends = backends_report(ctx, outcome);
-    let recall = [Side::A, Side::B]
+    let recall = Side::READ
         .into_iter()
+        .take(ctx.sides.len())
         .zip(&m.recall)
         .map(|(side, r)| recall_report(side, label(side), r))
         .collect();
@@ -151,8 +153,10 @@ fn measured(ctx: &ReportContext, outcome: &RunOutcome) -> Report {
 
 fn side_label(ctx: &ReportContext, side: Side) -> String {
     match side {
-        Side::A => ctx.sides[0].label.clone(),
-        Side::B => ctx.sides[1].label.clone(),
+        Side::A | Side::B => ctx
+            .sides
+            .get(side.index())
+            .map_or_else(|| side.to_string(), |s| s.label.clone()),
         Side::Writer if ctx.mode == "direct" => "fan-out writer".to_string(),
         Side::Writer => format!("adapter ({})", ctx.mode),
     }
@@ -172,8 +176,8 @@ fn backends_report(ctx: &ReportContext, outcome: &RunOutcome) -> Vec<BackendRepo
             })
             .collect();
         let backend = match side {
-            Side::A => Some(ctx.sides[0].backend),
-            Side::B => Some(ctx.sides[1].backend),
+            // A single-store run has no side b to list.
+            Side::A | Side::B => ctx.sides.get(side.index()).map(|s| s.backend),
             Side::Writer if !ops.is_empty() => Some(ctx.sides[0].backend),
             Side::Writer => None,
         };
@@ -345,7 +349,7 @@ fn recall_report(side: Side, label: String, r: &RecallMeasure) -> RecallReport {
 }
 
 fn resources_report(ctx: &ReportContext) -> ResourcesReport {
-    let sides: Vec<SideResources> = [Side::A, Side::B]
+    let sides: Vec<SideResources> = Side::READ
         .into_iter()
         .zip(&ctx.resources)
         .zip(&ctx.sides)
@@ -358,7 +362,10 @@ fn resources_report(ctx: &ReportContext) -> ResourcesReport {
         .collect();
     let figure =
         |i: usize, f: fn(&ResourceUsage) -> Option<u64>| sides[i].usage.as_ref().and_then(f);
-    let div = |f: fn(&ResourceUsage) -> Option<u64>| match (figure(1, f), figure(0, f)) {
+    let div = |f: fn(&ResourceUsage) -> Option<u64>| match (
+        (sides.len() == 2).then(|| figure(1, f)).flatten(),
+        figure(0, f),
+    ) {
         (Some(b), Some(a)) if a > 0 => Some(b as f64 / a as f64),
         _ => None,
     };
@@ -560,9 +567,9 @@ mod tests {
             },
             k: 10,
             mode: "direct".into(),
-            sides: [side(Side::A, a), side(Side::B, b)],
+            sides: vec![side(Side::A, a), side(Side::B, b)],
             writer: "fan-out".into(),
-            resources: [
+            resources: vec![
                 Ok(ResourceUsage {
                     data_bytes: Some(100),
                     index_bytes: Some(50),
@@ -609,7 +616,7 @@ mod tests {
                 lag: Duration::ZERO,
                 sides: vec![sample(Side::A, true), sample(Side::B, !b_fails || i < 5)],
                 quality: Some(QualitySample {
-                    paired: !b_fails || i < 5,
+                    paired: Some(!b_fails || i < 5),
                     overlap: (!b_fails || i < 5).then_some(0.9),
                     recall: [Some(1.0), Some(0.8)],
                     filter_violations: [0, 0],

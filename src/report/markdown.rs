@@ -465,18 +465,22 @@ pub(super) fn comparison_notes(report: &Report) -> Vec<String> {
         ));
     }
     let r = &report.resources.ratio_b_over_a;
-    out.push(format!(
-        "Resource ratios (side b / side a): index {}, memory working-set estimate {}, \
-         resident memory {}. memory_ratio_max judges the {} reading.",
-        opt(r.index_bytes, 3),
-        opt(r.memory_bytes, 3),
-        opt(r.resident_bytes, 3),
-        report
-            .gate_criteria
-            .as_ref()
-            .map_or(crate::gate::MemoryMeasure::default(), |c| c.memory_measure)
-            .as_str()
-    ));
+    if report.single_store() {
+        out.push("Single-store run: no second store, so no resource ratios.".to_string());
+    } else {
+        out.push(format!(
+            "Resource ratios (side b / side a): index {}, memory working-set estimate {}, \
+             resident memory {}. memory_ratio_max judges the {} reading.",
+            opt(r.index_bytes, 3),
+            opt(r.memory_bytes, 3),
+            opt(r.resident_bytes, 3),
+            report
+                .gate_criteria
+                .as_ref()
+                .map_or(crate::gate::MemoryMeasure::default(), |c| c.memory_measure)
+                .as_str()
+        ));
+    }
     if let Some(ad) = &report.adapter {
         out.push(adapter_sentence(ad));
     }

@@ -390,8 +390,17 @@ impl Report {
         (self, verdict)
     }
 
-    /// The side holding OpenSearch (the migration's candidate), else side b.
+    /// One store alone, on side a: `[backends]` named no side b.
+    pub fn single_store(&self) -> bool {
+        self.methodology.sides.len() == 1
+    }
+
+    /// The side holding OpenSearch (the migration's candidate), else side b; side a in
+    /// a single-store run.
     pub fn candidate_side(&self) -> Side {
+        if self.single_store() {
+            return Side::A;
+        }
         self.methodology
             .sides
             .iter()
@@ -409,8 +418,10 @@ impl Report {
     }
 
     /// The figures the gate judges, taken from this report. Missing figures stay `None`
-    /// so the gate reports them as "no data" instead of passing them.
+    /// so the gate reports them as "no data" instead of passing them. A single-store
+    /// run's one store is the judged side, with no incumbent to compare it to.
     pub fn gate_input(&self) -> crate::gate::Measured {
+        let single = self.single_store();
         let cand = self.candidate_side();
         let inc = self.incumbent_side();
         let search = |side: Side| self.backend(side).and_then(|b| b.op(OpKind::Search));
@@ -426,7 +437,7 @@ impl Report {
         let fallback = self.fallback();
         crate::gate::Measured {
             opensearch_search_samples: search(cand).map(|o| o.latency.count),
-            pgvector_search_samples: search(inc).map(|o| o.latency.count),
+            pgvector_search_samples: search(inc).filter(|_| !single).map(|o| o.latency.count),
             opensearch_p95_ms: search(cand)
                 .filter(|o| o.latency.count > 0)
                 .map(|o| o.latency.p95_ms),
@@ -452,6 +463,7 @@ impl Report {
                 .map(|r| r.mean),
             pgvector_recall: self
                 .recall(inc)
+                .filter(|_| !single)
                 .and_then(|r| r.overall.as_ref())
                 .map(|r| r.mean),
             overlap_mean: self.comparison.overlap.as_ref().map(|o| o.mean),
@@ -487,6 +499,7 @@ impl Report {
             }),
             fallback_samples: fallback.map(|(_, n)| n),
             harness_saturated: self.harness.as_ref().map(|h| h.saturated),
+            single_store: single,
         }
     }
 

@@ -493,7 +493,7 @@ mod tests {
                 lag: Duration::ZERO,
                 sides: vec![side(Side::A, 2), side(Side::B, 3)],
                 quality: Some(QualitySample {
-                    paired: true,
+                    paired: Some(true),
                     filter_violations: [0, 0],
                     overlap: Some(0.9),
                     recall: [Some(1.0), Some(0.8)],
@@ -565,7 +565,7 @@ mod tests {
             },
         ];
         let q = QualitySample {
-            paired: true,
+            paired: Some(true),
             filter_violations: [0, 0],
             overlap: None,
             recall: [Some(1.0), None],

@@ -91,14 +91,16 @@ fn render_scheduler(out: &mut String, report: &Report) {
 /// Renders the overlap and recall lines.
 fn render_quality(out: &mut String, report: &Report) {
     let c = &report.comparison;
-    let _ = writeln!(
-        out,
-        "overlap@{}: {} ({} pairs, {} unpaired)",
-        c.k,
-        ratio(c.overlap.as_ref()),
-        c.pairs,
-        c.unpaired
-    );
+    if !report.single_store() {
+        let _ = writeln!(
+            out,
+            "overlap@{}: {} ({} pairs, {} unpaired)",
+            c.k,
+            ratio(c.overlap.as_ref()),
+            c.pairs,
+            c.unpaired
+        );
+    }
     for r in &c.recall {
         let _ = writeln!(
             out,
@@ -137,6 +139,9 @@ fn render_resources(out: &mut String, report: &Report) {
                 );
             }
         }
+    }
+    if report.single_store() {
+        return;
     }
     let r = &res.ratio_b_over_a;
     let _ = writeln!(

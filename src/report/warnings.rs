@@ -87,6 +87,10 @@ pub enum Warning {
     AaRun {
         backend: BackendKind,
     },
+    /// `[backends]` named side a alone: one store, nothing to compare it with.
+    SingleStore {
+        backend: BackendKind,
+    },
     ResourcesUnavailable {
         label: String,
         error: String,
@@ -175,6 +179,7 @@ impl fmt::Display for Warning {
             | NoGroundTruth
             | WorkloadWrites
             | AaRun { .. }
+            | SingleStore { .. }
             | ResourcesUnavailable { .. } => self.fmt_figures(f),
             FaultFailed { .. }
             | FaultOperationsLost { .. }
@@ -316,6 +321,12 @@ impl Warning {
                  noise floor of this setup, not a backend difference. The one store carried \
                  both sides: every read queried it twice, so each side's QPS is half of what \
                  the store served, at twice the concurrency"
+            ),
+            SingleStore { backend } => write!(
+                f,
+                "Single-store run ({backend} alone, on side a): its latency, throughput, \
+                 recall and reliability are measured; with no second store there is no \
+                 overlap, recall gap, resource ratio or consistency, and the gate skips them"
             ),
             ResourcesUnavailable { label, error } => {
                 write!(f, "{label}: resource figures unavailable: {error}")
@@ -541,10 +552,10 @@ fn from_measurements(ctx: &ReportContext, outcome: &RunOutcome, report: &Report)
     if outcome.workload_writes {
         w.push(Warning::WorkloadWrites);
     }
-    if ctx.sides[0].backend == ctx.sides[1].backend {
-        w.push(Warning::AaRun {
-            backend: ctx.sides[0].backend,
-        });
+    match ctx.sides.as_slice() {
+        [a, b] if a.backend == b.backend => w.push(Warning::AaRun { backend: a.backend }),
+        [a] => w.push(Warning::SingleStore { backend: a.backend }),
+        _ => {}
     }
     w.extend(report.resources.sides.iter().filter_map(|r| {
         r.error.as_ref().map(|e| Warning::ResourcesUnavailable {

@@ -35,10 +35,12 @@ pub(super) struct Leg<'a> {
     pub scenario: ScenarioInfo,
     /// How writes were routed, for the report.
     pub mode: String,
-    pub infos: [SideInfo; 2],
-    pub reads: [Arc<dyn VectorStore>; 2],
+    /// Side a, then side b unless the run is single-store; `reads` and `resources_of`
+    /// have one entry per side too.
+    pub infos: Vec<SideInfo>,
+    pub reads: Vec<Arc<dyn VectorStore>>,
     /// The stores whose size and memory the report compares (side a, side b).
-    pub resources_of: [Arc<dyn VectorStore>; 2],
+    pub resources_of: Vec<Arc<dyn VectorStore>>,
     pub writer: Arc<dyn VectorStore>,
     pub writer_note: String,
     /// The adapter, when it takes part, and the side that reads through it.
@@ -80,11 +82,10 @@ pub(super) async fn measure(
     // From here on the window has been measured: a backend that fails or hangs now is
     // marked in the report, never allowed to lose it.
     crate::settle::after(&mut settled, &settle_stores, END_READ_TIMEOUT).await;
-    let [ra, rb] = &leg.resources_of;
-    let resources = [
-        bounded(END_READ_TIMEOUT, ra.resources()).await,
-        bounded(END_READ_TIMEOUT, rb.resources()).await,
-    ];
+    let mut resources = Vec::with_capacity(leg.resources_of.len());
+    for store in &leg.resources_of {
+        resources.push(bounded(END_READ_TIMEOUT, store.resources()).await);
+    }
     let faults = window
         .recorded
         .map(|r| fault_findings(&leg, &outcome, &window.armed, r, window.polls.as_deref()));
@@ -170,10 +171,9 @@ async fn run_load(
         .adapter
         .as_ref()
         .map(|(adapter, _)| adapter.spawn_drainer(Duration::from_millis(500)));
-    let [a, b] = leg.reads.clone();
     let targets = Targets {
-        a,
-        b,
+        a: leg.reads[0].clone(),
+        b: leg.reads.get(1).cloned(),
         writer: leg.writer.clone(),
     };
     let outcome = {
@@ -228,7 +228,8 @@ fn taps(
             leg.plan.warmup,
             [
                 leg.infos[0].backend,
-                leg.infos[1].backend,
+                // A single-store run has no side b, so no row names it.
+                leg.infos.get(1).map_or(leg.infos[0].backend, |i| i.backend),
                 leg.writer.kind(),
             ],
         )?),
@@ -243,7 +244,7 @@ fn taps(
     };
     let run_options = RunOptions {
         progress: options.progress,
-        labels: Some([leg.infos[0].label.clone(), leg.infos[1].label.clone()]),
+        labels: Some(leg.infos.iter().map(|i| i.label.clone()).collect()),
         collector: CollectorConfig {
             tap,
             ..CollectorConfig::default()

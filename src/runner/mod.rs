@@ -62,10 +62,10 @@ pub async fn run_scenario(
         ));
     }
     let prep = Prepared::open(scenario, backends, options).await?;
-    let [a, b] = prep.opened.sides.clone();
+    let sides = prep.opened.sides.clone();
     let (writer, writer_note, adapter): (Arc<dyn VectorStore>, String, _) = match scenario.mode {
         WriteRoute::Direct => {
-            let mut stores = vec![a.clone(), b.clone()];
+            let mut stores = sides.clone();
             // pgvector is the source of truth during the migration: written first.
             stores.sort_by_key(|s| s.kind());
             let w = FanOutWriter::new(stores);
@@ -82,17 +82,19 @@ pub async fn run_scenario(
             )
         }
     };
-    let labels = side_labels(scenario.sides);
+    let labels = side_labels(&scenario.sides);
     let leg = Leg {
         plan: &scenario.plan,
         scenario: scenario.info(),
         mode: scenario.mode.to_string(),
-        infos: [
-            side_info(Side::A, &a, labels[0].clone()),
-            side_info(Side::B, &b, labels[1].clone()),
-        ],
-        reads: [a.clone(), b.clone()],
-        resources_of: [a, b],
+        infos: Side::READ
+            .into_iter()
+            .zip(&sides)
+            .zip(labels)
+            .map(|((side, store), label)| side_info(side, store, label))
+            .collect(),
+        reads: sides.clone(),
+        resources_of: sides,
         writer,
         writer_note,
         adapter: adapter.map(|a| (a, None)),
@@ -125,18 +127,19 @@ fn side_info(side: Side, store: &Arc<dyn VectorStore>, label: String) -> SideInf
     }
 }
 
-/// `pgvector`/`opensearch`, or `pgvector (a)`/`pgvector (b)` when both sides are the same.
-pub fn side_labels(sides: [BackendKind; 2]) -> [String; 2] {
-    if sides[0] == sides[1] {
-        [format!("{} (a)", sides[0]), format!("{} (b)", sides[1])]
-    } else {
-        [sides[0].to_string(), sides[1].to_string()]
+/// `pgvector`/`opensearch`, or `pgvector (a)`/`pgvector (b)` when both sides are the
+/// same; a single-store run's one side is its backend's name.
+pub fn side_labels(sides: &[BackendKind]) -> Vec<String> {
+    match sides {
+        [a, b] if a == b => vec![format!("{a} (a)"), format!("{b} (b)")],
+        _ => sides.iter().map(ToString::to_string).collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::OpKind;
     use std::path::Path;
 
     fn scenario(text: &str) -> Scenario {
@@ -146,13 +149,14 @@ mod tests {
     #[test]
     fn a_a_sides_get_distinct_labels() {
         assert_eq!(
-            side_labels([BackendKind::Pgvector, BackendKind::Pgvector]),
+            side_labels(&[BackendKind::Pgvector, BackendKind::Pgvector]),
             ["pgvector (a)", "pgvector (b)"]
         );
         assert_eq!(
-            side_labels([BackendKind::Pgvector, BackendKind::Opensearch]),
+            side_labels(&[BackendKind::Pgvector, BackendKind::Opensearch]),
             ["pgvector", "opensearch"]
         );
+        assert_eq!(side_labels(&[BackendKind::Pgvector]), ["pgvector"]);
     }
 
     #[tokio::test]
@@ -198,6 +202,105 @@ mod tests {
         assert!(r.methodology.ground_truth.contains("by the exact store"));
         assert_eq!(r.methodology.sides[0].label, "exact (a)");
         assert!(r.run_id.ends_with("-exact_a_a"));
+    }
+
+    #[tokio::test]
+    async fn a_single_store_scenario_measures_side_a_alone() {
+        let s = scenario(
+            r#"
+            name = "exact alone"
+            [backends]
+            a = "exact"
+            [dataset]
+            synthetic = { count = 400, dimension = 8, tenants = 4, queries = 20 }
+            [load]
+            rate = 200
+            warmup_s = 0.2
+            duration_s = 1
+            "#,
+        );
+        assert_eq!(s.sides, [BackendKind::Exact]);
+        let backends = Backends { pg: None, os: None };
+        let r = run_scenario(&s, &backends, &RunnerOptions::default())
+            .await
+            .unwrap()
+            .report;
+        assert_eq!(r.methodology.sides.len(), 1);
+        assert_eq!(r.methodology.sides[0].label, "exact");
+        assert!(r.single_store());
+        let read_sides: Vec<Side> = r.backends.iter().map(|b| b.side).collect();
+        assert_eq!(read_sides, [Side::A]);
+        let a = r.backend(Side::A).unwrap().op(OpKind::Search).unwrap();
+        assert!(a.successes >= 190, "{}", a.successes);
+        // Nothing paired, and nothing counted as unpaired either.
+        assert!(r.comparison.overlap.is_none());
+        assert_eq!((r.comparison.pairs, r.comparison.unpaired), (0, 0));
+        assert_eq!(r.comparison.recall.len(), 1);
+        assert_eq!(
+            r.recall(Side::A).unwrap().overall.as_ref().unwrap().mean,
+            1.0
+        );
+        assert_eq!(r.resources.sides.len(), 1);
+        assert_eq!(r.resources.ratio_b_over_a, Default::default());
+        let single = crate::report::Warning::SingleStore {
+            backend: BackendKind::Exact,
+        };
+        assert!(r.warnings.contains(&single.to_string()), "{:?}", r.warnings);
+        // Judged on its own figures; the comparisons are skipped, not "no data".
+        let (_, v) = r.gated(crate::gate::Criteria {
+            qps_min: 100.0,
+            ..Default::default()
+        });
+        for c in &v.criteria {
+            let compares = [
+                "memory_ratio_max",
+                "index_size_ratio_max",
+                "recall_no_degradation",
+                "overlap_min",
+                "consistency_min_pct",
+            ]
+            .contains(&c.name.as_str());
+            assert_eq!(c.status == crate::gate::Status::Skipped, compares, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_single_store_scenario_refuses_what_needs_two_stores() {
+        let base = r#"
+            [backends]
+            a = "pgvector"
+            [dataset]
+            synthetic = { count = 50, dimension = 4, queries = 5 }
+            [load]
+            rate = 10
+            duration_s = 5
+            "#;
+        for (extra, field, says) in [
+            (
+                "[backends]\nmode = \"dual_write\"",
+                "backends.mode",
+                "has one store",
+            ),
+            ("validate = true", "validate", "has one store"),
+            (
+                "[[faults]]\nat_s = 1\nduration_s = 1\ntarget = \"opensearch\"\nkind = \"down\"",
+                "faults",
+                "a fault on opensearch in a run that does not use it",
+            ),
+        ] {
+            let text = if extra.starts_with("[backends]") {
+                base.replace("[backends]", extra)
+            } else if extra.starts_with("validate") {
+                format!("{extra}\n{base}")
+            } else {
+                format!("{base}\n{extra}")
+            };
+            let err = Scenario::parse(&text, Some(Path::new("/tmp/x/s.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{field}: ")), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[tokio::test]

@@ -204,7 +204,8 @@ fn check_metric(
 
 /// The stores of a run: one per distinct backend.
 pub(super) struct Opened {
-    pub sides: [Arc<dyn VectorStore>; 2],
+    /// Side a's store, then side b's unless the run is single-store.
+    pub sides: Vec<Arc<dyn VectorStore>>,
     pub pgvector: Option<Arc<PgVectorStore>>,
     pub opensearch: Option<Arc<dyn VectorStore>>,
 }
@@ -220,7 +221,7 @@ async fn open_sides(
 ) -> Result<Opened, Error> {
     let mut opened: Vec<(BackendKind, Arc<dyn VectorStore>)> = Vec::new();
     let (mut pgvector, mut opensearch) = (None, None);
-    for kind in scenario.sides {
+    for &kind in &scenario.sides {
         if opened.iter().any(|(k, _)| *k == kind) {
             continue;
         }
@@ -278,7 +279,7 @@ async fn open_sides(
             .expect("every side was opened")
     };
     Ok(Opened {
-        sides: [get(scenario.sides[0]), get(scenario.sides[1])],
+        sides: scenario.sides.iter().map(|k| get(*k)).collect(),
         pgvector,
         opensearch,
     })

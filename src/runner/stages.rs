@@ -136,9 +136,9 @@ impl StageRunner<'_> {
                 ..scenario.info()
             },
             mode: stage.mode.to_string(),
-            infos: [side_info(Side::A, &pg, "pgvector".into()), b_info],
-            reads: [pg.clone(), b],
-            resources_of: [pg, self.os.clone()],
+            infos: vec![side_info(Side::A, &pg, "pgvector".into()), b_info],
+            reads: vec![pg.clone(), b],
+            resources_of: vec![pg, self.os.clone()],
             writer: self.adapter.clone(),
             writer_note: format!(
                 "migration adapter in mode {} (pgvector first, outbox for OpenSearch)",

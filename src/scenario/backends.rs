@@ -1,5 +1,6 @@
-//! The `[backends]` section: the stores on sides a and b, how writes are routed
-//! ([`WriteRoute`]) and the table/index to use instead of the configured one.
+//! The `[backends]` section: the stores on sides a and b (or side a alone: a
+//! single-store run), how writes are routed ([`WriteRoute`]) and the table/index to use
+//! instead of the configured one.
 
 use super::WriteRoute;
 use super::field::{FieldError, bad};
@@ -9,22 +10,39 @@ use crate::store::BackendKind;
 
 /// A validated `[backends]`.
 pub(super) struct Backends {
-    pub(super) sides: [BackendKind; 2],
+    /// Side a, then side b unless the run is single-store.
+    pub(super) sides: Vec<BackendKind>,
     /// `backends.mode`; `None` when unset (direct, or a staged scenario's first stage).
     pub(super) route: Option<WriteRoute>,
     pub(super) index: Option<String>,
 }
 
 pub(super) fn validate(raw: RawBackends) -> Result<Backends, FieldError> {
-    let sides = [
-        backend("backends.a", raw.a.as_deref(), BackendKind::Pgvector)?,
-        backend("backends.b", raw.b.as_deref(), BackendKind::Opensearch)?,
-    ];
+    let a = backend("backends.a", raw.a.as_deref(), BackendKind::Pgvector)?;
+    let sides = match (&raw.a, &raw.b) {
+        // `a` alone: one store measured on its own (phase 1's baseline, pgvector as
+        // production runs it today). Neither named: the migration's default pair.
+        (Some(_), None) => vec![a],
+        _ => vec![
+            a,
+            backend("backends.b", raw.b.as_deref(), BackendKind::Opensearch)?,
+        ],
+    };
     let route = raw
         .mode
         .as_deref()
         .map(|m| WriteRoute::parse("backends.mode", m))
         .transpose()?;
+    if sides.len() == 1 {
+        if let Some(WriteRoute::Adapter(mode)) = route {
+            return Err(bad(
+                "backends.mode",
+                format!(
+                    "{mode} routes between pgvector and OpenSearch, and this run has one store (backends.b is not set)"
+                ),
+            ));
+        }
+    }
     if let Some(index) = &raw.index {
         crate::config::validate_identifier("backends.index", index).map_err(|e| {
             bad(

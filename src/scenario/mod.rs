@@ -35,8 +35,10 @@ pub struct Scenario {
     pub phase: Option<String>,
     /// The file it was read from; relative paths inside it are resolved against its folder.
     pub file: Option<PathBuf>,
-    /// The backends on sides a and b.
-    pub sides: [BackendKind; 2],
+    /// The backends on sides a and b, or on side a alone: a single-store run
+    /// (`[backends]` names `a` and not `b`), which measures one store with nothing to
+    /// compare it against.
+    pub sides: Vec<BackendKind>,
     /// How writes are routed: directly or through the migration adapter (a staged
     /// scenario's first stage's mode).
     pub mode: WriteRoute,
@@ -227,6 +229,31 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
     let criteria = stages::criteria("gate", &base_gate, None)?;
     let stages = stages::validate(raw.stages, &plan, &base_gate)?;
     let mode = stages::route(&stages, &backends)?;
+    let validate = raw.validate.unwrap_or(false);
+    if validate && backends.sides.len() == 1 {
+        return Err(bad(
+            "validate",
+            "validate compares pgvector with OpenSearch record by record, and this run has one store (backends.b is not set)",
+        ));
+    }
+    if let Some(f) = faults
+        .iter()
+        .find(|f| !backends.sides.contains(&f.target.backend()))
+    {
+        return Err(bad(
+            "faults",
+            format!(
+                "a fault on {} in a run that does not use it ([backends] has {})",
+                f.target.as_str(),
+                backends
+                    .sides
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        ));
+    }
     Ok(Scenario {
         name,
         description: raw.description,
@@ -240,7 +267,7 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         workload: w.spec,
         k: w.k,
         plan,
-        validate: raw.validate.unwrap_or(false),
+        validate,
         settle,
         criteria,
         stages,

@@ -14,7 +14,9 @@
 //!   cargo bench --bench replay
 //! Env: SB_REPLAY_SEARCHES (6026), SB_REPLAY_LOG_RATE (172), SB_REPLAY_SPEED (1),
 //! SB_REPLAY_VECTORS (63666: the recorded set's size in the issue; 20000 = the real set
-//! alone). Prints the figures; nothing is asserted.
+//! alone), SB_REPLAY_B (`opensearch`; `none` replays against pgvector alone, a
+//! single-store run), SB_REPLAY_SETTLE (`refresh`; `force_merge` merges OpenSearch's
+//! index to one segment first). Prints the figures; nothing is asserted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -22,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use shadowbench::config::{OpenSearchConfig, PgConfig, parse_hosts};
 use shadowbench::dataset::Dataset;
+use shadowbench::error::ErrorClass;
 use shadowbench::ingest::{IngestOptions, ingest};
 use shadowbench::load::{self, FanOutWriter, LoadModel, LoadPlan, RateShape, Stop, Targets};
 use shadowbench::measure::{GroundTruth, OpKind, Side};
+use shadowbench::record::Record;
 use shadowbench::store::VectorStore;
 use shadowbench::store::opensearch::OpenSearchStore;
 use shadowbench::store::pgvector::PgVectorStore;
-use shadowbench::record::Record;
 use shadowbench::workload::{BadLinePolicy, RecordedLog, RecordedSpec};
 
 use rand::{Rng, SeedableRng};
@@ -43,7 +46,12 @@ fn expand(train: &[Record], n: usize) -> Vec<Record> {
             &train[rng.gen_range(0..train.len())],
         );
         let mut v: Vec<f32> = x.vector.iter().zip(&y.vector).map(|(a, b)| a + b).collect();
-        let norm = v.iter().map(|c| c * c).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+        let norm = v
+            .iter()
+            .map(|c| c * c)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::MIN_POSITIVE);
         v.iter_mut().for_each(|c| *c /= norm);
         let mut r = x.clone();
         r.id.entity_id = format!("blend-{}", out.len());
@@ -95,6 +103,16 @@ async fn main() {
     let speed: f64 = env("SB_REPLAY_SPEED", 1.0);
     let vectors: usize = env("SB_REPLAY_VECTORS", 63_666);
     let table = format!("bench_replay_{vectors}");
+    let with_b = match std::env::var("SB_REPLAY_B").as_deref() {
+        Err(_) | Ok("opensearch") => true,
+        Ok("none") => false,
+        Ok(other) => panic!("SB_REPLAY_B: {other:?} is not opensearch or none"),
+    };
+    let settle = match std::env::var("SB_REPLAY_SETTLE").as_deref() {
+        Err(_) | Ok("refresh") => shadowbench::scenario::Settle::Refresh,
+        Ok("force_merge") => shadowbench::scenario::Settle::ForceMerge,
+        Ok(other) => panic!("SB_REPLAY_SETTLE: {other:?} is not refresh or force_merge"),
+    };
     let dsn = std::env::var("ML_PGVECTOR_DSN").expect(
         "ML_PGVECTOR_DSN unset: scripts/backends.sh up && eval \"$(scripts/backends.sh env)\"",
     );
@@ -120,17 +138,14 @@ async fn main() {
     let os = OpenSearchStore::connect(os_cfg).await.expect("opensearch");
     os.bootstrap().await.unwrap();
     let (pg, os): (Arc<dyn VectorStore>, Arc<dyn VectorStore>) = (Arc::new(pg), Arc::new(os));
-    for s in [&pg, &os] {
+    let stores: Vec<&Arc<dyn VectorStore>> = if with_b { vec![&pg, &os] } else { vec![&pg] };
+    for s in stores.iter().copied() {
         s.refresh().await.unwrap();
         if s.count().await.unwrap() != train.len() as u64 {
             let t = Instant::now();
-            ingest(
-                &train,
-                std::slice::from_ref(s),
-                &IngestOptions::default(),
-            )
-            .await
-            .unwrap();
+            ingest(&train, std::slice::from_ref(s), &IngestOptions::default())
+                .await
+                .unwrap();
             s.refresh().await.unwrap();
             eprintln!(
                 "loaded {} into {} in {:.1} s",
@@ -142,14 +157,11 @@ async fn main() {
     }
 
     // As a run does: refreshed, merges finished, counts confirmed.
-    let settled = shadowbench::settle::before(
-        &[
-            ("pgvector".into(), pg.clone()),
-            ("opensearch".into(), os.clone()),
-        ],
-        shadowbench::scenario::Settle::Refresh,
-    )
-    .await;
+    let settle_stores: Vec<(String, Arc<dyn VectorStore>)> = stores
+        .iter()
+        .map(|s| (s.kind().to_string(), (*s).clone()))
+        .collect();
+    let settled = shadowbench::settle::before(&settle_stores, settle).await;
     for w in settled.warnings() {
         eprintln!("settle: {w}");
     }
@@ -185,8 +197,9 @@ async fn main() {
         &plan,
         Targets {
             a: pg.clone(),
-            b: Some(os.clone()),
-            writer: Arc::new(FanOutWriter::new(vec![pg.clone(), os.clone()])),
+            b: with_b.then(|| os.clone()),
+            // The log holds searches only.
+            writer: Arc::new(FanOutWriter::new(vec![pg.clone()])),
         },
         Box::new(workload),
         Some(truth),
@@ -198,10 +211,15 @@ async fn main() {
     let m = &out.measurements;
     let lag = m.lag.stats();
     println!(
-        "replay: {searches} searches over {} vectors × {}, log rate {log_rate}/s × speed {speed} = {:.0}/s",
+        "replay: {searches} searches over {} vectors × {}, log rate {log_rate}/s × speed {speed} = {:.0}/s, against {}",
         train.len(),
         ds.dimension,
-        log_rate * speed
+        log_rate * speed,
+        if with_b {
+            "pgvector and opensearch"
+        } else {
+            "pgvector alone"
+        }
     );
     println!(
         "scheduled {}, dropped {} ({:.3}%), delivered {:.3}%; scheduler lag p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
@@ -213,12 +231,14 @@ async fn main() {
         lag.p99_ms,
         lag.max_ms
     );
-    for (i, side, name) in [(0, Side::A, "pgvector"), (1, Side::B, "opensearch")] {
+    let sides = [(0, Side::A, "pgvector"), (1, Side::B, "opensearch")];
+    for (i, side, name) in sides.into_iter().take(stores.len()) {
         let o = &m.ops[&(side, OpKind::Search)];
         let l = o.latency.stats();
         let r = m.recall[i].overall.summary();
+        let dropped = o.errors.get(&ErrorClass::Dropped).copied().unwrap_or(0);
         println!(
-            "{name}: {} ok of {}, p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms; recall@k {} (n {})",
+            "{name}: {} ok of {} ({dropped} dropped: its in-flight limit of 64 full for max_lag), p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms; recall@k {} (n {})",
             o.successes,
             o.requests,
             l.p50_ms,

@@ -460,10 +460,16 @@ async fn a_kill_fault_takes_postgresql_down_and_the_run_restarts_it() {
     );
     assert_eq!(os.during.errors, 0, "OpenSearch keeps serving");
     // The fault is lifted by starting PostgreSQL again; reads succeed once it is up.
-    assert!(pg.recovery_ms.is_some(), "pgvector served again after the restart");
+    assert!(
+        pg.recovery_ms.is_some(),
+        "pgvector served again after the restart"
+    );
     let pool = sqlx::PgPool::connect(&std::env::var("ML_PGVECTOR_DSN").unwrap())
         .await
         .expect("PostgreSQL is running again after the run");
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
 }

@@ -11,7 +11,7 @@ pub use schema::IndexBuild;
 
 use async_trait::async_trait;
 use pgvector::Vector;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{AssertSqlSafe, Row};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -98,12 +98,55 @@ fn invalid_dsn() -> StoreError {
     ))
 }
 
+/// Certificates are verified unless the user says otherwise: a connection string (and
+/// environment) that names no `sslmode` gets `verify-full` for any host but loopback or a
+/// socket, where sqlx's `prefer` (TLS when offered, nothing checked) stays, for local
+/// development servers without TLS. An explicit `sslmode` is always taken as it is.
+fn verified_by_default(opts: PgConnectOptions, dsn: &str, env_mode: bool) -> PgConnectOptions {
+    let named = env_mode
+        || url::Url::parse(dsn).ok().is_some_and(|u| {
+            u.query_pairs()
+                .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        });
+    let host = opts.get_host();
+    let local = opts.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if named || local {
+        opts
+    } else {
+        opts.ssl_mode(PgSslMode::VerifyFull)
+    }
+}
+
+/// sqlx's TLS takes rustls's process-wide provider, which rustls cannot choose by itself
+/// when more than one is compiled in (any crate in the build enabling `ring` beside
+/// `aws-lc-rs`): it panics on the first TLS connection instead. Installs aws-lc-rs, the
+/// provider the rest of the build uses, unless some provider is installed already.
+fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: a provider is then in place.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
 impl PgVectorStore {
     /// Opens a pool; fails fast with `Unreachable`/`Auth` when the server is not usable.
     pub async fn connect(cfg: PgConfig) -> Result<Self, StoreError> {
         cfg.validate().map_err(StoreError::InvalidConfig)?;
+        install_tls_provider();
         let target = cfg.display_target();
         let opts = PgConnectOptions::from_str(cfg.dsn.expose()).map_err(|_| invalid_dsn())?;
+        let opts = verified_by_default(
+            opts,
+            cfg.dsn.expose(),
+            std::env::var_os("PGSSLMODE").is_some(),
+        );
         // One direct connection first: the pool retries until its acquire timeout and then
         // reports only "timed out", while a single attempt says refused / auth failed.
         {
@@ -584,6 +627,49 @@ impl VectorStore for PgVectorStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_remote_server_is_verified_unless_the_dsn_names_an_sslmode() {
+        use super::{PgConnectOptions, PgSslMode, verified_by_default};
+        use std::str::FromStr;
+        let mode = |dsn: &str, env: bool| {
+            let opts = PgConnectOptions::from_str(dsn).unwrap();
+            format!("{:?}", verified_by_default(opts, dsn, env).get_ssl_mode())
+        };
+        let full = format!("{:?}", PgSslMode::VerifyFull);
+        assert_eq!(mode("postgres://u:p@db.internal:5432/v", false), full);
+        assert_eq!(mode("postgres://u:p@10.1.2.3/v", false), full);
+        // Said by the user: taken as it is.
+        for (q, m) in [
+            ("sslmode=disable", PgSslMode::Disable),
+            ("sslmode=require", PgSslMode::Require),
+            ("ssl-mode=verify-ca", PgSslMode::VerifyCa),
+        ] {
+            assert_eq!(
+                mode(&format!("postgres://u:p@db.internal/v?{q}"), false),
+                format!("{m:?}"),
+                "{q}"
+            );
+        }
+        // Loopback and sockets keep sqlx's default (`prefer`, or PGSSLMODE), as does a
+        // PGSSLMODE in the environment.
+        let default = |dsn: &str| {
+            format!(
+                "{:?}",
+                PgConnectOptions::from_str(dsn).unwrap().get_ssl_mode()
+            )
+        };
+        for dsn in [
+            "postgres://u:p@127.0.0.1:55432/v",
+            "postgres://u:p@localhost/v",
+            "postgres://u:p@[::1]:5432/v",
+            "postgres://u:p@%2Fvar%2Frun%2Fpostgresql/v",
+        ] {
+            assert_eq!(mode(dsn, false), default(dsn), "{dsn}");
+        }
+        let remote = "postgres://u:p@db.internal/v";
+        assert_eq!(mode(remote, true), default(remote));
+    }
+
     use super::*;
 
     #[test]

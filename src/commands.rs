@@ -221,11 +221,10 @@ async fn run_cmd(backends: &Backends, args: crate::cli::RunArgs) -> Result<Exit,
         report::WriteOptions::default(),
     )?;
     if let Some(junit) = &args.junit {
-        std::fs::write(
+        write_file(
             junit,
             report::junit::render(&report.scenario.name, &verdict),
-        )
-        .map_err(|e| ConfigError::file(junit, e))?;
+        )?;
     }
     print!("{}", report::summary::render(&report));
     print_verdict(&verdict);

@@ -100,7 +100,9 @@ pub mod field {
     pub const HTTP_LOAD_HATCH_RATE: &str = "http_load.hatch_rate";
     pub const HTTP_LOAD_RUN_TIME: &str = "http_load.run_time";
     pub const HTTP_LOAD_TEST_PLAN: &str = "http_load.test_plan";
+    pub const HTTP_LOAD_ALLOW_REMOTE: &str = "http_load.allow_remote";
     pub const DRILL_TARGET: &str = "drill.target";
+    pub const DRILL_ALLOW_REMOTE: &str = "drill.allow_remote";
 }
 
 /// Default index / table name, as in the seed.

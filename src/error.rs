@@ -86,6 +86,16 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Conflict(String),
+    /// An existing table or index was made with other settings than the configured ones.
+    /// `field` and `remedy` name configuration fields, which the CLI shows as its flags.
+    #[error("{existing} has {found} but {field} is {configured}; {remedy}")]
+    Mismatch {
+        existing: String,
+        found: String,
+        field: String,
+        configured: String,
+        remedy: String,
+    },
 }
 
 impl StoreError {
@@ -97,9 +107,10 @@ impl StoreError {
             | StoreError::InvalidConfig(_) => ErrorClass::Rejected,
             StoreError::Unreachable { .. } => ErrorClass::Connection,
             StoreError::Timeout { .. } => ErrorClass::Timeout,
-            StoreError::Auth { .. } | StoreError::Backend { .. } | StoreError::Conflict(_) => {
-                ErrorClass::Backend
-            }
+            StoreError::Auth { .. }
+            | StoreError::Backend { .. }
+            | StoreError::Conflict(_)
+            | StoreError::Mismatch { .. } => ErrorClass::Backend,
             StoreError::BadResponse { .. } => ErrorClass::BadResponse,
         }
     }
@@ -196,7 +207,7 @@ impl ConfigError {
         match self {
             ConfigError::Invalid { field, message } => ConfigError::Invalid {
                 field: name(&field).unwrap_or(field),
-                message,
+                message: name_in(&message, &name),
             },
             ConfigError::Value {
                 field,
@@ -260,7 +271,8 @@ impl Error {
                 | StoreError::NonFinite { .. }
                 | StoreError::InvalidInput(_)
                 | StoreError::InvalidConfig(_)
-                | StoreError::Conflict(_),
+                | StoreError::Conflict(_)
+                | StoreError::Mismatch { .. },
             ) => Exit::Usage,
             Error::Store(_) | Error::Io { .. } | Error::Failed(_) => Exit::Failure,
         }
@@ -274,9 +286,38 @@ impl Error {
             Error::Store(StoreError::InvalidConfig(c)) => {
                 Error::Store(StoreError::InvalidConfig(c.rename_fields(name)))
             }
+            Error::Store(StoreError::Mismatch {
+                existing,
+                found,
+                field,
+                configured,
+                remedy,
+            }) => Error::Store(StoreError::Mismatch {
+                existing,
+                found,
+                field: name(&field).unwrap_or(field),
+                configured,
+                remedy: name_in(&remedy, &name),
+            }),
             other => other,
         }
     }
+}
+
+/// `text` with each configuration field in backticks replaced by `name`'s flag (other
+/// backticked words are kept as they are).
+fn name_in(text: &str, name: &impl Fn(&str) -> Option<String>) -> String {
+    let mut parts = text.split('`');
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for (i, part) in parts.enumerate() {
+        // Odd parts were inside backticks.
+        if i % 2 == 0 {
+            out.push_str(&name(part).unwrap_or_else(|| format!("`{part}`")));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// How a command ends, as a process exit code. Every code the binary returns is here.
@@ -314,3 +355,41 @@ impl From<Exit> for std::process::ExitCode {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(f: &str) -> Option<String> {
+        match f {
+            "dimension" => Some("--vector-dimension".into()),
+            "pg.table" => Some("--pg-table".into()),
+            "drill.allow_remote" => Some("--allow-remote".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_cli_names_its_flags_where_the_library_names_fields() {
+        let e = Error::from(StoreError::Mismatch {
+            existing: "pgvector table t".into(),
+            found: "column embedding vector(3)".into(),
+            field: "dimension".into(),
+            configured: "4".into(),
+            remedy: "drop the table or choose another `pg.table`".into(),
+        });
+        assert_eq!(
+            e.rename_fields(flags).to_string(),
+            "pgvector table t has column embedding vector(3) but --vector-dimension is 4; \
+             drop the table or choose another --pg-table"
+        );
+        let e = Error::from(ConfigError::invalid(
+            "drill.target",
+            "plain http; pass `drill.allow_remote` to send it anyway; see `status`",
+        ));
+        assert_eq!(
+            e.rename_fields(flags).to_string(),
+            "drill.target: plain http; pass --allow-remote to send it anyway; see `status`"
+        );
+    }
+}

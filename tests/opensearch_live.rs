@@ -59,11 +59,24 @@ async fn shared_layout_end_to_end() {
         .await
         .unwrap_err();
     println!("conflict: {conflict}");
-    assert!(matches!(conflict, StoreError::Conflict(_)));
+    assert!(matches!(conflict, StoreError::Mismatch { .. }));
     assert!(
         conflict
             .to_string()
-            .contains("has vector dimension 3 but --vector-dimension is 4")
+            .contains("has vector dimension 3 but dimension is 4"),
+        "{conflict}"
+    );
+    // The CLI names its flags instead of the configuration fields.
+    let shown = shadowbench::error::Error::from(conflict).rename_fields(|f| match f {
+        "dimension" => Some("--vector-dimension".into()),
+        "opensearch.index" => Some("--embeddings-index".into()),
+        _ => None,
+    });
+    assert!(
+        shown.to_string().ends_with(
+            "has vector dimension 3 but --vector-dimension is 4; delete it or choose another --embeddings-index"
+        ),
+        "{shown}"
     );
 
     // A batch with one bad vector writes nothing.

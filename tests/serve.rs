@@ -1048,7 +1048,7 @@ async fn writes_need_the_bearer_token_unless_open_writes_and_search_stays_open()
         .unwrap()
         .to_string();
     assert!(
-        msg.contains("SHADOWBENCH_ADMIN_TOKEN") && msg.contains("--open-writes"),
+        msg.contains("SHADOWBENCH_ADMIN_TOKEN") && msg.contains("serve.open_writes"),
         "{msg}"
     );
     let r = send_delete(&client, &base, None, &records[1]).await;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use shadowbench::adapter::MigrationMode;
 use shadowbench::gate::Outcome;
 use shadowbench::measure::{OpKind, Side};
 use shadowbench::report::{self, stages::StagesSummary};
@@ -152,11 +153,13 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     // The adapter counts the warmup too, so at least the measured reads of side b.
     assert!(ad.stats.reads_opensearch + ad.stats.reads_pgvector >= served_b);
     assert_eq!(ad.stats.fallbacks, 0);
+    let served = report::Warning::ServedSide {
+        mode: MigrationMode::ReadSplit { percent: 50.0 },
+    };
     assert!(
-        split
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("side b is what callers"))
+        split.warnings.contains(&served.to_string()),
+        "{:?}",
+        split.warnings
     );
     // The resource ratio still compares OpenSearch with pgvector.
     assert!(split.resources.ratio_b_over_a.index_bytes.is_some());
@@ -182,7 +185,14 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
     );
     assert!(sw.outbox_drained_ms.is_some() && sw.outbox_remaining == 0);
     assert!(back.consistency.is_none());
-    assert!(back.warnings.iter().any(|w| w.contains("not validated")));
+    let not_validated = report::Warning::StageNotValidated {
+        mode: MigrationMode::Pgvector,
+    };
+    assert!(
+        back.warnings.contains(&not_validated.to_string()),
+        "{:?}",
+        back.warnings
+    );
     // After the rollback, side b is what callers are served: pgvector, via the adapter.
     assert_eq!(back.methodology.sides[1].label, "served (pgvector)");
     let ad = back.adapter.as_ref().unwrap();

@@ -146,10 +146,14 @@ async fn an_overloaded_run_counts_its_drops_and_fails_the_gate() {
         "{}",
         r.methodology.offered_rate_per_s
     );
+    let not_delivered = report::Warning::LoadNotDelivered {
+        dropped: r.scheduler.dropped,
+        scheduled: r.methodology.samples.scheduled,
+    };
     assert!(
+        r.warnings.contains(&not_delivered.to_string()),
+        "{:?}",
         r.warnings
-            .iter()
-            .any(|w| w.starts_with("LOAD NOT DELIVERED"))
     );
     let criteria = Criteria {
         skip: vec![

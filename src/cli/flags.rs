@@ -45,7 +45,9 @@ const FLAGS: &[(&str, &str)] = &[
     (field::HTTP_LOAD_HATCH_RATE, "--hatch-rate"),
     (field::HTTP_LOAD_RUN_TIME, "--run-time"),
     (field::HTTP_LOAD_TEST_PLAN, "--test-plan"),
+    (field::HTTP_LOAD_ALLOW_REMOTE, "--allow-remote"),
     (field::DRILL_TARGET, "--target"),
+    (field::DRILL_ALLOW_REMOTE, "--allow-remote"),
 ];
 
 /// The flag that sets a configuration field; `None` for names that are not fields

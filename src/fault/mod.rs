@@ -185,10 +185,19 @@ pub(crate) struct RawFault {
     toxicity: Option<f64>,
 }
 
-type Invalid = (String, String);
+/// A `[[faults]]` entry that cannot be run: the scenario field and what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
 
 fn bad(field: String, message: impl Into<String>) -> Invalid {
-    (field, message.into())
+    Invalid {
+        field,
+        message: message.into(),
+    }
 }
 
 const KINDS: [&str; 9] = [
@@ -760,17 +769,18 @@ mod tests {
                 "faults[1].jitter_ms: must not exceed",
             ),
         ] {
-            let (field, message) = parse("faults[1]", raw(&format!("{base}{extra}"))).unwrap_err();
+            let Invalid { field, message } =
+                parse("faults[1]", raw(&format!("{base}{extra}"))).unwrap_err();
             let got = format!("{field}: {message}");
             assert!(got.contains(want), "{got}\nwanted: {want}");
         }
-        let (field, _) = parse(
+        let Invalid { field, .. } = parse(
             "faults[1]",
             raw("at_s = 1\ntarget = \"opensearch\"\nkind = \"down\""),
         )
         .unwrap_err();
         assert_eq!(field, "faults[1].duration_s");
-        let (field, _) = parse(
+        let Invalid { field, .. } = parse(
             "faults[1]",
             raw("at_s = 1\nduration_s = 0\ntarget = \"x\"\nkind = \"down\""),
         )
@@ -801,11 +811,16 @@ mod tests {
             )
             .is_ok()
         );
-        let (field, msg) =
-            check_schedule(&[down(25, 10, Target::Opensearch)], m, name).unwrap_err();
+        let Invalid {
+            field,
+            message: msg,
+        } = check_schedule(&[down(25, 10, Target::Opensearch)], m, name).unwrap_err();
         assert_eq!(field, "faults[1].duration_s");
         assert!(msg.contains("35.0 s"), "{msg}");
-        let (field, msg) = check_schedule(
+        let Invalid {
+            field,
+            message: msg,
+        } = check_schedule(
             &[
                 down(5, 5, Target::Opensearch),
                 down(9, 5, Target::Opensearch),

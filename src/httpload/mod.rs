@@ -203,8 +203,9 @@ impl HttpLoadOptions {
             return Err(ConfigError::invalid(
                 field::HTTP_LOAD_TARGET,
                 format!(
-                    "{} is not a loopback address; pass --allow-remote to load another host",
-                    self.target.host_str().unwrap_or("?")
+                    "{} is not a loopback address; pass `{}` to load another host",
+                    self.target.host_str().unwrap_or("?"),
+                    field::HTTP_LOAD_ALLOW_REMOTE
                 ),
             ));
         }
@@ -235,7 +236,10 @@ impl HttpLoadOptions {
                 if run_time.trim().is_empty() {
                     return Err(ConfigError::invalid(
                         field::HTTP_LOAD_RUN_TIME,
-                        "required (or --test-plan): http-load always stops by itself",
+                        format!(
+                            "required (or `{}`): http-load always stops by itself",
+                            field::HTTP_LOAD_TEST_PLAN
+                        ),
                     ));
                 }
             }
@@ -498,7 +502,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("http_load.target: ") && e.contains("--allow-remote"),
+            e.starts_with("http_load.target: ") && e.contains("`http_load.allow_remote`"),
             "{e}"
         );
         let mut remote = opts("http://staging.example:8080");

@@ -201,12 +201,7 @@ pub async fn run(
         workload.writes(),
     );
     let (spill, mut scoring) = scoring_spill(truth.is_some());
-    let slots = match &plan.model {
-        LoadModel::OpenLoop {
-            in_flight, max_lag, ..
-        } => Some(execute::SideSlots::new(*in_flight, *max_lag)),
-        LoadModel::ClosedLoop { .. } => None,
-    };
+    let slots = side_slots(plan);
     let started_at = Utc::now();
     let cpu_start = harness::CpuMark::now();
     let rss = harness::RssSampler::start();
@@ -262,6 +257,16 @@ pub async fn run(
         harness,
         measurements,
     })
+}
+
+/// Open loop: each side's in-flight limit (a closed loop is limited by its workers).
+fn side_slots(plan: &LoadPlan) -> Option<execute::SideSlots> {
+    match &plan.model {
+        LoadModel::OpenLoop {
+            in_flight, max_lag, ..
+        } => Some(execute::SideSlots::new(*in_flight, *max_lag)),
+        LoadModel::ClosedLoop { .. } => None,
+    }
 }
 
 /// The read sides' names in progress lines: the caller's, or the stores' kinds.

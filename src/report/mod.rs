@@ -425,7 +425,7 @@ impl Report {
         let cand = self.candidate_side();
         let inc = self.incumbent_side();
         let search = |side: Side| self.backend(side).and_then(|b| b.op(OpKind::Search));
-        let ratio_ok = self.resources.sides.len() == 2 && cand == Side::B;
+        let ratios = self.judged_ratios();
         let read_sides = [Side::A, Side::B];
         let ops: Vec<&OpReport> = self
             .backends
@@ -442,21 +442,9 @@ impl Report {
                 .filter(|o| o.latency.count > 0)
                 .map(|o| o.latency.p95_ms),
             opensearch_qps: search(cand).map(|o| o.achieved_qps),
-            memory_ratio: if ratio_ok {
-                self.resources.ratio_b_over_a.memory_bytes
-            } else {
-                None
-            },
-            resident_memory_ratio: if ratio_ok {
-                self.resources.ratio_b_over_a.resident_bytes
-            } else {
-                None
-            },
-            index_size_ratio: if ratio_ok {
-                self.resources.ratio_b_over_a.index_bytes
-            } else {
-                None
-            },
+            memory_ratio: ratios.memory_bytes,
+            resident_memory_ratio: ratios.resident_bytes,
+            index_size_ratio: ratios.index_bytes,
             opensearch_recall: self
                 .recall(cand)
                 .and_then(|r| r.overall.as_ref())
@@ -500,6 +488,16 @@ impl Report {
             fallback_samples: fallback.map(|(_, n)| n),
             harness_saturated: self.harness.as_ref().map(|h| h.saturated),
             single_store: single,
+        }
+    }
+
+    /// Side b's resources over side a's, when they are the candidate's over the
+    /// incumbent's: two stores, with the candidate on side b.
+    fn judged_ratios(&self) -> ResourceRatios {
+        if self.resources.sides.len() == 2 && self.candidate_side() == Side::B {
+            self.resources.ratio_b_over_a.clone()
+        } else {
+            ResourceRatios::default()
         }
     }
 

@@ -43,10 +43,13 @@ impl FieldError {
     }
 }
 
-/// `crate::fault` reports its fields as `(field, message)` pairs.
-impl From<(String, String)> for FieldError {
-    fn from((field, message): (String, String)) -> Self {
-        FieldError { field, message }
+/// `crate::fault` names its own fields (`faults[2].at_s`).
+impl From<crate::fault::Invalid> for FieldError {
+    fn from(e: crate::fault::Invalid) -> Self {
+        FieldError {
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 

@@ -198,62 +198,28 @@ impl Scenario {
 /// Validates the sections in the order a reader meets them, so the first error reported
 /// is the first in the file's layout.
 fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenario, FieldError> {
-    let settle = match one_of("settle", raw.settle.as_deref(), &["refresh", "force_merge"])? {
-        Some("force_merge") => Settle::ForceMerge,
-        _ => Settle::Refresh,
-    };
-    let name = match raw.name {
-        Some(n) if n.trim().is_empty() => return Err(bad("name", "must not be empty")),
-        Some(n) => n,
-        None => file
-            .and_then(Path::file_stem)
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "scenario".to_string()),
-    };
+    let settle = settle(raw.settle.as_deref())?;
+    let name = name(raw.name, file)?;
     let seed = raw.seed.unwrap_or(DEFAULT_SEED);
     let backends = backends::validate(raw.backends)?;
     let (dataset, ingest) = dataset::validate(raw.dataset, seed, base)?;
-    if dataset.is_none() && backends.sides.contains(&BackendKind::Exact) {
-        return Err(bad("dataset", "an exact side needs a dataset to hold"));
-    }
     let w = workload::validate(raw.workload, dataset.is_some(), seed, base)?;
     let plan = load::plan(raw.load, seed, w.log_timing, w.speed)?;
     let faults = stages::faults("faults", raw.faults, &plan)?;
-    if !faults.is_empty() && !raw.stages.is_empty() {
-        return Err(bad(
-            "faults",
-            "a staged scenario schedules faults per stage ([[stages.faults]] after its [[stages]])",
-        ));
-    }
     let base_gate = raw.gate.unwrap_or_default();
     let criteria = stages::criteria("gate", &base_gate, None)?;
+    let staged = !raw.stages.is_empty();
     let stages = stages::validate(raw.stages, &plan, &base_gate)?;
     let mode = stages::route(&stages, &backends)?;
     let validate = raw.validate.unwrap_or(false);
-    if validate && backends.sides.len() == 1 {
-        return Err(bad(
-            "validate",
-            "validate compares pgvector with OpenSearch record by record, and this run has one store (backends.b is not set)",
-        ));
+    Together {
+        backends: &backends,
+        has_dataset: dataset.is_some(),
+        faults: &faults,
+        staged,
+        validate,
     }
-    if let Some(f) = faults
-        .iter()
-        .find(|f| !backends.sides.contains(&f.target.backend()))
-    {
-        return Err(bad(
-            "faults",
-            format!(
-                "a fault on {} in a run that does not use it ([backends] has {})",
-                f.target.as_str(),
-                backends
-                    .sides
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            ),
-        ));
-    }
+    .check()?;
     Ok(Scenario {
         name,
         description: raw.description,
@@ -273,6 +239,72 @@ fn validate(raw: RawScenario, file: Option<&Path>, base: &Path) -> Result<Scenar
         stages,
         faults,
     })
+}
+
+/// `settle`: how hard the stores are settled before measuring.
+fn settle(raw: Option<&str>) -> Result<Settle, FieldError> {
+    Ok(match one_of("settle", raw, &["refresh", "force_merge"])? {
+        Some("force_merge") => Settle::ForceMerge,
+        _ => Settle::Refresh,
+    })
+}
+
+/// `name`, or the file's stem.
+fn name(raw: Option<String>, file: Option<&Path>) -> Result<String, FieldError> {
+    match raw {
+        Some(n) if n.trim().is_empty() => Err(bad("name", "must not be empty")),
+        Some(n) => Ok(n),
+        None => Ok(file
+            .and_then(Path::file_stem)
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scenario".to_string())),
+    }
+}
+
+/// What the sections, each valid alone, must agree on.
+struct Together<'a> {
+    backends: &'a backends::Backends,
+    has_dataset: bool,
+    faults: &'a [crate::fault::Fault],
+    staged: bool,
+    validate: bool,
+}
+
+impl Together<'_> {
+    fn check(&self) -> Result<(), FieldError> {
+        let sides = &self.backends.sides;
+        if !self.has_dataset && sides.contains(&BackendKind::Exact) {
+            return Err(bad("dataset", "an exact side needs a dataset to hold"));
+        }
+        if !self.faults.is_empty() && self.staged {
+            return Err(bad(
+                "faults",
+                "a staged scenario schedules faults per stage ([[stages.faults]] after its [[stages]])",
+            ));
+        }
+        if self.validate && sides.len() == 1 {
+            return Err(bad(
+                "validate",
+                "validate compares pgvector with OpenSearch record by record, and this run has one store (backends.b is not set)",
+            ));
+        }
+        if let Some(f) = self
+            .faults
+            .iter()
+            .find(|f| !sides.contains(&f.target.backend()))
+        {
+            let used: Vec<String> = sides.iter().map(ToString::to_string).collect();
+            return Err(bad(
+                "faults",
+                format!(
+                    "a fault on {} in a run that does not use it ([backends] has {})",
+                    f.target.as_str(),
+                    used.join(" and ")
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

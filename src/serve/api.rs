@@ -143,7 +143,8 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             let status = r.status();
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "request body is larger than the service's --max-body-bytes".to_string()
+                "request body is larger than the service's body limit (serve.max_body_bytes)"
+                    .to_string()
             } else {
                 r.body_text()
             };
@@ -307,7 +308,7 @@ impl Limits {
             Some(set) if !set.contains(tenant) => Err(ApiError::invalid(
                 field,
                 format!(
-                    "unknown tenant {tenant:?}: this service only accepts the tenants given to --tenants"
+                    "unknown tenant {tenant:?}: this service only accepts the tenants it was started with (serve.tenants)"
                 ),
             )),
             _ => Ok(()),
@@ -325,7 +326,7 @@ impl Limits {
             (None, Some(_)) => {
                 return Err(ApiError::invalid(
                     "tenant_id",
-                    "required: this service pins tenants (--tenants)",
+                    "required: this service pins tenants (serve.tenants)",
                 ));
             }
             (None, None) => {}

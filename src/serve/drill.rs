@@ -91,8 +91,9 @@ pub fn check_target(field: &str, base_url: &str, allow_remote: bool) -> Result<(
             field,
             format!(
                 "{} is not a loopback address and the drill would send the admin token over \
-                 plain http; use https, or pass --allow-remote to send it anyway",
-                url.host_str().unwrap_or("?")
+                 plain http; use https, or pass `{}` to send it anyway",
+                url.host_str().unwrap_or("?"),
+                crate::config::field::DRILL_ALLOW_REMOTE
             ),
         )),
         other => Err(ConfigError::invalid(
@@ -231,7 +232,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("drill.target: ") && e.contains("--allow-remote"),
+            e.starts_with("drill.target: ") && e.contains("`drill.allow_remote`"),
             "{e}"
         );
         assert!(check_target(T, "http://10.0.0.7:8080", true).is_ok());

@@ -369,7 +369,7 @@ impl Metrics {
             out,
             "shadowbench_http_guarded_total",
             "counter",
-            "API requests the service stopped itself: overloaded (shed with 503 over --max-concurrency), timeout (504 after --request-timeout-ms), internal.",
+            "API requests the service stopped itself: overloaded (shed with 503 over serve.max_concurrency), timeout (504 after serve.request_timeout), internal.",
         );
         for (reason, n) in Guard::ALL.iter().zip(&self.guarded) {
             let l = labels(&[("reason", reason.as_str())]);
@@ -528,7 +528,7 @@ fn render_adapter_counters(out: &mut String, live: &Live) {
         ),
         (
             "shadowbench_record_written_total",
-            "Operations written to the --record capture file.",
+            "Operations written to the capture file (serve.record).",
             live.record_written,
         ),
         (

@@ -114,7 +114,7 @@ fn overload_error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "overloaded: {max_concurrency} requests are already in progress \
-                 (--max-concurrency); retry later"
+                 (serve.max_concurrency); retry later"
             ),
         )
         .into_response();
@@ -126,7 +126,7 @@ fn overload_error(
         ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
-                "the request took longer than {timeout_ms} ms (--request-timeout-ms) and was \
+                "the request took longer than {timeout_ms} ms (serve.request_timeout) and was \
                  abandoned; a write may still have been applied (retrying it is safe)"
             ),
         )
@@ -267,19 +267,36 @@ async fn upsert(State(st): Shared, body: Result<RawBody, ApiError>) -> Response 
     if let Some(c) = &st.capture {
         c.upserts(&records);
     }
-    let started = Instant::now();
-    let res = st.adapter.upsert_batch(&records).await;
-    st.metrics.observe(
+    let res = observed(
+        &st,
         target,
         OpKind::Upsert,
-        Role::Served,
-        started.elapsed(),
-        res.as_ref().err().map(|e| e.class()),
-    );
+        st.adapter.upsert_batch(&records),
+    )
+    .await;
     match res {
         Ok(()) => Json(json!({ "upserted": records.len() })).into_response(),
         Err(e) => ApiError::from_store(&e, "vector").into_response(),
     }
+}
+
+/// Runs a served write, its latency and outcome observed in the metrics.
+async fn observed<T>(
+    st: &AppState,
+    target: Target,
+    op: OpKind,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let res = call.await;
+    st.metrics.observe(
+        target,
+        op,
+        Role::Served,
+        started.elapsed(),
+        res.as_ref().err().map(|e| e.class()),
+    );
+    res
 }
 
 async fn remove(
@@ -299,15 +316,7 @@ async fn remove(
     if let Some(c) = &st.capture {
         c.delete(&id);
     }
-    let started = Instant::now();
-    let res = st.adapter.delete(&id).await;
-    st.metrics.observe(
-        target,
-        OpKind::Delete,
-        Role::Served,
-        started.elapsed(),
-        res.as_ref().err().map(|e| e.class()),
-    );
+    let res = observed(&st, target, OpKind::Delete, st.adapter.delete(&id)).await;
     match res {
         Ok(existed) => Json(json!({ "deleted": existed })).into_response(),
         Err(e) => ApiError::from_store(&e, "path").into_response(),
@@ -359,7 +368,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// How to turn the guard on, for the 403 messages.
 const ENABLE_TOKEN: &str = "start `shadowbench serve` with SHADOWBENCH_ADMIN_TOKEN set in its \
-     environment (or --admin-token-file), then send `Authorization: Bearer <token>`";
+     environment (or an admin token file), then send `Authorization: Bearer <token>`";
 
 /// Checks the bearer token; `admin` is the mode switch, which `--open-writes` never opens.
 fn authorize(st: &AppState, headers: &HeaderMap, admin: bool) -> Result<(), ApiError> {
@@ -368,7 +377,7 @@ fn authorize(st: &AppState, headers: &HeaderMap, admin: bool) -> Result<(), ApiE
             format!("mode switching is disabled: {ENABLE_TOKEN}")
         } else {
             format!(
-                "writes are disabled: {ENABLE_TOKEN}; or start it with --open-writes to \
+                "writes are disabled: {ENABLE_TOKEN}; or start it with open writes (serve.open_writes) to \
                  accept unauthenticated upserts and deletes"
             )
         };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::stats::value_as_u64;
 use super::transport::to_vec;
 use super::{BACKEND, OpenSearchStore};
-use crate::config::{OpenSearchConfig, TenantLayout};
+use crate::config::{OpenSearchConfig, TenantLayout, field};
 use crate::error::StoreError;
 use crate::store::{BootstrapOutcome, IndexParams, VectorStore};
 
@@ -508,7 +508,14 @@ fn check_existing(
     mappings: &Value,
     settings: &Value,
 ) -> Result<(), StoreError> {
-    let remedy = "delete it or choose another --embeddings-index";
+    let remedy = "delete it or choose another index name";
+    let mismatch = |found: String, field: &str, configured: String| StoreError::Mismatch {
+        existing: label.to_string(),
+        found,
+        field: field.to_string(),
+        configured,
+        remedy: format!("delete it or choose another `{}`", field::OPENSEARCH_INDEX),
+    };
     let Some(knn) = KnnMapping::from_mappings(mappings) else {
         return Err(StoreError::Conflict(format!(
             "{label} exists but has no `vector` field; {remedy}"
@@ -521,27 +528,36 @@ fn check_existing(
         )));
     }
     if knn.dimension != Some(cfg.dimension as u64) {
-        return Err(StoreError::Conflict(format!(
-            "{label} has vector dimension {} but --vector-dimension is {}; {remedy}",
-            knn.dimension
-                .map_or_else(|| "unknown".to_string(), |d| d.to_string()),
-            cfg.dimension
-        )));
+        return Err(mismatch(
+            format!(
+                "vector dimension {}",
+                knn.dimension
+                    .map_or_else(|| "unknown".to_string(), |d| d.to_string())
+            ),
+            field::DIMENSION,
+            cfg.dimension.to_string(),
+        ));
     }
     if knn.engine.as_deref() != Some(cfg.engine.as_str()) {
-        return Err(StoreError::Conflict(format!(
-            "{label} uses k-NN engine {} but --engine is {}; {remedy}",
-            knn.engine.as_deref().unwrap_or("(default)"),
-            cfg.engine
-        )));
+        return Err(mismatch(
+            format!(
+                "k-NN engine {}",
+                knn.engine.as_deref().unwrap_or("(default)")
+            ),
+            field::OPENSEARCH_ENGINE,
+            cfg.engine.to_string(),
+        ));
     }
     let space = cfg.metric.opensearch_space();
     if knn.space_type.as_deref() != Some(space) {
-        return Err(StoreError::Conflict(format!(
-            "{label} uses space_type {} but --metric is {} ({space}); {remedy}",
-            knn.space_type.as_deref().unwrap_or("(default)"),
-            cfg.metric
-        )));
+        return Err(mismatch(
+            format!(
+                "space_type {}",
+                knn.space_type.as_deref().unwrap_or("(default)")
+            ),
+            field::SPACE_TYPE,
+            format!("{} ({space})", cfg.metric),
+        ));
     }
     // `index.knn` comes back as the string "true" from GET, as a bool from templates.
     let knn_on = settings
@@ -713,8 +729,8 @@ mod tests {
             check_existing(&c, "index ml_embeddings", &mappings(&other), &settings).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "index ml_embeddings has vector dimension 384 but --vector-dimension is 3; \
-             delete it or choose another --embeddings-index"
+            "index ml_embeddings has vector dimension 384 but dimension is 3; \
+             delete it or choose another `opensearch.index`"
         );
         let mut other = c.clone();
         other.metric = Metric::InnerProduct;

@@ -135,6 +135,38 @@ fn install_tls_provider() {
     }
 }
 
+/// The pool, with the session settings every pooled connection gets identically.
+fn pool_options(cfg: &PgConfig) -> PgPoolOptions {
+    let ef_search = cfg.ef_search.to_string();
+    let probes = cfg.probes.to_string();
+    let timeout_ms = cfg.statement_timeout.as_millis().to_string();
+    PgPoolOptions::new()
+        .max_connections(cfg.pool_size)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let (ef, pr, to) = (ef_search.clone(), probes.clone(), timeout_ms.clone());
+            Box::pin(async move {
+                // iterative_scan (pgvector ≥ 0.8) keeps filtered HNSW searches from
+                // returning fewer than k rows; ignored quietly on older versions.
+                sqlx::query(
+                    "SELECT set_config('hnsw.ef_search', $1, false), \
+                            set_config('ivfflat.probes', $2, false), \
+                            set_config('statement_timeout', $3, false)",
+                )
+                .bind(ef)
+                .bind(pr)
+                .bind(to)
+                .execute(&mut *conn)
+                .await?;
+                let _ =
+                    sqlx::query("SELECT set_config('hnsw.iterative_scan', 'strict_order', false)")
+                        .execute(&mut *conn)
+                        .await;
+                Ok(())
+            })
+        })
+}
+
 impl PgVectorStore {
     /// Opens a pool; fails fast with `Unreachable`/`Auth` when the server is not usable.
     pub async fn connect(cfg: PgConfig) -> Result<Self, StoreError> {
@@ -166,36 +198,7 @@ impl PgVectorStore {
             Endpoint::new(opts.get_host(), opts.get_port(), opts.get_socket()),
             target.clone(),
         );
-        let ef_search = cfg.ef_search.to_string();
-        let probes = cfg.probes.to_string();
-        let timeout_ms = cfg.statement_timeout.as_millis().to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_size)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                let (ef, pr, to) = (ef_search.clone(), probes.clone(), timeout_ms.clone());
-                Box::pin(async move {
-                    // Session-level settings applied to every pooled connection identically.
-                    // iterative_scan (pgvector ≥ 0.8) keeps filtered HNSW searches from
-                    // returning fewer than k rows; ignored quietly on older versions.
-                    sqlx::query(
-                        "SELECT set_config('hnsw.ef_search', $1, false), \
-                                set_config('ivfflat.probes', $2, false), \
-                                set_config('statement_timeout', $3, false)",
-                    )
-                    .bind(ef)
-                    .bind(pr)
-                    .bind(to)
-                    .execute(&mut *conn)
-                    .await?;
-                    let _ = sqlx::query(
-                        "SELECT set_config('hnsw.iterative_scan', 'strict_order', false)",
-                    )
-                    .execute(&mut *conn)
-                    .await;
-                    Ok(())
-                })
-            })
+        let pool = pool_options(&cfg)
             .connect_with(opts)
             .await
             .map_err(|e| map_err(&target, e))?;

@@ -223,10 +223,16 @@ impl PgVectorStore {
         match existing {
             Some(found) if found == want => out.unchanged.push(format!("table {t} ({want})")),
             Some(found) => {
-                return Err(StoreError::Conflict(format!(
-                    "pgvector table {t} has column embedding {found} but --vector-dimension is {dim}; \
-                     drop the table or choose another table name"
-                )));
+                return Err(StoreError::Mismatch {
+                    existing: format!("pgvector table {t}"),
+                    found: format!("column embedding {found}"),
+                    field: crate::config::field::DIMENSION.to_string(),
+                    configured: dim.to_string(),
+                    remedy: format!(
+                        "drop the table or choose another `{}`",
+                        crate::config::field::PG_TABLE
+                    ),
+                });
             }
             None => {
                 // COLLATE "C" makes the primary key's order bytewise, the same order

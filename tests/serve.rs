@@ -1239,7 +1239,7 @@ async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504
     assert!(
         err["error"]
             .as_str()
-            .is_some_and(|e| e.contains("--max-concurrency")),
+            .is_some_and(|e| e.contains("serve.max_concurrency")),
         "{err}"
     );
     // Health, metrics and the mode switch are outside the limit: a swamped service can
@@ -1305,7 +1305,7 @@ async fn overload_is_shed_at_once_with_503_and_a_slow_request_times_out_with_504
     assert!(
         err["error"]
             .as_str()
-            .is_some_and(|e| e.contains("--request-timeout-ms")),
+            .is_some_and(|e| e.contains("serve.request_timeout")),
         "{err}"
     );
     let text = metrics_text(&base).await;

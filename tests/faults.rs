@@ -361,24 +361,24 @@ fn signalled_pids(f: &FaultWindowReport) -> Vec<u32> {
         .collect()
 }
 
+/// Runs the small scenario with one `kind` fault on `target`, 3 s into the window for
+/// `secs` s, and gives its window, armed and lifted without error.
+async fn one_process_fault(target: &str, kind: &str, secs: u64) -> FaultWindowReport {
+    let name = common::unique_name(&format!("fault_{kind}"));
+    let fault = format!(
+        "[[faults]]\nat_s = 3\nduration_s = {secs}\ntarget = \"{target}\"\nkind = \"{kind}\""
+    );
+    let r = run_with(&name, &fault).await;
+    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
+    let f = r.faults[0].clone();
+    assert!(f.error.is_none(), "{:?}", f.error);
+    f
+}
+
 #[tokio::test]
 async fn a_freeze_fault_stalls_opensearch_during_the_window_only_and_thaws_it() {
     let _serial = SERIAL.lock().await;
-    let name = common::unique_name("fault_freeze");
-    let r = run_with(
-        &name,
-        r#"
-        [[faults]]
-        at_s = 3
-        duration_s = 3
-        target = "opensearch"
-        kind = "freeze"
-        "#,
-    )
-    .await;
-    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
-    let f = &r.faults[0];
-    assert!(f.error.is_none(), "{:?}", f.error);
+    let f = &one_process_fault("opensearch", "freeze", 3).await;
     assert!(f.via.starts_with("SIGSTOP to opensearch pid "), "{}", f.via);
     let os = side(f, true);
     let pg = side(f, false);
@@ -420,21 +420,7 @@ async fn a_freeze_fault_stalls_opensearch_during_the_window_only_and_thaws_it() 
 #[tokio::test]
 async fn a_kill_fault_takes_postgresql_down_and_the_run_restarts_it() {
     let _serial = SERIAL.lock().await;
-    let name = common::unique_name("fault_kill");
-    let r = run_with(
-        &name,
-        r#"
-        [[faults]]
-        at_s = 3
-        duration_s = 2
-        target = "pgvector"
-        kind = "kill"
-        "#,
-    )
-    .await;
-    assert_eq!(r.faults.len(), 1, "{:?}", r.warnings);
-    let f = &r.faults[0];
-    assert!(f.error.is_none(), "{:?}", f.error);
+    let f = &one_process_fault("pgvector", "kill", 2).await;
     assert!(f.via.starts_with("SIGKILL to pgvector pid "), "{}", f.via);
     let pg = side(f, true);
     let os = side(f, false);

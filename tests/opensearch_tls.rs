@@ -8,34 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::tls::certificates;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-
-/// Terminates TLS on a loopback port and relays each connection to `upstream`.
-async fn tls_terminator(acceptor: TlsAcceptor, upstream: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A refused handshake (the client rejecting the certificate) ends here.
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let Ok(mut up) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
-        }
-    });
-    addr
-}
+use common::tls::{Preamble, ca_file, certificates, tls_endpoint};
 
 fn upstream() -> SocketAddr {
     let hosts = common::os_hosts();
@@ -69,11 +42,9 @@ async fn status(addr: SocketAddr, args: &[&str]) -> (Option<i32>, String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_certificate_is_refused_unless_its_ca_is_given_or_checks_are_off() {
     let (ca_pem, acceptor) = certificates();
-    let addr = tls_terminator(acceptor, upstream()).await;
+    let addr = tls_endpoint(acceptor, upstream(), Preamble::None).await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
-    let ca = ca.to_str().unwrap();
+    let ca = &ca_file(dir.path(), &ca_pem);
 
     // Verified against the system's roots only: refused.
     let (code, stdout, stderr) = status(addr, &[]).await;

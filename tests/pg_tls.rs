@@ -12,46 +12,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::tls::certificates;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-
-/// The SSLRequest message: length 8, then the code 80877103.
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-
-/// A TLS-only PostgreSQL endpoint on a loopback port, in front of `upstream`.
-async fn pg_tls_endpoint(acceptor: TlsAcceptor, upstream: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let mut first = [0u8; 8];
-                if socket.read_exact(&mut first).await.is_err() || first != SSL_REQUEST {
-                    // A client that does not ask for TLS: closed, as `hostssl` only does.
-                    return;
-                }
-                if socket.write_all(b"S").await.is_err() {
-                    return;
-                }
-                // A refused handshake (the client rejecting the certificate) ends here.
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let Ok(mut up) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-            });
-        }
-    });
-    addr
-}
+use common::tls::{Preamble, ca_file, certificates, tls_endpoint};
 
 /// The real server's address and the DSN through the endpoint at `addr` with `query`.
 fn dsns(addr: SocketAddr, query: &str) -> (SocketAddr, String) {
@@ -103,11 +64,9 @@ fn no_password(dsn: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dsn_sslmode_and_root_certificate_decide_whether_a_server_is_trusted() {
     let (ca_pem, acceptor) = certificates();
-    let addr = pg_tls_endpoint(acceptor, upstream()).await;
+    let addr = tls_endpoint(acceptor, upstream(), Preamble::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &ca_pem).unwrap();
-    let ca = ca.to_str().unwrap();
+    let ca = &ca_file(dir.path(), &ca_pem);
 
     // verify-full with the CA that signed the certificate (for 127.0.0.1): connected.
     let (_, dsn) = dsns(addr, &format!("sslmode=verify-full&sslrootcert={ca}"));

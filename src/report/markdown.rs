@@ -286,7 +286,7 @@ fn adapter_recovery(ad: &AdapterRecovery) -> String {
         (false, _) => "the breaker stayed closed".to_string(),
         (true, Some(t)) => {
             format!(
-                "the breaker opened and was closed for good {} after the end",
+                "the breaker opened and was closed for good {} ms after the end",
                 ms(t)
             )
         }
@@ -298,7 +298,7 @@ fn adapter_recovery(ad: &AdapterRecovery) -> String {
         (None, _) => "outbox depth not readable".to_string(),
         (Some(0), _) => "the outbox stayed empty".to_string(),
         (Some(d), Some(t)) => format!(
-            "the outbox peaked at {d} and was empty {} after the end",
+            "the outbox peaked at {d} and was empty {} ms after the end",
             ms(t)
         ),
         (Some(d), None) => format!(
@@ -306,7 +306,7 @@ fn adapter_recovery(ad: &AdapterRecovery) -> String {
         ),
     };
     format!(
-        "adapter (polled every {}): {breaker}; {outbox}",
+        "adapter (polled every {} ms): {breaker}; {outbox}",
         ms(ad.polled_every_ms)
     )
 }

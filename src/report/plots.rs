@@ -396,21 +396,12 @@ fn latency_panel(
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..x_max, 0f64..lat_max)
         .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since start")
-        .y_desc("latency (ms)")
-        .y_label_formatter(&|y| format_ms(*y))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(font(15))
-        .axis_desc_style(font(16))
-        .bold_line_style(RGBColor(215, 215, 215))
-        .light_line_style(RGBColor(242, 242, 242))
-        .max_light_lines(2)
-        .draw()
-        .map_err(e)?;
-    shade_warmup(&mut chart, warmup_end, lat_max)?;
-    shade_faults(&mut chart, report, lat_max)?;
+    time_axes(
+        &mut chart,
+        "latency (ms)",
+        &|y| format_ms(*y),
+        (report, warmup_end, lat_max),
+    )?;
     for &side in sides {
         let c = colour(side);
         let name = side_label(report, side);
@@ -468,21 +459,12 @@ fn throughput_panel(
         .y_label_area_size(80)
         .build_cartesian_2d(0f64..x_max, 0f64..qps_max)
         .map_err(e)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since start")
-        .y_desc("operations / s")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .label_style(font(15))
-        .axis_desc_style(font(16))
-        .bold_line_style(RGBColor(215, 215, 215))
-        .light_line_style(RGBColor(242, 242, 242))
-        .max_light_lines(2)
-        .draw()
-        .map_err(e)?;
-    shade_warmup(&mut chart, warmup_end, qps_max)?;
-    shade_faults(&mut chart, report, qps_max)?;
+    time_axes(
+        &mut chart,
+        "operations / s",
+        &|y| format!("{y:.0}"),
+        (report, warmup_end, qps_max),
+    )?;
     for &side in sides {
         let c = colour(side);
         let pts: Vec<(f64, f64)> = t
@@ -533,6 +515,31 @@ type Chart<'a, 'b> = ChartContext<
     BitMapBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
+
+/// The timeline's axes over seconds since start, with the warmup and the fault windows
+/// shaded up to `y_max`.
+fn time_axes<'a>(
+    chart: &mut Chart<'a, 'a>,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+    (report, warmup_end, y_max): (&Report, Option<f64>, f64),
+) -> DrawResult {
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(y_label)
+        .label_style(font(15))
+        .axis_desc_style(font(16))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(242, 242, 242))
+        .max_light_lines(2)
+        .draw()
+        .map_err(e)?;
+    shade_warmup(chart, warmup_end, y_max)?;
+    shade_faults(chart, report, y_max)
+}
 
 fn shade_warmup<'a>(chart: &mut Chart<'a, 'a>, warmup_end: Option<f64>, y_max: f64) -> DrawResult {
     if let Some(end) = warmup_end {

@@ -235,7 +235,7 @@ struct Rule<'a> {
 }
 
 /// The criteria that compare two stores: none of them applies to a single-store run.
-const COMPARING: [&str; 5] = [
+pub const COMPARING: [&str; 5] = [
     "memory_ratio_max",
     "index_size_ratio_max",
     "recall_no_degradation",

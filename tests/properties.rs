@@ -470,8 +470,7 @@ proptest! {
     fn a_single_store_run_never_judges_a_comparison(base in any_measured()) {
         let m = Measured { single_store: true, ..base };
         let v = evaluate(&m, &Criteria::default());
-        for name in ["memory_ratio_max", "index_size_ratio_max", "recall_no_degradation",
-                     "overlap_min", "consistency_min_pct"] {
+        for name in shadowbench::gate::COMPARING {
             prop_assert_eq!(status_of(&m, &Criteria::default(), name), Status::Skipped);
         }
         prop_assert!(v.criteria.iter().any(|r| r.status != Status::Skipped));

@@ -191,10 +191,7 @@ pub(crate) async fn execute(ctx: &Ctx, seq: u64, op: Operation, intended: Instan
                     (a, Some(b))
                 }
             };
-            let (sb, hb) = match b {
-                Some((s, h)) => (Some(s), h),
-                None => (None, None),
-            };
+            let (sb, hb) = b.map_or((None, None), |(s, h)| (Some(s), h));
             let mut q = pair(&request, ha.as_deref(), hb.as_deref());
             if sb.is_none() {
                 q.paired = None;

@@ -9,6 +9,7 @@
 //!
 //! Every error is a [`ConfigError`] naming the file it is about.
 
+mod footer;
 mod parquet;
 mod synthetic;
 mod vecs;

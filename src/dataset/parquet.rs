@@ -281,7 +281,10 @@ fn read_meta(path: &Path) -> Result<HashMap<i64, Meta>, ConfigError> {
 /// Reads the `wanted` columns that the file has (others are skipped without decoding).
 fn read_frame(path: &Path, wanted: &[&str]) -> Result<DataFrame, ConfigError> {
     let err = |e: PolarsError| ConfigError::file(path, format!("cannot read parquet: {e}"));
-    let file = File::open(path).map_err(|e| ConfigError::file(path, e))?;
+    let mut file = File::open(path).map_err(|e| ConfigError::file(path, e))?;
+    // polars pre-sizes its buffers from the footer's list lengths: check them first.
+    super::footer::check(&mut file)
+        .map_err(|e| ConfigError::file(path, format!("cannot read parquet: {e}")))?;
     // A corrupt file can trip an assertion inside the decoder: report it as this file's
     // error instead of taking the process down.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -590,6 +593,25 @@ mod tests {
                 assert!(e.to_string().contains("test.parquet"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn a_footer_claiming_a_huge_list_is_refused_before_polars_allocates() {
+        // Found by the `parquet` fuzz target: polars-parquet pre-sized a list from this
+        // meta.parquet's footer and asked for 79 GB, which aborts the process.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let found = root.join("fuzz/regressions/parquet/polars-footer-list-length-79GB-alloc");
+        let input = std::fs::read(found).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = root.join("datasets/debian-minilm-5k");
+        std::fs::copy(shipped.join(TRAIN), dir.path().join(TRAIN)).unwrap();
+        // The fuzz input's first byte picks the file (4: meta.parquet); the rest is it.
+        std::fs::write(dir.path().join(META), &input[1..]).unwrap();
+        let err = Dataset::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("meta.parquet") && err.contains("corrupt footer"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! without allocating and refuses any list, set, map or binary that claims more elements
 //! or bytes than the footer has left, and any nesting deeper than [`MAX_DEPTH`]. A footer
 //! that passes bounds polars' pre-sized allocations by its own length.
+//!
+//! polars also reserves buffers (validity bitmaps, values) from the row and value counts
+//! the footer states, so those are checked too: the file's and each row group's
+//! `num_rows` and each column chunk's `num_values` must be non-negative and at most
+//! [`VALUES_PER_BYTE`] per byte of the file, and a chunk's compressed size at most the
+//! file's length (the fuzzer found a negative count that asked for 2^61 bytes).
 
 use std::fmt;
 use std::fs::File;
@@ -17,15 +23,23 @@ const MAGIC: &[u8; 4] = b"PAR1";
 const TRAILER: u64 = 8;
 /// Far deeper than any real `FileMetaData` (a schema is a flat list of elements).
 const MAX_DEPTH: usize = 64;
+/// A count above 8 values per byte of the file (under one bit each, over every column) is
+/// refused as corrupt: no dataset this loader reads packs its rows that tightly.
+const VALUES_PER_BYTE: u64 = 8;
 
 /// Why a footer was refused, with the byte offset inside the footer where it went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FooterError {
     /// Too short to hold a header, a footer and the trailer.
-    TooShort { file_len: u64 },
+    TooShort {
+        file_len: u64,
+    },
     NoMagic,
     /// The trailer's length points before the start of the file.
-    Length { claimed: u64, file_len: u64 },
+    Length {
+        claimed: u64,
+        file_len: u64,
+    },
     /// A list, set, map or binary claims more than the footer holds.
     Oversized {
         what: &'static str,
@@ -33,9 +47,30 @@ pub(crate) enum FooterError {
         remaining: u64,
         at: usize,
     },
-    Truncated { at: usize },
-    BadType { code: u8, at: usize },
-    TooDeep { at: usize },
+    Truncated {
+        at: usize,
+    },
+    BadType {
+        code: u8,
+        at: usize,
+    },
+    TooDeep {
+        at: usize,
+    },
+    /// A field polars reads by its id whose header declares another type.
+    FieldType {
+        field: &'static str,
+        found: u8,
+        expected: u8,
+        at: usize,
+    },
+    /// A row count, value count or size that is negative or beyond what the file can hold.
+    Count {
+        field: &'static str,
+        value: i64,
+        limit: u64,
+        at: usize,
+    },
     Io(String),
 }
 
@@ -69,6 +104,26 @@ impl fmt::Display for FooterError {
                 f,
                 "corrupt footer: nested deeper than {MAX_DEPTH} levels at byte {at}"
             ),
+            Self::Count {
+                field,
+                value,
+                limit,
+                at,
+            } => write!(
+                f,
+                "corrupt footer: `{field}` at footer byte {at} is {value}, \
+                 outside 0..={limit} for a file of this size"
+            ),
+            Self::FieldType {
+                field,
+                found,
+                expected,
+                at,
+            } => write!(
+                f,
+                "corrupt footer: `{field}` at footer byte {at} has thrift type {found}, \
+                 expected {expected}"
+            ),
             Self::Io(e) => write!(f, "cannot read the footer: {e}"),
         }
     }
@@ -88,7 +143,9 @@ pub(crate) fn check(file: &mut File) -> Result<(), FooterError> {
     if &trailer[4..] != MAGIC {
         return Err(FooterError::NoMagic);
     }
-    let claimed = u64::from(u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")));
+    let claimed = u64::from(u32::from_le_bytes(
+        trailer[..4].try_into().expect("4 bytes"),
+    ));
     if claimed + TRAILER > file_len {
         return Err(FooterError::Length { claimed, file_len });
     }
@@ -96,17 +153,86 @@ pub(crate) fn check(file: &mut File) -> Result<(), FooterError> {
     file.seek(SeekFrom::End(-((claimed + TRAILER) as i64)))
         .map_err(io)?;
     file.read_exact(&mut footer).map_err(io)?;
-    check_metadata(&footer)?;
+    check_metadata(&footer, file_len)?;
     file.rewind().map_err(io)
 }
 
-/// Checks one thrift compact-protocol struct, the `FileMetaData`, in `footer`.
-pub(crate) fn check_metadata(footer: &[u8]) -> Result<(), FooterError> {
+/// Checks one thrift compact-protocol struct, the `FileMetaData`, in `footer`, the footer
+/// of a file of `file_len` bytes.
+pub(crate) fn check_metadata(footer: &[u8], file_len: u64) -> Result<(), FooterError> {
     Walker {
         bytes: footer,
         at: 0,
+        file_len,
     }
-    .skip(STRUCT, 0)
+    .value(STRUCT, Ctx::FileMeta, 0)
+}
+
+/// The parquet structs whose counts are checked; everything else is walked generically.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    FileMeta,
+    RowGroup,
+    ColumnChunk,
+    ColumnMeta,
+    Other,
+}
+
+/// What polars makes of field `id` of a struct in `ctx`. polars decodes the fields it
+/// knows by their id, whatever type the field header declares (and a list's elements by
+/// the type it expects, whatever the list header says), so for those the declared types
+/// must be the expected ones, or this walk and polars' would read different bytes.
+struct Role {
+    /// The struct's field name, for messages.
+    name: &'static str,
+    /// The thrift type polars reads (and, for a list, the type of its elements).
+    ty: u8,
+    element: Option<u8>,
+    /// The context of a struct value, or of a list's struct elements.
+    inner: Ctx,
+    /// For an integer: its upper bound (it must also be non-negative).
+    limit: Option<u64>,
+}
+
+fn field_role(ctx: Ctx, id: i16, file_len: u64) -> Option<Role> {
+    let counts = file_len.saturating_mul(VALUES_PER_BYTE);
+    let role = |name, ty, element, inner, limit| {
+        Some(Role {
+            name,
+            ty,
+            element,
+            inner,
+            limit,
+        })
+    };
+    let list = |name, inner| role(name, LIST, Some(STRUCT), inner, None);
+    match (ctx, id) {
+        (Ctx::FileMeta, 2) => list("schema", Ctx::Other),
+        (Ctx::FileMeta, 3) => role("num_rows", I64, None, Ctx::Other, Some(counts)),
+        (Ctx::FileMeta, 4) => list("row_groups", Ctx::RowGroup),
+        (Ctx::FileMeta, 5) => list("key_value_metadata", Ctx::Other),
+        (Ctx::FileMeta, 7) => list("column_orders", Ctx::Other),
+        (Ctx::RowGroup, 1) => list("columns", Ctx::ColumnChunk),
+        (Ctx::RowGroup, 3) => role("num_rows", I64, None, Ctx::Other, Some(counts)),
+        (Ctx::RowGroup, 4) => list("sorting_columns", Ctx::Other),
+        (Ctx::ColumnChunk, 3) => role("meta_data", STRUCT, None, Ctx::ColumnMeta, None),
+        (Ctx::ColumnMeta, 5) => role("num_values", I64, None, Ctx::Other, Some(counts)),
+        (Ctx::ColumnMeta, 6) => role(
+            "total_uncompressed_size",
+            I64,
+            None,
+            Ctx::Other,
+            Some(i64::MAX as u64),
+        ),
+        (Ctx::ColumnMeta, 7) => role(
+            "total_compressed_size",
+            I64,
+            None,
+            Ctx::Other,
+            Some(file_len),
+        ),
+        _ => None,
+    }
 }
 
 // Thrift compact-protocol type codes.
@@ -127,6 +253,7 @@ const UUID: u8 = 13;
 struct Walker<'a> {
     bytes: &'a [u8],
     at: usize,
+    file_len: u64,
 }
 
 impl Walker<'_> {
@@ -184,8 +311,9 @@ impl Walker<'_> {
         })
     }
 
-    /// Skips one value of type `ty` (as it appears in a field or a collection).
-    fn skip(&mut self, ty: u8, depth: usize) -> Result<(), FooterError> {
+    /// Skips one value of type `ty` (as it appears in a field or a collection); a struct
+    /// is walked as `ctx`, a list's elements too.
+    fn value(&mut self, ty: u8, ctx: Ctx, depth: usize) -> Result<(), FooterError> {
         if depth > MAX_DEPTH {
             return Err(FooterError::TooDeep { at: self.at });
         }
@@ -199,9 +327,9 @@ impl Walker<'_> {
                 let len = self.varint()?;
                 self.advance(len, "binary")
             }
-            LIST | SET => self.collection(depth),
+            LIST | SET => self.collection(ctx, depth),
             MAP => self.map(depth),
-            STRUCT => self.fields(depth),
+            STRUCT => self.fields(ctx, depth),
             code => Err(FooterError::BadType {
                 code,
                 at: self.at.saturating_sub(1),
@@ -209,23 +337,74 @@ impl Walker<'_> {
         }
     }
 
-    fn fields(&mut self, depth: usize) -> Result<(), FooterError> {
+    fn fields(&mut self, ctx: Ctx, depth: usize) -> Result<(), FooterError> {
+        let mut id: i16 = 0;
         loop {
             let header = self.byte()?;
             if header == 0 {
                 return Ok(());
             }
-            if header >> 4 == 0 {
-                self.varint()?; // the full field id, zigzag i16
-            }
-            match header & 0x0f {
-                BOOL_TRUE | BOOL_FALSE => {}
-                ty => self.skip(ty, depth + 1)?,
+            id = match header >> 4 {
+                0 => zigzag(self.varint()?) as i16,
+                delta => id.wrapping_add(i16::from(delta)),
+            };
+            let ty = header & 0x0f;
+            let at = self.at;
+            match field_role(ctx, id, self.file_len) {
+                None if matches!(ty, BOOL_TRUE | BOOL_FALSE) => {}
+                None => self.value(ty, Ctx::Other, depth + 1)?,
+                Some(role) if ty != role.ty => {
+                    return Err(FooterError::FieldType {
+                        field: role.name,
+                        found: ty,
+                        expected: role.ty,
+                        at,
+                    });
+                }
+                Some(Role {
+                    name,
+                    limit: Some(limit),
+                    ..
+                }) => {
+                    let value = zigzag(self.varint()?);
+                    if value < 0 || value as u64 > limit {
+                        return Err(FooterError::Count {
+                            field: name,
+                            value,
+                            limit,
+                            at,
+                        });
+                    }
+                }
+                Some(role) => {
+                    if let Some(element) = role.element {
+                        self.element_type(role.name, element)?;
+                    }
+                    self.value(ty, role.inner, depth + 1)?
+                }
             }
         }
     }
 
-    fn collection(&mut self, depth: usize) -> Result<(), FooterError> {
+    /// Refuses a list whose header declares elements of another type than `expected`
+    /// (an empty list's type is not looked at).
+    fn element_type(&self, field: &'static str, expected: u8) -> Result<(), FooterError> {
+        let Some(&header) = self.bytes.get(self.at) else {
+            return Ok(()); // reading the header reports the truncation
+        };
+        let found = header & 0x0f;
+        if header >> 4 != 0 && found != expected {
+            return Err(FooterError::FieldType {
+                field,
+                found,
+                expected,
+                at: self.at,
+            });
+        }
+        Ok(())
+    }
+
+    fn collection(&mut self, ctx: Ctx, depth: usize) -> Result<(), FooterError> {
         let header = self.byte()?;
         let count = match header >> 4 {
             15 => self.varint()?,
@@ -238,7 +417,7 @@ impl Walker<'_> {
         }
         self.bounded(count, "list")?;
         for _ in 0..count {
-            self.skip(ty, depth + 1)?;
+            self.value(ty, ctx, depth + 1)?;
         }
         Ok(())
     }
@@ -251,11 +430,16 @@ impl Walker<'_> {
         let types = self.byte()?;
         self.bounded(count.saturating_mul(2), "map")?;
         for _ in 0..count {
-            self.skip(types >> 4, depth + 1)?;
-            self.skip(types & 0x0f, depth + 1)?;
+            self.value(types >> 4, Ctx::Other, depth + 1)?;
+            self.value(types & 0x0f, Ctx::Other, depth + 1)?;
         }
         Ok(())
     }
+}
+
+/// Thrift's zigzag encoding of a signed integer.
+fn zigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
 }
 
 #[cfg(test)]
@@ -279,6 +463,47 @@ mod tests {
         out
     }
 
+    /// `fields` as a struct in field 1 of the `FileMetaData` (a field polars does not read),
+    /// so that their ids mean nothing to the walk.
+    fn nested(fields: &[u8]) -> Vec<u8> {
+        let mut out = vec![(1 << 4) | STRUCT];
+        out.extend_from_slice(fields);
+        out.push(0);
+        out
+    }
+
+    #[test]
+    fn a_field_polars_reads_by_id_must_have_its_type() {
+        // row_groups (field 4) declared as an i32, and schema (field 2) as a list of i32s:
+        // polars would read a list header, or structs, from those bytes.
+        let as_i32 = [(4 << 4) | I32, 0x7f, 0];
+        assert!(matches!(
+            check_metadata(&as_i32, 1 << 20),
+            Err(FooterError::FieldType {
+                field: "row_groups",
+                found: I32,
+                expected: LIST,
+                ..
+            })
+        ));
+        let mut of_i32 = list_field(3, &[2, 2, 2]);
+        of_i32.push(0);
+        let err = check_metadata(&of_i32, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FooterError::FieldType {
+                    field: "schema",
+                    found: I32,
+                    expected: STRUCT,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`schema`"), "{err}");
+    }
+
     #[test]
     fn a_well_formed_struct_passes() {
         // field 1: i32 7; field 2: list of 16 i32s; field 3: binary "ab"; field 4: bool;
@@ -287,21 +512,30 @@ mod tests {
         m.extend(list_field(16, &[2; 16]));
         m.extend([(1 << 4) | BINARY, 2, b'a', b'b']);
         m.push((1 << 4) | BOOL_TRUE);
-        m.extend([(1 << 4) | STRUCT, (1 << 4) | MAP, 1, (I32 << 4) | BINARY, 2, 1, b'x', 0]);
+        m.extend([
+            (1 << 4) | STRUCT,
+            (1 << 4) | MAP,
+            1,
+            (I32 << 4) | BINARY,
+            2,
+            1,
+            b'x',
+            0,
+        ]);
         m.push(0);
-        assert_eq!(check_metadata(&m), Ok(()));
+        assert_eq!(check_metadata(&nested(&m), 1 << 20), Ok(()));
     }
 
     #[test]
     fn an_empty_fastparquet_list_passes() {
-        assert_eq!(check_metadata(&[(2 << 4) | LIST, 0x00, 0]), Ok(()));
+        assert_eq!(check_metadata(&[(2 << 4) | LIST, 0x00, 0], 1 << 20), Ok(()));
     }
 
     #[test]
     fn a_list_claiming_more_than_the_footer_holds_is_refused() {
         let mut m = list_field(5_000_000_000, &[2; 4]);
         m.push(0);
-        let err = check_metadata(&m).unwrap_err();
+        let err = check_metadata(&nested(&m), 1 << 20).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -320,12 +554,12 @@ mod tests {
     fn an_oversized_binary_and_map_are_refused() {
         let binary = [(1 << 4) | BINARY, 0xff, 0xff, 0x03, b'a', 0];
         assert!(matches!(
-            check_metadata(&binary),
+            check_metadata(&binary, 1 << 20),
             Err(FooterError::Oversized { what: "binary", .. })
         ));
         let map = [(1 << 4) | MAP, 0x7f, (I32 << 4) | I32, 1, 1, 0];
         assert!(matches!(
-            check_metadata(&map),
+            check_metadata(&map, 1 << 20),
             Err(FooterError::Oversized { what: "map", .. })
         ));
     }
@@ -333,18 +567,52 @@ mod tests {
     #[test]
     fn truncation_depth_and_unknown_types_are_refused() {
         assert_eq!(
-            check_metadata(&[(1 << 4) | I32]),
+            check_metadata(&[(1 << 4) | I32], 1 << 20),
             Err(FooterError::Truncated { at: 1 })
         );
         let deep: Vec<u8> = std::iter::repeat_n((1 << 4) | STRUCT, 200).collect();
         assert!(matches!(
-            check_metadata(&deep),
+            check_metadata(&deep, 1 << 20),
             Err(FooterError::TooDeep { .. })
         ));
         assert!(matches!(
-            check_metadata(&[(1 << 4) | 14, 0]),
+            check_metadata(&[(1 << 4) | 14, 0], 1 << 20),
             Err(FooterError::BadType { code: 14, .. })
         ));
+    }
+
+    #[test]
+    fn negative_or_implausible_counts_are_refused() {
+        // FileMetaData field 3 (num_rows, i64): zigzag -1 is 1; then a row group list whose
+        // RowGroup has num_rows (field 3) of 2^40.
+        let negative = [(3 << 4) | I64, 1, 0];
+        let err = check_metadata(&negative, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FooterError::Count {
+                    field: "num_rows",
+                    value: -1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let mut huge = vec![(4 << 4) | LIST, 0x10 | STRUCT, (3 << 4) | I64];
+        let mut n = (1u64 << 40) << 1; // zigzag of 2^40
+        while n >= 0x80 {
+            huge.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        huge.extend([n as u8, 0, 0]);
+        let err = check_metadata(&huge, 1 << 20).unwrap_err();
+        assert!(
+            matches!(err, FooterError::Count { field: "num_rows", value, .. } if value == 1 << 40),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`num_rows`"), "{err}");
+        // The same count passes in a file large enough to hold it.
+        assert_eq!(check_metadata(&huge, 1 << 40), Ok(()));
     }
 
     #[test]

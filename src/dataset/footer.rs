@@ -206,31 +206,21 @@ fn field_role(ctx: Ctx, id: i16, file_len: u64) -> Option<Role> {
         })
     };
     let list = |name, inner| role(name, LIST, Some(STRUCT), inner, None);
+    // An i64 that must lie in 0..=limit.
+    let int = |name, limit| role(name, I64, None, Ctx::Other, Some(limit));
     match (ctx, id) {
         (Ctx::FileMeta, 2) => list("schema", Ctx::Other),
-        (Ctx::FileMeta, 3) => role("num_rows", I64, None, Ctx::Other, Some(counts)),
+        (Ctx::FileMeta, 3) => int("num_rows", counts),
         (Ctx::FileMeta, 4) => list("row_groups", Ctx::RowGroup),
         (Ctx::FileMeta, 5) => list("key_value_metadata", Ctx::Other),
         (Ctx::FileMeta, 7) => list("column_orders", Ctx::Other),
         (Ctx::RowGroup, 1) => list("columns", Ctx::ColumnChunk),
-        (Ctx::RowGroup, 3) => role("num_rows", I64, None, Ctx::Other, Some(counts)),
+        (Ctx::RowGroup, 3) => int("num_rows", counts),
         (Ctx::RowGroup, 4) => list("sorting_columns", Ctx::Other),
         (Ctx::ColumnChunk, 3) => role("meta_data", STRUCT, None, Ctx::ColumnMeta, None),
-        (Ctx::ColumnMeta, 5) => role("num_values", I64, None, Ctx::Other, Some(counts)),
-        (Ctx::ColumnMeta, 6) => role(
-            "total_uncompressed_size",
-            I64,
-            None,
-            Ctx::Other,
-            Some(i64::MAX as u64),
-        ),
-        (Ctx::ColumnMeta, 7) => role(
-            "total_compressed_size",
-            I64,
-            None,
-            Ctx::Other,
-            Some(file_len),
-        ),
+        (Ctx::ColumnMeta, 5) => int("num_values", counts),
+        (Ctx::ColumnMeta, 6) => int("total_uncompressed_size", i64::MAX as u64),
+        (Ctx::ColumnMeta, 7) => int("total_compressed_size", file_len),
         _ => None,
     }
 }

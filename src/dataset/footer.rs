@@ -71,7 +71,25 @@ pub(crate) enum FooterError {
         limit: u64,
         at: usize,
     },
+    /// A page header (at file `offset`) refused for one of the reasons above.
+    Page {
+        offset: u64,
+        inner: Box<FooterError>,
+    },
     Io(String),
+}
+
+impl FooterError {
+    /// The same error about the page header at file offset `offset`.
+    fn in_page(self, offset: u64) -> Self {
+        match self {
+            Self::Io(_) => self,
+            other => Self::Page {
+                offset,
+                inner: Box::new(other),
+            },
+        }
+    }
 }
 
 impl fmt::Display for FooterError {
@@ -93,7 +111,7 @@ impl fmt::Display for FooterError {
                 at,
             } => write!(
                 f,
-                "corrupt footer: a {what} at footer byte {at} claims {claimed} \
+                "corrupt footer: a {what} at byte {at} claims {claimed} \
                  elements or bytes, but only {remaining} bytes follow"
             ),
             Self::Truncated { at } => write!(f, "corrupt footer: it ends early at byte {at}"),
@@ -111,7 +129,7 @@ impl fmt::Display for FooterError {
                 at,
             } => write!(
                 f,
-                "corrupt footer: `{field}` at footer byte {at} is {value}, \
+                "corrupt footer: `{field}` at byte {at} is {value}, \
                  outside 0..={limit} for a file of this size"
             ),
             Self::FieldType {
@@ -121,9 +139,14 @@ impl fmt::Display for FooterError {
                 at,
             } => write!(
                 f,
-                "corrupt footer: `{field}` at footer byte {at} has thrift type {found}, \
+                "corrupt footer: `{field}` at byte {at} has thrift type {found}, \
                  expected {expected}"
             ),
+            Self::Page { offset, inner } => {
+                let inner = inner.to_string();
+                let inner = inner.strip_prefix("corrupt footer: ").unwrap_or(&inner);
+                write!(f, "corrupt page header at file byte {offset}: {inner}")
+            }
             Self::Io(e) => write!(f, "cannot read the footer: {e}"),
         }
     }
@@ -153,19 +176,72 @@ pub(crate) fn check(file: &mut File) -> Result<(), FooterError> {
     file.seek(SeekFrom::End(-((claimed + TRAILER) as i64)))
         .map_err(io)?;
     file.read_exact(&mut footer).map_err(io)?;
-    check_metadata(&footer, file_len)?;
+    let chunks = check_metadata(&footer, file_len)?;
+    for chunk in &chunks {
+        check_pages(file, chunk, file_len)?;
+    }
     file.rewind().map_err(io)
+}
+
+/// The most bytes read for one page header; a header with large statistics may need more.
+const PAGE_HEADER_WINDOW: u64 = 64 * 1024;
+const PAGE_HEADER_MAX: u64 = 16 * 1024 * 1024;
+
+/// Walks the page headers of one column chunk the way polars' page reader does: from the
+/// dictionary page (else the first data page), header after header, until the pages hold
+/// the chunk's `num_values` or its bytes end. Each header's sizes and counts are bounded
+/// like the footer's (polars reserves a page's validity bitmap from its `num_values`).
+fn check_pages(file: &mut File, chunk: &Chunk, file_len: u64) -> Result<(), FooterError> {
+    let io = |e: std::io::Error| FooterError::Io(e.to_string());
+    let start = chunk.dictionary_offset.unwrap_or(chunk.data_offset);
+    let end = start.saturating_add(chunk.compressed).min(file_len);
+    let (mut pos, mut seen) = (start, 0u64);
+    let mut buf = Vec::new();
+    while pos < end && seen < chunk.num_values {
+        let mut window = (end - pos).min(PAGE_HEADER_WINDOW);
+        let header = loop {
+            buf.resize(window as usize, 0);
+            file.seek(SeekFrom::Start(pos)).map_err(io)?;
+            file.read_exact(&mut buf).map_err(io)?;
+            let mut walker = Walker::new(&buf, file_len);
+            match walker.value(STRUCT, Ctx::Page, 0) {
+                Ok(()) => break (walker.at as u64, walker.page),
+                Err(FooterError::Truncated { .. }) if window < (end - pos).min(PAGE_HEADER_MAX) => {
+                    window = (window * 16).min(end - pos).min(PAGE_HEADER_MAX);
+                }
+                Err(e) => return Err(e.in_page(pos)),
+            }
+        };
+        let (len, page) = header;
+        pos = pos.saturating_add(len).saturating_add(page.compressed);
+        seen = seen.saturating_add(page.values);
+    }
+    Ok(())
+}
+
+/// What the footer says of one column chunk's pages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    num_values: u64,
+    compressed: u64,
+    data_offset: u64,
+    dictionary_offset: Option<u64>,
+}
+
+/// What one page header says of its page.
+#[derive(Debug, Default, Clone, Copy)]
+struct Page {
+    compressed: u64,
+    values: u64,
 }
 
 /// Checks one thrift compact-protocol struct, the `FileMetaData`, in `footer`, the footer
 /// of a file of `file_len` bytes.
-pub(crate) fn check_metadata(footer: &[u8], file_len: u64) -> Result<(), FooterError> {
-    Walker {
-        bytes: footer,
-        at: 0,
-        file_len,
-    }
-    .value(STRUCT, Ctx::FileMeta, 0)
+/// Returns what it says of each column chunk's pages.
+fn check_metadata(footer: &[u8], file_len: u64) -> Result<Vec<Chunk>, FooterError> {
+    let mut walker = Walker::new(footer, file_len);
+    walker.value(STRUCT, Ctx::FileMeta, 0)?;
+    Ok(walker.chunks)
 }
 
 /// The parquet structs whose counts are checked; everything else is walked generically.
@@ -175,6 +251,10 @@ enum Ctx {
     RowGroup,
     ColumnChunk,
     ColumnMeta,
+    Page,
+    DataPage,
+    DictionaryPage,
+    DataPageV2,
     Other,
 }
 
@@ -208,6 +288,8 @@ fn field_role(ctx: Ctx, id: i16, file_len: u64) -> Option<Role> {
     let list = |name, inner| role(name, LIST, Some(STRUCT), inner, None);
     // An i64 that must lie in 0..=limit.
     let int = |name, limit| role(name, I64, None, Ctx::Other, Some(limit));
+    let int32 = |name, limit| role(name, I32, None, Ctx::Other, Some(limit));
+    let page = |name, inner| role(name, STRUCT, None, inner, None);
     match (ctx, id) {
         (Ctx::FileMeta, 2) => list("schema", Ctx::Other),
         (Ctx::FileMeta, 3) => int("num_rows", counts),
@@ -221,6 +303,18 @@ fn field_role(ctx: Ctx, id: i16, file_len: u64) -> Option<Role> {
         (Ctx::ColumnMeta, 5) => int("num_values", counts),
         (Ctx::ColumnMeta, 6) => int("total_uncompressed_size", i64::MAX as u64),
         (Ctx::ColumnMeta, 7) => int("total_compressed_size", file_len),
+        (Ctx::ColumnMeta, 9) => int("data_page_offset", file_len),
+        (Ctx::ColumnMeta, 11) => int("dictionary_page_offset", file_len),
+        (Ctx::Page, 2) => int32("uncompressed_page_size", i32::MAX as u64),
+        (Ctx::Page, 3) => int32("compressed_page_size", file_len),
+        (Ctx::Page, 5) => page("data_page_header", Ctx::DataPage),
+        (Ctx::Page, 7) => page("dictionary_page_header", Ctx::DictionaryPage),
+        (Ctx::Page, 8) => page("data_page_header_v2", Ctx::DataPageV2),
+        (Ctx::DataPage | Ctx::DictionaryPage | Ctx::DataPageV2, 1) => int32("num_values", counts),
+        (Ctx::DataPageV2, 2) => int32("num_nulls", counts),
+        (Ctx::DataPageV2, 3) => int32("num_rows", counts),
+        (Ctx::DataPageV2, 5) => int32("definition_levels_byte_length", file_len),
+        (Ctx::DataPageV2, 6) => int32("repetition_levels_byte_length", file_len),
         _ => None,
     }
 }
@@ -244,9 +338,37 @@ struct Walker<'a> {
     bytes: &'a [u8],
     at: usize,
     file_len: u64,
+    /// The column chunks met so far, and the page header's figures.
+    chunks: Vec<Chunk>,
+    page: Page,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(bytes: &'a [u8], file_len: u64) -> Self {
+        Self {
+            bytes,
+            at: 0,
+            file_len,
+            chunks: Vec::new(),
+            page: Page::default(),
+        }
+    }
+
+    /// Keeps the checked integer `value` of field `id` in `ctx` where the page walk
+    /// needs it.
+    fn record(&mut self, ctx: Ctx, id: i16, value: u64) {
+        let chunk = self.chunks.last_mut();
+        match (ctx, id, chunk) {
+            (Ctx::ColumnMeta, 5, Some(c)) => c.num_values = value,
+            (Ctx::ColumnMeta, 7, Some(c)) => c.compressed = value,
+            (Ctx::ColumnMeta, 9, Some(c)) => c.data_offset = value,
+            (Ctx::ColumnMeta, 11, Some(c)) => c.dictionary_offset = Some(value),
+            (Ctx::Page, 3, _) => self.page.compressed = value,
+            (Ctx::DataPage | Ctx::DataPageV2, 1, _) => self.page.values = value,
+            _ => {}
+        }
+    }
+
     fn remaining(&self) -> u64 {
         (self.bytes.len() - self.at) as u64
     }
@@ -365,8 +487,12 @@ impl Walker<'_> {
                             at,
                         });
                     }
+                    self.record(ctx, id, value as u64);
                 }
                 Some(role) => {
+                    if role.inner == Ctx::ColumnMeta {
+                        self.chunks.push(Chunk::default());
+                    }
                     if let Some(element) = role.element {
                         self.element_type(role.name, element)?;
                     }
@@ -513,12 +639,15 @@ mod tests {
             0,
         ]);
         m.push(0);
-        assert_eq!(check_metadata(&nested(&m), 1 << 20), Ok(()));
+        assert_eq!(check_metadata(&nested(&m), 1 << 20), Ok(vec![]));
     }
 
     #[test]
     fn an_empty_fastparquet_list_passes() {
-        assert_eq!(check_metadata(&[(2 << 4) | LIST, 0x00, 0], 1 << 20), Ok(()));
+        assert_eq!(
+            check_metadata(&[(2 << 4) | LIST, 0x00, 0], 1 << 20),
+            Ok(vec![])
+        );
     }
 
     #[test]
@@ -602,7 +731,7 @@ mod tests {
         );
         assert!(err.to_string().contains("`num_rows`"), "{err}");
         // The same count passes in a file large enough to hold it.
-        assert_eq!(check_metadata(&huge, 1 << 40), Ok(()));
+        assert_eq!(check_metadata(&huge, 1 << 40), Ok(vec![]));
     }
 
     #[test]

@@ -612,6 +612,19 @@ mod tests {
             err.contains("meta.parquet") && err.contains("corrupt footer"),
             "{err}"
         );
+
+        // Also found by it: a test_meta.parquet with a data page whose header states a
+        // negative count, from which polars reserved a 2^61-byte validity bitmap.
+        std::fs::remove_file(dir.path().join(META)).unwrap();
+        std::fs::copy(shipped.join(TEST), dir.path().join(TEST)).unwrap();
+        let found = root.join("fuzz/regressions/parquet/polars-negative-count-bitmap-alloc");
+        let input = std::fs::read(found).unwrap();
+        std::fs::write(dir.path().join(TEST_META), &input[1..]).unwrap();
+        let err = Dataset::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("test_meta.parquet") && err.contains("corrupt page header"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! the footer states, so those are checked too: the file's and each row group's
 //! `num_rows` and each column chunk's `num_values` must be non-negative and at most
 //! [`VALUES_PER_BYTE`] per byte of the file, and a chunk's compressed size at most the
-//! file's length (the fuzzer found a negative count that asked for 2^61 bytes).
+//! file's length.
+//!
+//! Then each column chunk's page headers are walked the same way, as polars' page reader
+//! meets them, with their sizes and counts bounded too (the fuzzer found a data page whose
+//! negative `num_values` made polars reserve a 2^61-byte validity bitmap).
 
 use std::fmt;
 use std::fs::File;
@@ -27,7 +31,8 @@ const MAX_DEPTH: usize = 64;
 /// refused as corrupt: no dataset this loader reads packs its rows that tightly.
 const VALUES_PER_BYTE: u64 = 8;
 
-/// Why a footer was refused, with the byte offset inside the footer where it went wrong.
+/// Why a footer (or a page header) was refused, with the byte offset inside it where it
+/// went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FooterError {
     /// Too short to hold a header, a footer and the trailer.
@@ -183,8 +188,9 @@ pub(crate) fn check(file: &mut File) -> Result<(), FooterError> {
     file.rewind().map_err(io)
 }
 
-/// The most bytes read for one page header; a header with large statistics may need more.
-const PAGE_HEADER_WINDOW: u64 = 64 * 1024;
+/// The bytes first read for one page header (tens of bytes without statistics); a longer
+/// header is read again in a window 16 times larger, up to `PAGE_HEADER_MAX`.
+const PAGE_HEADER_WINDOW: u64 = 4 * 1024;
 const PAGE_HEADER_MAX: u64 = 16 * 1024 * 1024;
 
 /// Walks the page headers of one column chunk the way polars' page reader does: from the
@@ -199,7 +205,7 @@ fn check_pages(file: &mut File, chunk: &Chunk, file_len: u64) -> Result<(), Foot
     let mut buf = Vec::new();
     while pos < end && seen < chunk.num_values {
         let mut window = (end - pos).min(PAGE_HEADER_WINDOW);
-        let header = loop {
+        let (len, page) = loop {
             buf.resize(window as usize, 0);
             file.seek(SeekFrom::Start(pos)).map_err(io)?;
             file.read_exact(&mut buf).map_err(io)?;
@@ -212,7 +218,6 @@ fn check_pages(file: &mut File, chunk: &Chunk, file_len: u64) -> Result<(), Foot
                 Err(e) => return Err(e.in_page(pos)),
             }
         };
-        let (len, page) = header;
         pos = pos.saturating_add(len).saturating_add(page.compressed);
         seen = seen.saturating_add(page.values);
     }
@@ -236,8 +241,7 @@ struct Page {
 }
 
 /// Checks one thrift compact-protocol struct, the `FileMetaData`, in `footer`, the footer
-/// of a file of `file_len` bytes.
-/// Returns what it says of each column chunk's pages.
+/// of a file of `file_len` bytes, and returns what it says of each column chunk's pages.
 fn check_metadata(footer: &[u8], file_len: u64) -> Result<Vec<Chunk>, FooterError> {
     let mut walker = Walker::new(footer, file_len);
     walker.value(STRUCT, Ctx::FileMeta, 0)?;

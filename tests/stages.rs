@@ -111,7 +111,21 @@ fn stages_switch_modes_gate_each_step_and_stop_at_the_first_failure() {
         ]
     );
     for st in &summary.stages[..4] {
-        assert_eq!(st.outcome, Outcome::Pass, "{}: {:?}", st.name, st.failed);
+        // A failure names its rules and, from the stage's own report, its warnings
+        // (a saturated harness says why).
+        let warnings = || {
+            report::json::read(&out_dir.join(&st.dir).join("report.json"))
+                .unwrap()
+                .warnings
+        };
+        assert_eq!(
+            st.outcome,
+            Outcome::Pass,
+            "{}: {:?}; {:?}",
+            st.name,
+            st.failed,
+            warnings()
+        );
     }
     for st in &summary.stages[..3] {
         assert_eq!(st.consistency_pct, Some(100.0), "{}", st.name);

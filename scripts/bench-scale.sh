@@ -205,17 +205,19 @@ step() {
 # record_step NAME T0 T1 RECORDS TIMEFILE|- RSSJSON [EXTRA_JSON]
 record_step() {
   local name=$1 t0=$2 t1=$3 records=$4 timef=$5 rssf=$6 extra=${7:-"{}"}
-  local rss_kb=null
+  local rss_kb=null cpu_s=null
   if [[ $timef != - ]]; then
     rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$timef")
     [[ $rss_kb =~ ^[0-9]+$ ]] || die "no peak RSS in $timef"
+    cpu_s=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ {s += $2; n++} END {if (n == 2) print s}' "$timef")
+    [[ $cpu_s =~ ^[0-9.]+$ ]] || die "no user and system time in $timef"
   fi
   [[ -s $rssf ]] || die "the backend sampler wrote nothing for $name ($rssf)"
   [[ $records == - || $records =~ ^[0-9]+$ ]] || die "step $name: record count '$records' is not a number"
   jq -cn --arg name "$name" --argjson t0 "$t0" --argjson t1 "$t1" --arg records "$records" \
-    --argjson rss "$rss_kb" --slurpfile be "$rssf" --argjson extra "$extra" \
+    --argjson rss "$rss_kb" --argjson cpu "$cpu_s" --slurpfile be "$rssf" --argjson extra "$extra" \
     '{name: $name, seconds: ($t1 - $t0), records: (if $records == "-" then null else ($records|tonumber) end),
-      sb_peak_rss_kb: $rss, backends: $be[0]} + $extra' >>"$WORK/steps.jsonl"
+      sb_peak_rss_kb: $rss, sb_cpu_s: $cpu, backends: $be[0]} + $extra' >>"$WORK/steps.jsonl"
 }
 
 os_count() { curl -fsS "$OS/$1/_count" | jq -er .count; }

@@ -8,7 +8,8 @@
                                              latency p95 <= P ms; else "fail <why>". Exit 0.
 
 Per side (a, b; the search op): backend, requests, successes, dropped, errors other than
-dropped, latency p50/p95/p99 (ms, from the intended start), achieved QPS, recall@k mean.
+dropped, latency p50/p95/p99 (ms, from the intended start), achieved QPS, recall@k mean
+(overall and by the kind of filter).
 Also: offered rate, measured seconds, scheduler lag p99, the harness's CPU share and peak RSS.
 A figure missing from the report is an error (exit 1), never a default.
 """
@@ -62,6 +63,9 @@ def figures(path):
             "service_p95_ms": o["service_time"]["p95_ms"],
             "qps": o["achieved_qps"],
             "recall_mean": (rc["overall"] or {}).get("mean") if rc else None,
+            # recall by the kind of filter: {"none": {"count": n, "mean": x, "p5": y}, ...}
+            "recall_by_filter": {k: {"count": v["count"], "mean": v["mean"], "p5": v["p5"]}
+                                 for k, v in (rc["by_filter"] if rc else {}).items()},
         }
     if set(out["sides"]) != {"a", "b"}:
         fail(f"{path}: expected read sides a and b, found {sorted(out['sides'])}")

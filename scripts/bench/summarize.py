@@ -31,6 +31,24 @@ def read(path):
         return f.read()
 
 
+def cpu_cell(step):
+    """CPU seconds of the step's own process (GNU time), then of each backend (sampler)."""
+    be = step["backends"]
+    own = step.get("sb_cpu_s")
+    if step["name"] == "raw_bulk" or own is None:
+        own_txt = "–"
+    elif step["name"] in ("vdbb", "gen", "export"):
+        own_txt = f"({own:,.0f} python)"
+    else:
+        own_txt = f"{own:,.0f}"
+    return f"{own_txt} / {be['pg_cpu_s']:,.0f} / {be['os_cpu_s']:,.0f}"
+
+
+def busy_cell(step):
+    b = step["backends"].get("machine_busy_pct")
+    return "–" if b is None else f"{b:.0f}%"
+
+
 def grep(pattern, text, what):
     m = re.search(pattern, text)
     if not m:
@@ -138,8 +156,9 @@ def main():
                f"{'generated in this run' if ds['generated_now'] else 'reused from an earlier run, not regenerated'}).")
     out.append("")
     out.append("| step | time (s) | records | rate (records/s) | shadowbench peak RSS (MiB) "
-               "| PostgreSQL peak Pss (MiB) | OpenSearch peak RSS (MiB) | notes |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|---|")
+               "| PostgreSQL peak Pss (MiB) | OpenSearch peak RSS (MiB) "
+               "| CPU s: shadowbench / PostgreSQL / OpenSearch | machine busy | notes |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in steps:
         n = s["name"]
         if n == "vdbb":
@@ -155,7 +174,8 @@ def main():
         lab = label.get(n, n.replace("probe-", "probe ") + "/s" if n.startswith("probe-") else n)
         out.append(f"| {lab} | {s['seconds']:.1f} | {f'{recs:,}' if recs else '–'} | "
                    f"{f'{r:,.0f}' if r and n != 'export' else '–'} | {sbrss} | "
-                   f"{mib(s['backends']['pg_pss_kb'])} | {mib(s['backends']['os_rss_kb'])} | {notes.get(n, '')} |")
+                   f"{mib(s['backends']['pg_pss_kb'])} | {mib(s['backends']['os_rss_kb'])} | "
+                   f"{cpu_cell(s)} | {busy_cell(s)} | {notes.get(n, '')} |")
     out.append("")
 
     # the run
@@ -174,6 +194,19 @@ def main():
         out.append(f"| {s['backend']} | {s['requests']:,} | {s['qps']:.1f} | {s['p50_ms']:.1f} | "
                    f"{s['p95_ms']:.1f} | {s['p99_ms']:.1f} | {rec} | {s['dropped']} | {s['errors']} |")
     out.append("")
+    classes = sorted(set(f["sides"]["a"].get("recall_by_filter", {})) | set(f["sides"]["b"].get("recall_by_filter", {})))
+    if classes:
+        out.append("Recall@k by the queries' filter (mean, p5 and samples per side):")
+        out.append("")
+        out.append("| filter | " + " | ".join(f"{f['sides'][x]['backend']} mean / p5 (n)" for x in ("a", "b")) + " |")
+        out.append("|---|---:|---:|")
+        for c in classes:
+            cells = []
+            for x in ("a", "b"):
+                r = f["sides"][x].get("recall_by_filter", {}).get(c)
+                cells.append(f"{r['mean']:.3f} / {r['p5']:.3f} ({r['count']:,})" if r else "–")
+            out.append(f"| {c} | " + " | ".join(cells) + " |")
+        out.append("")
     top = ""
     tried = a.probe_rates.split()
     if probe and all(v.startswith("ok") for v in probe.values()) and len(probe) == len(tried):
@@ -222,7 +255,25 @@ def main():
                 f"{dw['seconds']:.1f} s ({dw['records'] / dw['seconds']:,.0f}/s), validate "
                 f"{by['dw_validate']['consistency_pct']:g}%" if "dw_validate" in by else "not validated",
                 peer_txt, ok, ", validate 100%")
+    if "dw_ingest" in by:
+        dw = by["dw_ingest"]
+        be = dw["backends"]
+        cores = os.cpu_count()
+        used = (dw.get("sb_cpu_s") or 0) + be["pg_cpu_s"] + be["os_cpu_s"]
+        out.append("")
+        out.append(f"CPU during the dual_write ingest: shadowbench {dw.get('sb_cpu_s') or 0:,.0f} s + PostgreSQL "
+                   f"{be['pg_cpu_s']:,.0f} s + OpenSearch {be['os_cpu_s']:,.0f} s = {used:,.0f} CPU s over "
+                   f"{dw['seconds']:,.0f} s × {cores} cores ({100 * used / (dw['seconds'] * cores):.0f}% of "
+                   f"the machine; all processes: {busy_cell(dw)} busy).")
+        if "raw_bulk" in by:
+            rb = by["raw_bulk"]
+            out.append(f"The raw `_bulk` load: OpenSearch {rb['backends']['os_cpu_s']:,.0f} CPU s over "
+                       f"{rb['seconds']:,.0f} s (machine {busy_cell(rb)} busy).")
     out.append("")
+    out.append("CPU columns: shadowbench = GNU time's user + system seconds of the step's process; "
+               "PostgreSQL = user + system seconds of the postmaster, its children and the children it "
+               "reaped, over the step; OpenSearch = the JVM's user + system seconds over the step; machine "
+               "busy = the share of all cores' time not idle or in iowait (/proc/stat), every process included.")
     out.append("Memory columns: shadowbench = GNU time's maximum resident set size of the step's process "
                "(for gen/export/VectorDBBench: that Python process); PostgreSQL = the largest sum of Pss over the "
                "postmaster and all its children seen in 1 s samples during the step (shared buffers counted once); "

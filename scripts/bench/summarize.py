@@ -259,9 +259,9 @@ def main():
         dw = by["dw_ingest"]
         be = dw["backends"]
         cores = os.cpu_count()
-        used = (dw.get("sb_cpu_s") or 0) + be["pg_cpu_s"] + be["os_cpu_s"]
+        used = dw["sb_cpu_s"] + be["pg_cpu_s"] + be["os_cpu_s"]
         out.append("")
-        out.append(f"CPU during the dual_write ingest: shadowbench {dw.get('sb_cpu_s') or 0:,.0f} s + PostgreSQL "
+        out.append(f"CPU during the dual_write ingest: shadowbench {dw['sb_cpu_s']:,.0f} s + PostgreSQL "
                    f"{be['pg_cpu_s']:,.0f} s + OpenSearch {be['os_cpu_s']:,.0f} s = {used:,.0f} CPU s over "
                    f"{dw['seconds']:,.0f} s × {cores} cores ({100 * used / (dw['seconds'] * cores):.0f}% of "
                    f"the machine; all processes: {busy_cell(dw)} busy).")

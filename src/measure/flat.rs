@@ -64,7 +64,8 @@ pub struct BatchStats {
     /// duplicates): rescored, keeping every row within the bound of the k-th distance.
     pub rescanned: usize,
     /// Scored by plain f64 brute force: a zero query under cosine, a non-finite query,
-    /// magnitudes near f32 overflow, or dimension 0.
+    /// magnitudes near f32 overflow, dimension 0, or (cosine) an index holding a row
+    /// whose norm lies outside [2⁻⁶⁰, 2⁶⁰].
     pub brute_force: usize,
     /// k = 0, or a filter value no stored row has ever had: empty without scoring.
     pub empty: usize,
@@ -86,6 +87,10 @@ const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
 /// Magnitude (|q|·max|x|, or (|q| + max|x|)² for L2) above which an f32 score could
 /// overflow (f32::MAX ≈ 3.4·10³⁸): such queries go to the f64 brute force instead.
 const OVERFLOW_GUARD: f64 = 1e36;
+/// Cosine scores a row as (q/|q|)·x·(1/|x|): with every nonzero row norm inside
+/// [1/NORM_RANGE, NORM_RANGE] the dot cannot overflow and 1/|x| stays a normal f32, so
+/// the f32 underflow of a product costs at most NORM_RANGE times its usual absolute error.
+const NORM_RANGE: f64 = 1.152_921_504_606_847e18; // 2⁶⁰
 
 /// Strings interned to dense codes, so a per-row filter check is an integer compare.
 #[derive(Debug, Default, Clone)]
@@ -129,9 +134,14 @@ pub struct FlatIndex {
     metric: Metric,
     /// Original vectors, `slots × dimension` row-major: the exact re-rank reads these.
     vectors: Vec<f32>,
-    /// Cosine only: each row scaled to unit length in f64, rounded to f32 (a zero row
-    /// stays zero). The sgemm reads this instead of `vectors`.
-    unit: Vec<f32>,
+    /// Cosine only: each row's 1/|x|, norm in f64, rounded once to f32 (0 for a zero
+    /// row). The sgemm scores the original rows; a score is scaled by this afterwards,
+    /// so no normalised copy of the matrix is kept (it would double the memory).
+    inv_norms: Vec<f32>,
+    /// Cosine only: some row ever written had a nonzero norm outside
+    /// [1/NORM_RANGE, NORM_RANGE]; queries then take the exact f64 brute force. Never
+    /// cleared (a brute-force answer is exact anyway).
+    irregular_norms: bool,
     /// L2 only: each row's squared norm, summed in f64, rounded to f32.
     sq_norms: Vec<f32>,
     /// Largest norm ever stored (deletes do not lower it: the error bound only needs an
@@ -234,7 +244,8 @@ impl FlatIndex {
             dimension,
             metric,
             vectors: Vec::new(),
-            unit: Vec::new(),
+            inv_norms: Vec::new(),
+            irregular_norms: false,
             sq_norms: Vec::new(),
             max_norm: 0.0,
             ids: Vec::new(),
@@ -270,8 +281,10 @@ impl FlatIndex {
     fn reserve(&mut self, rows: usize) {
         let d = self.dimension;
         self.vectors.reserve(rows * d);
-        if self.metric == Metric::Cosine {
-            self.unit.reserve(rows * d);
+        match self.metric {
+            Metric::Cosine => self.inv_norms.reserve(rows),
+            Metric::L2 => self.sq_norms.reserve(rows),
+            Metric::InnerProduct => {}
         }
         self.ids.reserve(rows);
         self.positions.reserve(rows);
@@ -324,8 +337,7 @@ impl FlatIndex {
         self.positions.get(id).map(|&slot| self.row(slot))
     }
 
-    /// True distance (f64, [`Metric::distance`] on the original stored vector, not the
-    /// normalised copy) from `query` to the stored record `id`; `None` when `id` is not
+    /// True distance (f64, [`Metric::distance`] on the stored vector) from `query` to the stored record `id`; `None` when `id` is not
     /// stored or `query` has the wrong dimension.
     pub fn true_distance(&self, query: &[f32], id: &RecordId) -> Option<f64> {
         let v = self.vector_of(id)?;
@@ -357,15 +369,16 @@ impl FlatIndex {
     ///
     /// `threads` OS threads (0 counts as 1) each take a contiguous slice of the queries.
     /// A thread scores `blocks.queries` queries against `blocks.rows` rows with one f32
-    /// sgemm (a score is −dot for cosine, on unit vectors, and inner product; |x|² − 2·dot
-    /// for L2: all smaller-is-nearer), keeps the best `k + SLACK` rows per query that
-    /// match its filter, and re-ranks them by the exact f64 distance.
+    /// sgemm (a score is −(q/|q|)·x, then scaled by 1/|x|, for cosine; −dot for inner
+    /// product; |x|² − 2·dot for L2: all smaller-is-nearer), keeps the best `k + SLACK`
+    /// rows per query that match its filter, and re-ranks them by the exact f64 distance.
     ///
     /// Why that is exact: a score differs from the true distance (in score space) by at
     /// most δ = 2·(dim + 2)·u·s, u = 2⁻²⁴, s = 1 for cosine, |q|·max|x| for inner
     /// product, (|q| + max|x|)² for L2 — twice the classic bound γ_dim on an f32 dot
-    /// product in any summation order, plus the rounding of the normalisation or of
-    /// |x|². Every row left out scored at least T, the worst kept score, so its true
+    /// product in any summation order, plus the roundings of q/|q|, 1/|x| and the final
+    /// scaling for cosine ((dim + 3)·u to first order, as |q/|q||·|x|·(1/|x|) ≈ 1), or of
+    /// |x|² for L2. Every row left out scored at least T, the worst kept score, so its true
     /// distance is ≥ T − δ. When that exceeds the k-th re-ranked distance, no row left
     /// out can enter the top-k, nor tie with it: the answer is certified. Otherwise the
     /// query is rescored, keeping every matching row scoring within δ of the k-th
@@ -424,11 +437,10 @@ impl FlatIndex {
         let d = self.dimension;
         let slot = self.ids.len();
         self.vectors.resize(self.vectors.len() + d, 0.0);
-        if self.metric == Metric::Cosine {
-            self.unit.resize(self.unit.len() + d, 0.0);
-        }
-        if self.metric == Metric::L2 {
-            self.sq_norms.push(0.0);
+        match self.metric {
+            Metric::Cosine => self.inv_norms.push(0.0),
+            Metric::L2 => self.sq_norms.push(0.0),
+            Metric::InnerProduct => {}
         }
         self.ids.push(RecordId::new("", "", ""));
         self.tenants.push(DEAD);
@@ -442,10 +454,15 @@ impl FlatIndex {
         let v = &record.vector;
         self.vectors[slot * d..(slot + 1) * d].copy_from_slice(v);
         let sq: f64 = v.iter().map(|x| *x as f64 * *x as f64).sum();
-        self.max_norm = self.max_norm.max(sq.sqrt());
+        let norm = sq.sqrt();
+        self.max_norm = self.max_norm.max(norm);
         match self.metric {
+            Metric::Cosine if norm == 0.0 => self.inv_norms[slot] = 0.0,
             Metric::Cosine => {
-                unit_into(v, &mut self.unit[slot * d..(slot + 1) * d]);
+                self.inv_norms[slot] = (1.0 / norm) as f32;
+                if !(1.0 / NORM_RANGE..=NORM_RANGE).contains(&norm) {
+                    self.irregular_norms = true;
+                }
             }
             Metric::L2 => self.sq_norms[slot] = sq as f32,
             Metric::InnerProduct => {}
@@ -462,14 +479,6 @@ impl FlatIndex {
 
     fn row(&self, slot: usize) -> &[f32] {
         &self.vectors[slot * self.dimension..(slot + 1) * self.dimension]
-    }
-
-    /// The matrix the sgemm reads.
-    fn scoring_rows(&self) -> &[f32] {
-        match self.metric {
-            Metric::Cosine => &self.unit,
-            _ => &self.vectors,
-        }
     }
 
     /// `None` when the filter names a value no row has ever had: nothing can match.
@@ -510,7 +519,9 @@ impl FlatIndex {
         let magnitude = match self.metric {
             // Every distance is exactly 1.0 (Metric::distance's zero-norm rule): the
             // brute force reproduces that and its order by id without a special case.
-            Metric::Cosine if sq_norm == 0.0 => return Plan::BruteForce(filter),
+            Metric::Cosine if sq_norm == 0.0 || self.irregular_norms => {
+                return Plan::BruteForce(filter);
+            }
             Metric::Cosine => 1.0,
             Metric::InnerProduct => norm * self.max_norm,
             Metric::L2 => (norm + self.max_norm).powi(2),
@@ -524,12 +535,17 @@ impl FlatIndex {
             }
             _ => row.copy_from_slice(q.vector),
         }
+        let mut delta = error_bound(self.dimension, magnitude);
+        if self.metric == Metric::Cosine {
+            // A product's underflow error, scaled by 1/|x| ≤ NORM_RANGE.
+            delta += self.dimension as f64 * f32::MIN_POSITIVE as f64 * NORM_RANGE;
+        }
         Plan::Gemm(Prepared {
             index,
             k: q.k,
             filter,
             sq_norm,
-            delta: error_bound(self.dimension, magnitude),
+            delta,
         })
     }
 
@@ -631,11 +647,11 @@ impl FlatIndex {
     }
 
     /// `scores[qi·rows + j]` ← score of query `qi` of `queries` (m × dim, row-major)
-    /// against slot `start + j`: −dot for cosine and inner product, −2·dot for L2 (the
-    /// caller adds |x|²).
+    /// against slot `start + j`: −dot for cosine (the caller scales it by 1/|x|) and
+    /// inner product, −2·dot for L2 (the caller adds |x|²).
     fn score(&self, queries: &[f32], m: usize, start: usize, rows: usize, scores: &mut [f32]) {
         let d = self.dimension;
-        let x = &self.scoring_rows()[start * d..(start + rows) * d];
+        let x = &self.vectors[start * d..(start + rows) * d];
         let alpha = if self.metric == Metric::L2 {
             -2.0
         } else {
@@ -671,19 +687,40 @@ impl FlatIndex {
     fn collect_best(&self, scores: &[f32], start: usize, f: &RowFilter, cand: &mut Candidates) {
         // The filter is checked only for rows that beat the current worst: after the
         // first block that is a small fraction, so the loop is one add and one compare.
-        if self.metric == Metric::L2 {
-            let sq = &self.sq_norms[start..start + scores.len()];
-            for (j, (&s, &n)) in scores.iter().zip(sq).enumerate() {
-                let score = n + s;
-                if score < cand.worst && self.row_matches(start + j, f) {
-                    cand.push(score, start + j);
+        let rows = start..start + scores.len();
+        match self.metric {
+            Metric::L2 => self.offer(scores, &self.sq_norms[rows], start, f, cand, |s, n| n + s),
+            Metric::Cosine => {
+                self.offer(scores, &self.inv_norms[rows], start, f, cand, |s, inv| {
+                    s * inv
+                })
+            }
+            Metric::InnerProduct => {
+                for (j, &score) in scores.iter().enumerate() {
+                    if score < cand.worst && self.row_matches(start + j, f) {
+                        cand.push(score, start + j);
+                    }
                 }
             }
-        } else {
-            for (j, &score) in scores.iter().enumerate() {
-                if score < cand.worst && self.row_matches(start + j, f) {
-                    cand.push(score, start + j);
-                }
+        }
+    }
+
+    /// `collect_best` for a metric whose score combines the sgemm's value with a per-row
+    /// term (L2 adds |x|², cosine multiplies by 1/|x|).
+    #[inline]
+    fn offer(
+        &self,
+        scores: &[f32],
+        per_row: &[f32],
+        start: usize,
+        f: &RowFilter,
+        cand: &mut Candidates,
+        combine: impl Fn(f32, f32) -> f32,
+    ) {
+        for (j, (&s, &r)) in scores.iter().zip(per_row).enumerate() {
+            let score = combine(s, r);
+            if score < cand.worst && self.row_matches(start + j, f) {
+                cand.push(score, start + j);
             }
         }
     }
@@ -726,7 +763,8 @@ impl FlatIndex {
                 let slot = start + j;
                 let score = match self.metric {
                     Metric::L2 => self.sq_norms[slot] + s,
-                    _ => s,
+                    Metric::Cosine => s * self.inv_norms[slot],
+                    Metric::InnerProduct => s,
                 };
                 if score as f64 <= threshold && self.row_matches(slot, &p.filter) {
                     scored.push((self.metric.distance(q, self.row(slot)), slot));
@@ -771,7 +809,7 @@ impl FlatIndex {
 }
 
 /// Bound on |f32 score − true distance| in score space for `dimension` components and
-/// a query/row `magnitude` (1 for unit vectors; see `knn_batch_with`). Twice the
+/// a query/row `magnitude` (1 for cosine; see `knn_batch_with`). Twice the
 /// analytic bound, so the f64 arithmetic of the true distance and of the comparisons
 /// stays inside it; plus an absolute term for f32 underflow (≤ 2⁻¹⁴⁹ per product).
 fn error_bound(dimension: usize, magnitude: f64) -> f64 {
@@ -1122,6 +1160,41 @@ mod tests {
         assert_eq!(got[1].distances, [1.0, 1.0, 1.0]);
         let zero_id = RecordId::new("t", "e", "a-zero");
         assert_eq!(index.true_distance(&x, &zero_id), Some(1.0));
+    }
+
+    #[test]
+    fn cosine_rows_with_tiny_or_huge_norms_still_match_exact_store() {
+        // Norms far outside [2⁻⁶⁰, 2⁶⁰]: scaling the sgemm's dot by 1/|x| could underflow
+        // or overflow, so such an index answers cosine by brute force, exactly.
+        let mut rng = StdRng::seed_from_u64(5);
+        let dim = 16;
+        let f = Filter::default();
+        let vectors: Vec<Vec<f32>> = (0..12)
+            .map(|_| (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+            .collect();
+        let queries: Vec<BatchQuery<'_>> = vectors
+            .iter()
+            .map(|v| BatchQuery {
+                vector: v,
+                k: 7,
+                filter: &f,
+            })
+            .collect();
+        for scale in [1e-30f32, 1e30, 1.0] {
+            let mut records = dataset(&mut rng, 600, dim, false);
+            for r in records.iter_mut().step_by(5) {
+                r.vector.iter_mut().for_each(|x| *x *= scale);
+            }
+            let index = FlatIndex::from_records(dim, Metric::Cosine, &records).unwrap();
+            let (got, stats) = index.knn_batch_with(&queries, 2, SMALL);
+            let want = exact_answers(&records, dim, Metric::Cosine, &queries);
+            assert_same(&got, &want, &format!("scale {scale}"));
+            if scale == 1.0 {
+                assert_eq!(stats.brute_force, 0, "{stats:?}");
+            } else {
+                assert_eq!(stats.brute_force, queries.len(), "scale {scale}: {stats:?}");
+            }
+        }
     }
 
     #[test]

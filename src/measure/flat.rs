@@ -337,8 +337,9 @@ impl FlatIndex {
         self.positions.get(id).map(|&slot| self.row(slot))
     }
 
-    /// True distance (f64, [`Metric::distance`] on the stored vector) from `query` to the stored record `id`; `None` when `id` is not
-    /// stored or `query` has the wrong dimension.
+    /// True distance (f64, [`Metric::distance`] on the stored vector) from `query` to the
+    /// stored record `id`; `None` when `id` is not stored or `query` has the wrong
+    /// dimension.
     pub fn true_distance(&self, query: &[f32], id: &RecordId) -> Option<f64> {
         let v = self.vector_of(id)?;
         (v.len() == query.len()).then(|| self.metric.distance(query, v))
@@ -689,36 +690,31 @@ impl FlatIndex {
         // first block that is a small fraction, so the loop is one add and one compare.
         let rows = start..start + scores.len();
         match self.metric {
-            Metric::L2 => self.offer(scores, &self.sq_norms[rows], start, f, cand, |s, n| n + s),
+            Metric::L2 => {
+                let sq = &self.sq_norms[rows];
+                self.offer(scores, start, f, cand, |j, s| sq[j] + s);
+            }
             Metric::Cosine => {
-                self.offer(scores, &self.inv_norms[rows], start, f, cand, |s, inv| {
-                    s * inv
-                })
+                let inv = &self.inv_norms[rows];
+                self.offer(scores, start, f, cand, |j, s| s * inv[j]);
             }
-            Metric::InnerProduct => {
-                for (j, &score) in scores.iter().enumerate() {
-                    if score < cand.worst && self.row_matches(start + j, f) {
-                        cand.push(score, start + j);
-                    }
-                }
-            }
+            Metric::InnerProduct => self.offer(scores, start, f, cand, |_, s| s),
         }
     }
 
-    /// `collect_best` for a metric whose score combines the sgemm's value with a per-row
-    /// term (L2 adds |x|², cosine multiplies by 1/|x|).
+    /// `collect_best`'s loop, with the metric's per-row term (L2 adds |x|², cosine
+    /// multiplies by 1/|x|) applied to the sgemm's value of row `start + j`.
     #[inline]
     fn offer(
         &self,
         scores: &[f32],
-        per_row: &[f32],
         start: usize,
         f: &RowFilter,
         cand: &mut Candidates,
-        combine: impl Fn(f32, f32) -> f32,
+        score_of: impl Fn(usize, f32) -> f32,
     ) {
-        for (j, (&s, &r)) in scores.iter().zip(per_row).enumerate() {
-            let score = combine(s, r);
+        for (j, &s) in scores.iter().enumerate() {
+            let score = score_of(j, s);
             if score < cand.worst && self.row_matches(start + j, f) {
                 cand.push(score, start + j);
             }

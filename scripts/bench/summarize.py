@@ -142,7 +142,7 @@ def main():
     label = {
         "gen": "gen (dataset)", "bootstrap": "bootstrap", "ingest": "ingest → pgvector",
         "vdbb": "VectorDBBench load → pgvector", "sync": "sync → OpenSearch", "validate": "validate",
-        "export": "export (prep)", "raw_bulk": "raw _bulk → OpenSearch",
+        "export": "export (prep)", "warm": "warm-up pass (figures unused)", "raw_bulk": "raw _bulk → OpenSearch",
         "dw_ingest": "ingest --mode dual_write (fresh pair)", "dw_validate": "validate (dual_write pair)",
         "run": "run (open loop)",
     }

@@ -68,20 +68,21 @@
 # Needs: root or sudo for scripts/backends.sh up, python3 (3.9+), curl, jq, /usr/bin/time (GNU),
 # psql from the backends' PostgreSQL. Not a CI step: at N=1M it runs for well over an hour on a
 # 2-core machine. Exit 0 when every step ran and both validations were 100%; the goals (ratios
-# >= 0.8) are reported, not enforced.
+# >= 0.8) are reported, not enforced. Exit 2 on a bad argument or override.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
 
 die() { printf '[bench-scale] ERROR: %s\n' "$*" >&2; exit 1; }
+bad_input() { printf '[bench-scale] ERROR: %s\n' "$*" >&2; exit 2; } # a bad argument or override
 log() { printf '[bench-scale] %s\n' "$*" >&2; }
 
 N=${1:-1000000}
-[[ $N =~ ^[0-9]+$ && $N -ge 100 ]] || die "N must be an integer >= 100 (got '$N')"
-[[ $# -le 1 ]] || die "usage: scripts/bench-scale.sh [N]"
+[[ $N =~ ^[0-9]+$ && $N -ge 100 ]] || bad_input "N must be an integer >= 100 (got '$N')"
+[[ $# -le 1 ]] || bad_input "usage: scripts/bench-scale.sh [N]"
 DIM=384
 PREFIX=${BENCH_PREFIX:-bench}
-[[ $PREFIX =~ ^[a-z][a-z0-9_]*$ ]] || die "BENCH_PREFIX must match [a-z][a-z0-9_]*"
+[[ $PREFIX =~ ^[a-z][a-z0-9_]*$ ]] || bad_input "BENCH_PREFIX must match [a-z][a-z0-9_]*"
 MAIN=${PREFIX}_embeddings
 RAW=${PREFIX}_raw
 DW=${PREFIX}_dw
@@ -98,7 +99,7 @@ VDBB_LOAD_CONC=${VDBB_LOAD_CONC:-2}
 K=${K:-10}; TENANT_SHARE=${TENANT_SHARE:-0.3}
 PROBE_RATES=${PROBE_RATES:-"10 20 40 80 160 320 640"}; PROBE_S=${PROBE_S:-30}; PROBE_WARMUP_S=${PROBE_WARMUP_S:-5}
 WARM_S=${WARM_S:-60}; WARM_RATE=${WARM_RATE:-10}
-[[ $WARM_S =~ ^[0-9]+$ && $WARM_RATE =~ ^[0-9]+$ && $WARM_RATE -gt 0 ]] || die "WARM_S and WARM_RATE must be integers, WARM_RATE at least 1 (got WARM_S=$WARM_S WARM_RATE=$WARM_RATE)"
+[[ $WARM_S =~ ^[0-9]+$ && $WARM_RATE =~ ^[0-9]+$ && $WARM_RATE -gt 0 ]] || bad_input "WARM_S and WARM_RATE must be integers, WARM_RATE at least 1 (got WARM_S=$WARM_S WARM_RATE=$WARM_RATE)"
 DROP_MAX_PCT=${DROP_MAX_PCT:-0.1}; ERR_MAX_PCT=${ERR_MAX_PCT:-0.1}; P95_MAX_MS=${P95_MAX_MS:-1000}
 RUN_S=${RUN_S:-300}; RUN_WARMUP_S=${RUN_WARMUP_S:-15}; IN_FLIGHT=${IN_FLIGHT:-256}; MAX_LAG_MS=${MAX_LAG_MS:-1000}
 SKIP_VDBB=${SKIP_VDBB:-0}; SKIP_DW=${SKIP_DW:-0}
@@ -438,7 +439,7 @@ else
   best=
   failed=
   for r in $PROBE_RATES; do
-    [[ $r =~ ^[0-9]+$ ]] || die "PROBE_RATES must be integers (got '$r')"
+    [[ $r =~ ^[0-9]+$ ]] || bad_input "PROBE_RATES must be integers (got '$r')"
     run_step "probe-$r" "$r" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
     verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$r/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT" "$P95_MAX_MS")
     printf '%s\t%s\n' "$r" "$verdict" >>"$probe_log"

@@ -98,6 +98,10 @@ RAW_BATCH=${RAW_BATCH:-500}; RAW_PAR=${RAW_PAR:-4}
 VDBB_LOAD_CONC=${VDBB_LOAD_CONC:-2}
 K=${K:-10}; TENANT_SHARE=${TENANT_SHARE:-0.3}
 PROBE_RATES=${PROBE_RATES:-"10 20 40 80 160 320 640"}; PROBE_S=${PROBE_S:-30}; PROBE_WARMUP_S=${PROBE_WARMUP_S:-5}
+for r in $PROBE_RATES; do
+  [[ $r =~ ^[0-9]+$ && $r -gt 0 ]] || bad_input "PROBE_RATES must be positive integers (got '$r')"
+done
+[[ -n ${PROBE_RATES// /} ]] || bad_input "PROBE_RATES is empty"
 WARM_S=${WARM_S:-60}; WARM_RATE=${WARM_RATE:-10}
 [[ $WARM_S =~ ^[0-9]+$ && $WARM_RATE =~ ^[0-9]+$ && $WARM_RATE -gt 0 ]] || bad_input "WARM_S and WARM_RATE must be integers, WARM_RATE at least 1 (got WARM_S=$WARM_S WARM_RATE=$WARM_RATE)"
 DROP_MAX_PCT=${DROP_MAX_PCT:-0.1}; ERR_MAX_PCT=${ERR_MAX_PCT:-0.1}; P95_MAX_MS=${P95_MAX_MS:-1000}
@@ -439,7 +443,6 @@ else
   best=
   failed=
   for r in $PROBE_RATES; do
-    [[ $r =~ ^[0-9]+$ ]] || bad_input "PROBE_RATES must be integers (got '$r')"
     run_step "probe-$r" "$r" "$PROBE_WARMUP_S" "$PROBE_S" >/dev/null
     verdict=$("$PY" scripts/bench/run_figures.py "$WORK/runs/probe-$r/report.json" --check "$DROP_MAX_PCT" "$ERR_MAX_PCT" "$P95_MAX_MS")
     printf '%s\t%s\n' "$r" "$verdict" >>"$probe_log"

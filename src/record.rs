@@ -103,22 +103,82 @@ impl Record {
         }
     }
 
-    /// Hash of the content that must agree between stores: vector bits, metadata
-    /// (canonical JSON with sorted keys) and model_version. Timestamps are excluded
-    /// because each store may legitimately round them differently.
+    /// Hash of the content that must agree between stores: the vector (its
+    /// [`vector_digest`]), metadata (its [`metadata_digest`]) and model_version.
+    /// Timestamps are excluded because each store may legitimately round them
+    /// differently. Built from the parts by [`content_hash_of`], so a store that reads
+    /// the parts instead of the record (OpenSearch's doc-value scan) gets the same hash.
     pub fn content_hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update((self.vector.len() as u64).to_le_bytes());
-        for x in &self.vector {
-            h.update(x.to_bits().to_le_bytes());
-        }
-        // serde_json::Map is a BTreeMap (no preserve_order feature), so keys are sorted.
-        let meta = serde_json::to_vec(&self.metadata).unwrap_or_default();
-        h.update((meta.len() as u64).to_le_bytes());
-        h.update(&meta);
-        h.update(self.model_version.as_bytes());
-        h.finalize().into()
+        content_hash_of(
+            Some(vector_digest(&self.vector)),
+            &metadata_digest(&self.metadata),
+            &self.model_version,
+        )
     }
+}
+
+/// A vector's length and two 64-bit lanes over its components' raw bits, in order.
+///
+/// Each lane is a multiply-xorshift chain: every step is a bijection of the lane's
+/// state, so two vectors that differ in any single component always differ here. The
+/// OpenSearch store computes the same digest server-side from doc values (its Painless
+/// twin is `store::opensearch::query::VECTOR_DIGEST_SCRIPT`); keep the two identical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorDigest {
+    pub len: u64,
+    pub lanes: [u64; 2],
+}
+
+pub fn vector_digest(vector: &[f32]) -> VectorDigest {
+    let (mut a, mut b) = (VECTOR_DIGEST_SEEDS[0], VECTOR_DIGEST_SEEDS[1]);
+    for x in vector {
+        let w = u64::from(x.to_bits());
+        a = (a ^ w).wrapping_mul(VECTOR_DIGEST_PRIMES[0]);
+        a ^= a >> 32;
+        b = (b ^ w).wrapping_mul(VECTOR_DIGEST_PRIMES[1]);
+        b ^= b >> 29;
+    }
+    VectorDigest {
+        len: vector.len() as u64,
+        lanes: [a, b],
+    }
+}
+
+/// Start values of [`vector_digest`]'s lanes (the FNV-1a offset basis and the golden ratio).
+pub const VECTOR_DIGEST_SEEDS: [u64; 2] = [0xcbf2_9ce4_8422_2325, 0x9e37_79b9_7f4a_7c15];
+/// Odd multipliers of [`vector_digest`]'s lanes (the FNV-1a prime and MurmurHash3's fmix constant).
+pub const VECTOR_DIGEST_PRIMES: [u64; 2] = [0x0000_0100_0000_01b3, 0xff51_afd7_ed55_8ccd];
+
+/// The first 128 bits of the SHA-256 of `metadata` as canonical JSON (sorted keys),
+/// in hex. Written beside each OpenSearch document (`metadata_digest`) so that a scan can
+/// compare metadata from doc values instead of loading every `_source`.
+pub fn metadata_digest(metadata: &Map<String, Value>) -> String {
+    // serde_json::Map is a BTreeMap (no preserve_order feature), so keys are sorted.
+    let meta = serde_json::to_vec(metadata).unwrap_or_default();
+    hex::encode(&Sha256::digest(&meta)[..16])
+}
+
+/// [`Record::content_hash`] from its parts. `None` (a document without a vector) hashes
+/// to a value no record with a vector has.
+pub fn content_hash_of(
+    vector: Option<VectorDigest>,
+    metadata_digest: &str,
+    model_version: &str,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    match vector {
+        Some(d) => {
+            h.update([1u8]);
+            h.update(d.len.to_le_bytes());
+            h.update(d.lanes[0].to_le_bytes());
+            h.update(d.lanes[1].to_le_bytes());
+        }
+        None => h.update([0u8]),
+    }
+    h.update((metadata_digest.len() as u64).to_le_bytes());
+    h.update(metadata_digest.as_bytes());
+    h.update(model_version.as_bytes());
+    h.finalize().into()
 }
 
 /// Current time truncated to milliseconds, the precision both stores keep.
@@ -356,6 +416,46 @@ mod tests {
             a.content_hash(),
             Record::new(a.id.clone(), a.vector.clone(), "m1").content_hash()
         );
+    }
+
+    #[test]
+    fn vector_digest_matches_the_painless_reference() {
+        // Pinned from an independent implementation (Python, u64 arithmetic) of the
+        // chain `VECTOR_DIGEST_SCRIPT` runs; the live tests check the Painless twin.
+        let v: Vec<f32> = (0..384).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let d = vector_digest(&v);
+        assert_eq!(d.len, 384);
+        assert_eq!(d.lanes, [0xb02d_3b1f_ef4f_661b, 0x99e3_525e_c31c_c86a]);
+        // Any single component's bits, even the lowest, change both lanes.
+        for i in [0, 1, 200, 383] {
+            let mut w = v.clone();
+            w[i] = f32::from_bits(w[i].to_bits() ^ 1);
+            let e = vector_digest(&w);
+            assert_ne!(d.lanes[0], e.lanes[0], "component {i}");
+            assert_ne!(d.lanes[1], e.lanes[1], "component {i}");
+        }
+        // Order matters; an empty vector is not the absent one.
+        let mut r = v.clone();
+        r.swap(3, 4);
+        assert_ne!(d, vector_digest(&r));
+        assert_ne!(
+            content_hash_of(Some(vector_digest(&[])), "", ""),
+            content_hash_of(None, "", "")
+        );
+    }
+
+    #[test]
+    fn metadata_digest_is_canonical() {
+        let mut a = Map::new();
+        a.insert("b".into(), Value::from(1));
+        a.insert("a".into(), Value::from("x"));
+        let mut b = Map::new();
+        b.insert("a".into(), Value::from("x"));
+        b.insert("b".into(), Value::from(1));
+        assert_eq!(metadata_digest(&a), metadata_digest(&b));
+        assert_eq!(metadata_digest(&a).len(), 32);
+        b.insert("b".into(), Value::from(2));
+        assert_ne!(metadata_digest(&a), metadata_digest(&b));
     }
 
     #[test]

@@ -161,9 +161,22 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
     extra.id.entity_id = "not-in-pgvector".into();
     let mut modified = ds.train[12].clone();
     modified.vector[100] += 0.001;
-    os.upsert_batch(&[extra.clone(), modified.clone()])
-        .await
-        .unwrap();
+    // Written through the store, so they carry a metadata digest: the doc-value scan
+    // compares them.
+    let mut meta_changed = ds.train[13].clone();
+    meta_changed
+        .metadata
+        .insert("lang".into(), serde_json::json!("changed"));
+    let mut model_changed = ds.train[14].clone();
+    model_changed.model_version = "other-model".into();
+    os.upsert_batch(&[
+        extra.clone(),
+        modified.clone(),
+        meta_changed.clone(),
+        model_changed.clone(),
+    ])
+    .await
+    .unwrap();
     os.refresh().await.unwrap();
     assert_eq!(
         os.count().await.unwrap(),
@@ -174,6 +187,10 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
     let (code, out) = run(cli(&name).arg("validate"));
     assert_eq!(code, 1, "{out}");
     assert!(
+        !out.contains("_source instead"),
+        "the doc-value scan was used: {out}"
+    );
+    assert!(
         out.contains(&format!("missing from opensearch: 1: {deleted}")),
         "{out}"
     );
@@ -181,18 +198,67 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
         out.contains(&format!("extra in opensearch: 1: {}", extra.id)),
         "{out}"
     );
-    assert!(
-        out.contains(&format!("content mismatch: 1: {}", modified.id)),
-        "{out}"
-    );
+    let line = (out.lines())
+        .find(|l| l.contains("content mismatch: 3: "))
+        .unwrap_or_else(|| panic!("three content mismatches: {out}"));
+    for id in [&modified.id, &meta_changed.id, &model_changed.id] {
+        assert!(
+            line.contains(&id.to_string()),
+            "vector, metadata and model_version changes are each found: {out}"
+        );
+    }
     assert!(out.contains("INCONSISTENT"), "{out}");
+
+    // A document written by another tool has no metadata digest: its range is read
+    // from `_source`, with a warning, and its change is still found.
+    let mut foreign = ds.train[15].clone();
+    foreign
+        .metadata
+        .insert("lang".into(), serde_json::json!("foreign"));
+    put_without_digest(&name, &foreign).await;
+    let (code, out) = run(cli(&name).arg("validate"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("_source instead"), "{out}");
+    assert!(out.contains("content mismatch: 4: "), "{out}");
+    assert!(out.contains(&foreign.id.to_string()), "{out}");
 
     let (code, out) = run(cli(&name).args(["validate", "--repair"]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("upserted 2 and deleted 1"), "{out}");
+    assert!(out.contains("upserted 5 and deleted 1"), "{out}");
     assert!(out.contains("CONSISTENT: 100%"), "{out}");
     let fixed = os.get(&modified.id).await.unwrap().unwrap();
     assert_eq!(fixed.content_hash(), ds.train[12].content_hash());
+    // The repair rewrote the foreign document with its digest: back to the fast scan.
+    let (code, out) = run(cli(&name).arg("validate"));
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("_source instead"), "{out}");
+}
+
+/// Indexes `r` into index `index` directly, as another tool would: a `_source` without
+/// `metadata_digest` (and `refresh=true`).
+async fn put_without_digest(index: &str, r: &shadowbench::record::Record) {
+    let url = format!(
+        "{}/{index}/_doc/{}?refresh=true",
+        common::os_hosts().trim_end_matches('/'),
+        r.id.doc_id()
+    );
+    let doc = serde_json::json!({
+        "tenant_id": r.id.tenant_id,
+        "entity_type": r.id.entity_type,
+        "entity_id": r.id.entity_id,
+        "vector": r.vector,
+        "metadata": r.metadata,
+        "model_version": r.model_version,
+        "created_at": r.created_at.to_rfc3339(),
+        "updated_at": r.updated_at.to_rfc3339(),
+    });
+    let reply = reqwest::Client::new()
+        .put(url)
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{:?}", reply.text().await);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::transport::{SNIPPET_CHARS, truncate};
 use super::{BACKEND, OpenSearchStore};
 use crate::error::{ErrorClass, StoreError};
-use crate::record::{Record, validate_fields, validate_vector};
+use crate::record::{Record, metadata_digest, validate_fields, validate_vector};
 use crate::store::{ItemOutcome, WriteOp};
 
 /// Most documents sent in one `_bulk` request.
@@ -163,6 +163,9 @@ struct DocSource<'a> {
     entity_id: &'a str,
     vector: &'a [f32],
     metadata: &'a Map<String, Value>,
+    /// [`metadata_digest`] of `metadata`, a keyword with doc values: `validate` compares
+    /// it instead of loading every `_source`.
+    metadata_digest: String,
     model_version: &'a str,
     created_at: String,
     updated_at: String,
@@ -191,6 +194,7 @@ fn append_bulk_index(body: &mut Vec<u8>, index: &str, doc_id: &str, r: &Record) 
         entity_id: &r.id.entity_id,
         vector: &r.vector,
         metadata: &r.metadata,
+        metadata_digest: metadata_digest(&r.metadata),
         model_version: &r.model_version,
         created_at: rfc3339_millis(&r.created_at),
         updated_at: rfc3339_millis(&r.updated_at),

@@ -128,9 +128,14 @@ impl OpenSearchStore {
         }
 
         // (b) indices: the shared index now; tenant indices on their first write.
-        for (name, _) in &indices {
+        for (name, def) in &indices {
             self.known().insert(name.clone());
-            out.unchanged.push(format!("index {name}"));
+            if self.add_digest_field(name, def.get("mappings")).await? {
+                out.created
+                    .push(format!("field {METADATA_DIGEST} of index {name}"));
+            } else {
+                out.unchanged.push(format!("index {name}"));
+            }
         }
         if self.cfg.tenant_layout == TenantLayout::Shared && indices.is_empty() {
             let index = self.cfg.index.clone();
@@ -187,6 +192,7 @@ impl OpenSearchStore {
                 def.get("mappings").unwrap_or(&Value::Null),
                 def.get("settings").unwrap_or(&Value::Null),
             )?;
+            self.add_digest_field(index, def.get("mappings")).await?;
             self.known().insert(index.to_string());
             return Ok(false);
         }
@@ -203,6 +209,36 @@ impl OpenSearchStore {
         self.expect_ok(Method::Put, &path, put)?;
         self.known().insert(index.to_string());
         tracing::info!(index, "created OpenSearch index");
+        Ok(true)
+    }
+
+    /// Adds the [`METADATA_DIGEST`] keyword to an index created before it existed, so
+    /// that new writes store it with doc values (dynamic mapping would make it `text`).
+    /// Its older documents lack it, and `validate` reads their `_source` instead. True
+    /// when the field was added.
+    async fn add_digest_field(
+        &self,
+        index: &str,
+        mappings: Option<&Value>,
+    ) -> Result<bool, StoreError> {
+        let props = mappings.and_then(|m| {
+            m.get("properties")
+                .or_else(|| m.pointer("/_doc/properties"))
+        });
+        if props.is_some_and(|p| p.get(METADATA_DIGEST).is_some()) {
+            return Ok(false);
+        }
+        let path = format!("/{index}/_mapping");
+        let body = json!({"properties": {METADATA_DIGEST: metadata_digest_mapping()}});
+        let reply = self
+            .call(Method::Put, &path, &[], Some(to_vec(&body)))
+            .await?;
+        self.expect_ok(Method::Put, &path, reply)?;
+        tracing::info!(
+            index,
+            field = METADATA_DIGEST,
+            "added the metadata digest field to an existing index"
+        );
         Ok(true)
     }
 
@@ -408,10 +444,19 @@ pub fn mappings(cfg: &OpenSearchConfig) -> Value {
             "model_version": {"type": "keyword"},
             "vector": vector_mapping(cfg),
             "metadata": {"type": "object", "enabled": false},
+            METADATA_DIGEST: metadata_digest_mapping(),
             "created_at": {"type": "date"},
             "updated_at": {"type": "date"}
         }
     })
+}
+
+/// The field holding [`crate::record::metadata_digest`] of each document's metadata.
+pub const METADATA_DIGEST: &str = "metadata_digest";
+
+/// A keyword read from doc values only (never searched, so not indexed).
+fn metadata_digest_mapping() -> Value {
+    json!({"type": "keyword", "index": false})
 }
 
 /// Index settings shared by the template and explicitly created indices.
@@ -693,6 +738,8 @@ mod tests {
             assert_eq!(p[f]["type"], "keyword", "{f}");
         }
         assert_eq!(p["metadata"]["type"], "object");
+        assert_eq!(p[METADATA_DIGEST]["type"], "keyword");
+        assert_eq!(p[METADATA_DIGEST]["index"], false);
         assert_eq!(p["created_at"]["type"], "date");
         assert_eq!(p["updated_at"]["type"], "date");
         let v = &p["vector"];

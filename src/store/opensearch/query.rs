@@ -6,11 +6,14 @@ use opensearch::http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::index::METADATA_DIGEST;
 use super::transport::{Reply, to_vec};
 use super::{BACKEND, OpenSearchStore};
 use crate::distance::Metric;
 use crate::error::StoreError;
-use crate::record::{Filter, Hit, MAX_K, Record, RecordId, SearchRequest};
+use crate::record::{
+    Filter, Hit, MAX_K, Record, RecordId, SearchRequest, VectorDigest, content_hash_of,
+};
 
 /// `index.max_result_window` default: the largest `size` one search may ask for.
 pub(super) const MAX_PAGE: usize = 10_000;
@@ -174,6 +177,113 @@ pub(super) fn parse_scroll_page(body: &[u8]) -> Result<(Option<String>, Vec<Reco
         .map(|h| record_of(h._source))
         .collect::<Result<_, _>>()?;
     Ok((reply._scroll_id, records))
+}
+
+/// Painless twin of [`crate::record::vector_digest`] over the `vector` doc values:
+/// `[len, lane a, lane b]` (lanes as signed longs), or null for a document without a
+/// vector. The constants are [`crate::record::VECTOR_DIGEST_SEEDS`] and
+/// [`crate::record::VECTOR_DIGEST_PRIMES`] as Java longs; `>>>` is Rust's `u64 >>`.
+pub(super) const VECTOR_DIGEST_SCRIPT: &str = "\
+if (doc['vector'].size() == 0) { return null; } \
+float[] v = doc['vector'].value; \
+long a = -3750763034362895579L; long b = -7046029254386353131L; \
+for (int i = 0; i < v.length; ++i) { \
+  long w = Float.floatToRawIntBits(v[i]) & 4294967295L; \
+  a = (a ^ w) * 1099511628211L; a ^= a >>> 32; \
+  b = (b ^ w) * -49064778989728563L; b ^= b >>> 29; \
+} \
+return [v.length, a, b];";
+
+/// Doc-value fields a digest scan reads (with the script field `vector_digest`).
+const DIGEST_FIELDS: [&str; 5] = [
+    "tenant_id",
+    "entity_type",
+    "entity_id",
+    "model_version",
+    METADATA_DIGEST,
+];
+
+/// A scroll over `range` in `_doc` order that loads no stored field: the identity,
+/// model_version and metadata digest come from doc values, the vector's digest from
+/// [`VECTOR_DIGEST_SCRIPT`]. Loading `_source` (or even `_id`) decompresses every
+/// document's stored block, which was most of OpenSearch's CPU in a full scan.
+pub(super) fn digest_scroll_body(range_query: Value, size: usize) -> Value {
+    json!({
+        "size": size,
+        "sort": ["_doc"],
+        "query": range_query,
+        "stored_fields": "_none_",
+        "docvalue_fields": DIGEST_FIELDS,
+        "script_fields": {"vector_digest": {"script": {"lang": "painless", "source": VECTOR_DIGEST_SCRIPT}}}
+    })
+}
+
+/// A page of a digest scroll: its scroll id, its number of hits, and their content hashes,
+/// or `None` when a document has no metadata digest (written before the field existed,
+/// or by another tool), so the caller reads the range's `_source` instead.
+pub(super) type DigestPage = (Option<String>, usize, Option<Vec<(RecordId, [u8; 32])>>);
+
+pub(super) fn parse_digest_page(body: &[u8]) -> Result<DigestPage, StoreError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        #[serde(default)]
+        _scroll_id: Option<String>,
+        hits: Hits,
+    }
+    #[derive(Deserialize)]
+    struct Hits {
+        hits: Vec<DigestHit>,
+    }
+    #[derive(Deserialize)]
+    struct DigestHit {
+        #[serde(default)]
+        fields: DigestFields,
+    }
+    #[derive(Deserialize, Default)]
+    struct DigestFields {
+        #[serde(default)]
+        tenant_id: Vec<String>,
+        #[serde(default)]
+        entity_type: Vec<String>,
+        #[serde(default)]
+        entity_id: Vec<String>,
+        #[serde(default)]
+        model_version: Vec<String>,
+        #[serde(default)]
+        metadata_digest: Vec<String>,
+        #[serde(default)]
+        vector_digest: Vec<Option<i64>>,
+    }
+    let reply: Reply = serde_json::from_slice(body)
+        .map_err(|e| StoreError::bad_response(BACKEND, format!("digest scan page: {e}")))?;
+    let n = reply.hits.hits.len();
+    let mut out = Vec::with_capacity(n);
+    for h in reply.hits.hits {
+        let mut f = h.fields;
+        let one = |name: &str, v: &mut Vec<String>| {
+            v.pop().filter(|_| v.is_empty()).ok_or_else(|| {
+                StoreError::bad_response(BACKEND, format!("digest scan: a hit without one {name}"))
+            })
+        };
+        let id = RecordId::new(
+            one("tenant_id", &mut f.tenant_id)?,
+            one("entity_type", &mut f.entity_type)?,
+            one("entity_id", &mut f.entity_id)?,
+        );
+        let Some(meta) = f.metadata_digest.pop() else {
+            return Ok((reply._scroll_id, n, None));
+        };
+        let vector = match f.vector_digest[..] {
+            [Some(len), Some(a), Some(b)] => Some(VectorDigest {
+                len: len as u64,
+                lanes: [a as u64, b as u64],
+            }),
+            _ => None,
+        };
+        let model_version = f.model_version.pop().unwrap_or_default();
+        out.push((id, content_hash_of(vector, &meta, &model_version)));
+    }
+    Ok((reply._scroll_id, n, Some(out)))
 }
 
 /// k-NN hits, nearest first, with `_score` converted to the metric's distance.

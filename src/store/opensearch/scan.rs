@@ -1,11 +1,17 @@
 //! Reading whole key ranges of the index: ordered pages (`search_after` on the three
 //! identity fields) and, for `validate`, unordered scroll reads of every document in a
-//! range, which cost the server one pass instead of a sort per page.
+//! range, which cost the server one pass instead of a sort per page: from doc values
+//! and a server-side vector digest when the documents carry a metadata digest, from
+//! `_source` otherwise.
 
 use opensearch::http::Method;
 
-use super::query::{MAX_PAGE, parse_scan_hits, parse_scroll_page, range_query, scan_body};
-use super::transport::{http_error, to_vec};
+use super::index::METADATA_DIGEST;
+use super::query::{
+    MAX_PAGE, digest_scroll_body, parse_digest_page, parse_scan_hits, parse_scroll_page,
+    range_query, scan_body,
+};
+use super::transport::{Reply, http_error, to_vec};
 use super::{BACKEND, OpenSearchStore};
 use crate::error::StoreError;
 use crate::record::{Record, RecordId};
@@ -46,9 +52,99 @@ impl OpenSearchStore {
         Ok(out)
     }
 
-    /// The content hash of every document in `range`, in index order, through one
-    /// scroll (`_doc` order, `page` documents a call), cleared at the end.
+    /// The content hash of every document in `range`, in index order. Read from doc
+    /// values and a server-side vector digest when every index of the pattern maps the
+    /// metadata digest and every document in the range has one; otherwise (an index
+    /// from before the field, a document written by another tool, inline scripts
+    /// disabled) from each document's `_source`, which gives the same hashes slower.
     pub(super) async fn scroll_digests(
+        &self,
+        range: &KeyRange,
+        page: usize,
+    ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
+        if self.digest_field_mapped().await? {
+            if let Some(out) = self.scroll_doc_value_digests(range, page).await? {
+                return Ok(out);
+            }
+        }
+        self.scroll_source_digests(range, page).await
+    }
+
+    /// True when every index of the search pattern maps [`METADATA_DIGEST`] as a keyword
+    /// (false when no index matches: the `_source` path answers that as well).
+    async fn digest_field_mapped(&self) -> Result<bool, StoreError> {
+        let path = format!(
+            "/{}/_mapping/field/{METADATA_DIGEST}",
+            self.search_pattern()
+        );
+        let reply = self.call(Method::Get, &path, &[], None).await?;
+        if reply.status == 404 {
+            return Ok(false);
+        }
+        let v = self.expect_ok(Method::Get, &path, reply)?;
+        let Some(indices) = v.as_object() else {
+            return Ok(false);
+        };
+        let keyword = |def: &serde_json::Value| {
+            let field = format!("/mappings/{METADATA_DIGEST}/mapping/{METADATA_DIGEST}/type");
+            def.pointer(&field).and_then(|t| t.as_str()) == Some("keyword")
+        };
+        Ok(!indices.is_empty() && indices.values().all(keyword))
+    }
+
+    /// The digest scroll ([`digest_scroll_body`]); `None` when the range has a document
+    /// without a metadata digest or the cluster refuses the script.
+    async fn scroll_doc_value_digests(
+        &self,
+        range: &KeyRange,
+        page: usize,
+    ) -> Result<Option<Vec<(RecordId, [u8; 32])>>, StoreError> {
+        let pattern = self.search_pattern();
+        let path = format!("/{pattern}/_search");
+        let query = range_query(range.after.as_ref(), range.until.as_ref());
+        let body = digest_scroll_body(query, page.clamp(1, MAX_PAGE));
+        let reply = self
+            .call(
+                Method::Post,
+                &path,
+                &[("scroll", SCROLL_KEEP_ALIVE)],
+                Some(to_vec(&body)),
+            )
+            .await?;
+        if reply.status == 400 {
+            let err = http_error(Method::Post, &path, &reply);
+            tracing::warn!(
+                "the doc-value digest scan was refused ({err}); reading every document's \
+                 _source instead, which is slower"
+            );
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let mut complete = true;
+        self.scroll_pages(&path, reply, |body| {
+            let (id, n, digests) = parse_digest_page(body)?;
+            match digests {
+                Some(d) => out.extend(d),
+                None => complete = false,
+            }
+            // Stop at the first document without a digest: the range is read again.
+            Ok((id, if complete { n } else { 0 }))
+        })
+        .await?;
+        if !complete {
+            tracing::warn!(
+                "documents in {pattern} have no {METADATA_DIGEST} (written before it existed, \
+                 or by another tool): reading this key range's _source instead, which is \
+                 slower; a `sync` rewrites them with it"
+            );
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// The content hash of every document in `range` from its `_source`, through one
+    /// scroll (`_doc` order, `page` documents a call).
+    async fn scroll_source_digests(
         &self,
         range: &KeyRange,
         page: usize,
@@ -61,22 +157,39 @@ impl OpenSearchStore {
             "query": range_query(range.after.as_ref(), range.until.as_ref()),
         });
         let query = [("scroll", SCROLL_KEEP_ALIVE)];
-        let mut reply = (self.call(Method::Post, &path, &query, Some(to_vec(&body)))).await?;
+        let reply = (self.call(Method::Post, &path, &query, Some(to_vec(&body)))).await?;
         let mut out = Vec::new();
+        self.scroll_pages(&path, reply, |body| {
+            let (id, records) = parse_scroll_page(body)?;
+            out.extend(records.iter().map(|r| (r.id.clone(), r.content_hash())));
+            Ok((id, records.len()))
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Follows a scroll from its first `reply` to an empty page (or until `on_page`,
+    /// given each page's body, answers 0 hits), then clears it. `on_page` returns the
+    /// page's scroll id and its number of hits.
+    async fn scroll_pages(
+        &self,
+        path: &str,
+        mut reply: Reply,
+        mut on_page: impl FnMut(&[u8]) -> Result<(Option<String>, usize), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut scroll_id: Option<String> = None;
         let result = loop {
             if !reply.is_success() {
-                break Err(http_error(Method::Post, &path, &reply));
+                break Err(http_error(Method::Post, path, &reply));
             }
-            let (id, records) = match parse_scroll_page(&reply.body) {
+            let (id, hits) = match on_page(&reply.body) {
                 Ok(p) => p,
                 Err(e) => break Err(e),
             };
             scroll_id = id.or(scroll_id);
-            if records.is_empty() {
+            if hits == 0 {
                 break Ok(());
             }
-            out.extend(records.iter().map(|r| (r.id.clone(), r.content_hash())));
             let Some(id) = &scroll_id else {
                 break Err(StoreError::bad_response(
                     BACKEND,
@@ -97,6 +210,6 @@ impl OpenSearchStore {
             let clear = serde_json::json!({"scroll_id": [id]});
             let _ = (self.call(Method::Delete, "/_search/scroll", &[], Some(to_vec(&clear)))).await;
         }
-        result.map(|()| out)
+        result
     }
 }

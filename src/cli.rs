@@ -131,6 +131,11 @@ pub struct ValidateArgs {
     /// range, concurrently); 1 scans in one pass.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// Read every OpenSearch document's stored `_source` instead of doc values and the
+    /// stored `metadata_digest` (slower): also sees a metadata change another tool made
+    /// without updating the digest.
+    #[arg(long)]
+    pub from_source: bool,
     /// Write the validation report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

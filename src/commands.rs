@@ -72,6 +72,11 @@ async fn validate_cmd(backends: &Backends, args: ValidateArgs) -> Result<Exit, E
     let opts = consistency::ValidateOptions {
         show: args.show,
         parallel: usize::from(args.parallel),
+        read: if args.from_source {
+            shadowbench::store::DigestRead::FullRecord
+        } else {
+            shadowbench::store::DigestRead::Cheapest
+        },
         progress: true,
         ..consistency::ValidateOptions::default()
     };

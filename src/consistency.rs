@@ -14,7 +14,7 @@ use crate::connect::Backends;
 use crate::error::{Error, StoreError};
 use crate::record::{Record, RecordId};
 use crate::store::pgvector::PgVectorStore;
-use crate::store::{ItemOutcome, KeyRange, VectorStore, WriteOp, scan};
+use crate::store::{DigestRead, ItemOutcome, KeyRange, VectorStore, WriteOp, scan};
 use indicatif::ProgressBar;
 
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub struct ValidateOptions {
     pub parallel: usize,
     /// How many ids of each kind of difference to list.
     pub show: usize,
+    /// How the stores read the content they hash.
+    pub read: DigestRead,
     pub progress: bool,
 }
 
@@ -34,6 +36,7 @@ impl Default for ValidateOptions {
             page: 1000,
             parallel: 4,
             show: 20,
+            read: DigestRead::Cheapest,
             progress: false,
         }
     }
@@ -155,7 +158,9 @@ async fn merge_range<F>(
 where
     F: AsyncFnMut(Diff) -> Result<(), StoreError>,
 {
-    let theirs = secondary.range_digests(&range, opts.page).await?;
+    let theirs = secondary
+        .range_digests(&range, opts.page, opts.read)
+        .await?;
     let mut tally = Tally::new(theirs, opts.show);
     let mut ours = scan(primary, range, opts.page);
     while let Some(p) = ours.next().await.transpose()? {
@@ -243,8 +248,8 @@ async fn compare_range(
     pb: &ProgressBar,
 ) -> Result<ValidationReport, StoreError> {
     let (mut ours, theirs) = tokio::try_join!(
-        primary.range_digests(&range, opts.page),
-        secondary.range_digests(&range, opts.page)
+        primary.range_digests(&range, opts.page, opts.read),
+        secondary.range_digests(&range, opts.page, opts.read)
     )?;
     ours.sort_unstable();
     let mut tally = Tally::new(theirs, opts.show);
@@ -541,6 +546,7 @@ mod tests {
                 parallel,
                 show: 5,
                 progress: false,
+                read: DigestRead::Cheapest,
             };
             validate(ours.clone(), theirs.clone(), &opts).await.unwrap()
         };

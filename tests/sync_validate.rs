@@ -222,9 +222,18 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
     assert!(out.contains("content mismatch: 4: "), "{out}");
     assert!(out.contains(&foreign.id.to_string()), "{out}");
 
-    let (code, out) = run(cli(&name).args(["validate", "--repair"]));
+    // A partial update by another tool changes metadata but leaves the stored digest:
+    // `--from-source` reads every `_source` and sees it.
+    let stale = ds.train[16].clone();
+    update_metadata_only(&name, &stale).await;
+    let (code, out) = run(cli(&name).args(["validate", "--from-source"]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("content mismatch: 5: "), "{out}");
+    assert!(out.contains(&stale.id.to_string()), "{out}");
+
+    let (code, out) = run(cli(&name).args(["validate", "--repair", "--from-source"]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("upserted 5 and deleted 1"), "{out}");
+    assert!(out.contains("upserted 6 and deleted 1"), "{out}");
     assert!(out.contains("CONSISTENT: 100%"), "{out}");
     let fixed = os.get(&modified.id).await.unwrap().unwrap();
     assert_eq!(fixed.content_hash(), ds.train[12].content_hash());
@@ -232,6 +241,24 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
     let (code, out) = run(cli(&name).arg("validate"));
     assert_eq!(code, 0, "{out}");
     assert!(!out.contains("_source instead"), "{out}");
+}
+
+/// Changes `r`'s metadata in index `index` by a partial `_update`, as another tool
+/// would: `metadata_digest` stays as it was.
+async fn update_metadata_only(index: &str, r: &shadowbench::record::Record) {
+    let url = format!(
+        "{}/{index}/_update/{}?refresh=true",
+        common::os_hosts().trim_end_matches('/'),
+        r.id.doc_id()
+    );
+    let body = serde_json::json!({"doc": {"metadata": {"lang": "partial-update"}}});
+    let reply = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{:?}", reply.text().await);
 }
 
 /// Indexes `r` into index `index` directly, as another tool would: a `_source` without

@@ -174,13 +174,15 @@ pub trait VectorStore: Send + Sync {
     }
 
     /// The content hash ([`Record::content_hash`]) of every record in `range`, in no
-    /// particular order, read `page` records a call. The default scans in key order; a
-    /// store with a cheaper unordered read overrides it.
+    /// particular order, read `page` records a call, as `read` asks. The default scans
+    /// whole records in key order; a store with a cheaper unordered read overrides it.
     async fn range_digests(
         &self,
         range: &KeyRange,
         page: usize,
+        read: DigestRead,
     ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
+        let _ = read;
         let page = page.max(1);
         let mut out = Vec::new();
         let mut after = range.after.clone();
@@ -285,6 +287,17 @@ pub struct IndexState {
     pub segments: Option<u64>,
     /// Merges running on primaries.
     pub merges_running: Option<u64>,
+}
+
+/// How [`VectorStore::range_digests`] reads what it hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DigestRead {
+    /// The store's cheapest faithful read: for OpenSearch, doc values and the
+    /// `metadata_digest` each write stores beside the metadata.
+    #[default]
+    Cheapest,
+    /// Every record as stored (OpenSearch's `_source`), metadata included.
+    FullRecord,
 }
 
 /// The records with `after < id <= until`; `None` leaves that end open, so the default

@@ -35,7 +35,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    BackendKind, Health, IndexParams, ItemOutcome, KeyRange, ResourceUsage, VectorStore, WriteOp,
+    BackendKind, DigestRead, Health, IndexParams, ItemOutcome, KeyRange, ResourceUsage,
+    VectorStore, WriteOp,
 };
 use crate::config::{OpenSearchConfig, TenantLayout};
 use crate::distance::Metric;
@@ -195,8 +196,9 @@ impl VectorStore for OpenSearchStore {
         &self,
         range: &KeyRange,
         page: usize,
+        read: DigestRead,
     ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
-        self.scroll_digests(range, page).await
+        self.scroll_digests(range, page, read).await
     }
 
     async fn health(&self) -> Result<Health, StoreError> {

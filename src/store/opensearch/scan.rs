@@ -15,7 +15,7 @@ use super::transport::{Reply, http_error, to_vec};
 use super::{BACKEND, OpenSearchStore};
 use crate::error::StoreError;
 use crate::record::{Record, RecordId};
-use crate::store::KeyRange;
+use crate::store::{DigestRead, KeyRange};
 
 /// How long the server keeps a scroll between two pages.
 const SCROLL_KEEP_ALIVE: &str = "2m";
@@ -57,12 +57,14 @@ impl OpenSearchStore {
     /// metadata digest and every document in the range has one; otherwise (an index
     /// from before the field, a document written by another tool, inline scripts
     /// disabled) from each document's `_source`, which gives the same hashes slower.
+    /// [`DigestRead::FullRecord`] always reads `_source`.
     pub(super) async fn scroll_digests(
         &self,
         range: &KeyRange,
         page: usize,
+        read: DigestRead,
     ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
-        if self.digest_field_mapped().await? {
+        if read == DigestRead::Cheapest && self.digest_field_mapped().await? {
             if let Some(out) = self.scroll_doc_value_digests(range, page).await? {
                 return Ok(out);
             }

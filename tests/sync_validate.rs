@@ -243,32 +243,36 @@ async fn validate_finds_deleted_extra_and_modified_records_and_repair_fixes_them
     assert!(!out.contains("_source instead"), "{out}");
 }
 
-/// Changes `r`'s metadata in index `index` by a partial `_update`, as another tool
-/// would: `metadata_digest` stays as it was.
-async fn update_metadata_only(index: &str, r: &shadowbench::record::Record) {
+/// Sends `body` to `/{index}/{endpoint}/{r's doc id}?refresh=true` past shadowbench, as
+/// another tool would, and expects success.
+async fn write_past_shadowbench(
+    method: reqwest::Method,
+    index: &str,
+    endpoint: &str,
+    r: &shadowbench::record::Record,
+    body: serde_json::Value,
+) {
     let url = format!(
-        "{}/{index}/_update/{}?refresh=true",
+        "{}/{index}/{endpoint}/{}?refresh=true",
         common::os_hosts().trim_end_matches('/'),
         r.id.doc_id()
     );
-    let body = serde_json::json!({"doc": {"metadata": {"lang": "partial-update"}}});
-    let reply = reqwest::Client::new()
-        .post(url)
-        .json(&body)
+    let reply = (reqwest::Client::new().request(method, url).json(&body))
         .send()
         .await
         .unwrap();
     assert!(reply.status().is_success(), "{:?}", reply.text().await);
 }
 
-/// Indexes `r` into index `index` directly, as another tool would: a `_source` without
-/// `metadata_digest` (and `refresh=true`).
+/// Changes `r`'s metadata in index `index` by a partial `_update`: `metadata_digest`
+/// stays as it was.
+async fn update_metadata_only(index: &str, r: &shadowbench::record::Record) {
+    let body = serde_json::json!({"doc": {"metadata": {"lang": "partial-update"}}});
+    write_past_shadowbench(reqwest::Method::POST, index, "_update", r, body).await;
+}
+
+/// Indexes `r` into index `index` with a `_source` without `metadata_digest`.
 async fn put_without_digest(index: &str, r: &shadowbench::record::Record) {
-    let url = format!(
-        "{}/{index}/_doc/{}?refresh=true",
-        common::os_hosts().trim_end_matches('/'),
-        r.id.doc_id()
-    );
     let doc = serde_json::json!({
         "tenant_id": r.id.tenant_id,
         "entity_type": r.id.entity_type,
@@ -279,13 +283,7 @@ async fn put_without_digest(index: &str, r: &shadowbench::record::Record) {
         "created_at": r.created_at.to_rfc3339(),
         "updated_at": r.updated_at.to_rfc3339(),
     });
-    let reply = reqwest::Client::new()
-        .put(url)
-        .json(&doc)
-        .send()
-        .await
-        .unwrap();
-    assert!(reply.status().is_success(), "{:?}", reply.text().await);
+    write_past_shadowbench(reqwest::Method::PUT, index, "_doc", r, doc).await;
 }
 
 #[tokio::test]

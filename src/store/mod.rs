@@ -180,9 +180,8 @@ pub trait VectorStore: Send + Sync {
         &self,
         range: &KeyRange,
         page: usize,
-        read: DigestRead,
+        _read: DigestRead,
     ) -> Result<Vec<(RecordId, [u8; 32])>, StoreError> {
-        let _ = read;
         let page = page.max(1);
         let mut out = Vec::new();
         let mut after = range.after.clone();

@@ -239,19 +239,15 @@ pub(super) fn parse_digest_page(body: &[u8]) -> Result<DigestPage, StoreError> {
         #[serde(default)]
         fields: DigestFields,
     }
+    /// Doc-value fields come as arrays; an absent one is empty.
     #[derive(Deserialize, Default)]
+    #[serde(default)]
     struct DigestFields {
-        #[serde(default)]
         tenant_id: Vec<String>,
-        #[serde(default)]
         entity_type: Vec<String>,
-        #[serde(default)]
         entity_id: Vec<String>,
-        #[serde(default)]
         model_version: Vec<String>,
-        #[serde(default)]
         metadata_digest: Vec<String>,
-        #[serde(default)]
         vector_digest: Vec<Option<i64>>,
     }
     let reply: Reply = serde_json::from_slice(body)
@@ -414,6 +410,31 @@ mod tests {
             ]}})
         );
         assert!(b.get("post_filter").is_none());
+    }
+
+    #[test]
+    fn digest_pages_hash_like_the_record_and_flag_a_missing_digest() {
+        let mut r = Record::new(RecordId::new("t", "e", "1"), vec![0.25, -1.5, 3.0], "m1");
+        r.metadata.insert("lang".into(), json!("en"));
+        let d = crate::record::vector_digest(&r.vector);
+        let hit = |meta: Value| {
+            json!({"fields": {
+                "tenant_id": ["t"], "entity_type": ["e"], "entity_id": ["1"],
+                "model_version": ["m1"], "metadata_digest": meta,
+                "vector_digest": [d.len, d.lanes[0] as i64, d.lanes[1] as i64]
+            }})
+        };
+        let page = |hits: Vec<Value>| to_vec(&json!({"_scroll_id": "s1", "hits": {"hits": hits}}));
+        let digest = json!([crate::record::metadata_digest(&r.metadata)]);
+        let (id, n, out) = parse_digest_page(&page(vec![hit(digest.clone())])).unwrap();
+        assert_eq!((id.as_deref(), n), (Some("s1"), 1));
+        assert_eq!(out.unwrap(), vec![(r.id.clone(), r.content_hash())]);
+        // A document without the digest sends the range to the `_source` path.
+        let (_, n, out) = parse_digest_page(&page(vec![hit(digest), hit(json!([]))])).unwrap();
+        assert_eq!((n, out), (2, None));
+        // A hit without its identity is a bad answer, not a silent skip.
+        let bad = page(vec![json!({"fields": {"tenant_id": ["t"]}})]);
+        assert!(parse_digest_page(&bad).is_err());
     }
 
     #[test]

@@ -269,6 +269,18 @@ def main():
             rb = by["raw_bulk"]
             out.append(f"The raw `_bulk` load: OpenSearch {rb['backends']['os_cpu_s']:,.0f} CPU s over "
                        f"{rb['seconds']:,.0f} s (machine {busy_cell(rb)} busy).")
+        # On shared cores dual-write is bounded by the sum of both stores' CPU; on separate hosts,
+        # by the slower store. Each store's CPU against its own load in this run shows which.
+        own = []
+        if "ingest" in by:
+            own.append(f"PostgreSQL {be['pg_cpu_s']:,.0f} against {by['ingest']['backends']['pg_cpu_s']:,.0f} "
+                       "in `ingest --backend pgvector`")
+        if "raw_bulk" in by:
+            own.append(f"OpenSearch {be['os_cpu_s']:,.0f} against {by['raw_bulk']['backends']['os_cpu_s']:,.0f} "
+                       "in the raw `_bulk` load")
+        if own:
+            out.append(f"Each store's CPU s in the dual_write ingest against its own load: {'; '.join(own)}. "
+                       f"With no idle core, {used:,.0f} CPU s need at least {used / cores:,.0f} s on {cores} cores.")
     out.append("")
     out.append("CPU columns: shadowbench = GNU time's user + system seconds of the step's process; "
                "PostgreSQL = user + system seconds of the postmaster, its children and the children it "

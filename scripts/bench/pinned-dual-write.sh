@@ -30,6 +30,7 @@ N=${1:-200000}
 [[ $(nproc) -ge 2 ]] || die "needs at least 2 cores (found $(nproc))"
 [[ $(id -u) -eq 0 ]] || die "needs root to set the backends' CPU affinity"
 command -v taskset >/dev/null || die "taskset (util-linux) is missing"
+command -v jq >/dev/null || die "jq is missing"
 SB=target/release/shadowbench
 [[ -x $SB ]] || die "$SB is missing: cargo build --release"
 PY=.venv-bench/bin/python
@@ -62,28 +63,24 @@ drop_all() {
 }
 trap 'set_affinity 0-$(($(nproc) - 1)) 0-$(($(nproc) - 1)); drop_all' EXIT
 
-# CPU seconds in clock ticks: the JVM; every PostgreSQL process plus what the postmaster has
-# reaped (cutime/cstime), so connections and parallel workers that exit are counted.
-cpu_os() { awk '{print $14 + $15}' "/proc/$ospid/stat"; }
-cpu_pg() {
-  local s=0 p v
-  for p in $(pgrep -u postgres); do
-    v=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)
-    s=$((s + ${v:-0}))
-  done
-  echo "$s"
-}
-tick=$(getconf CLK_TCK)
+# Both stores' CPU seconds over a step come from the scale bench's sampler (rss_sampler.py:
+# the JVM; PostgreSQL's postmaster, its live children and what it reaped).
+pgpid=$(pgrep -u postgres -o)
 declare -A WALL
 timed() { # LABEL CMD...
-  local label=$1 o0 p0 t0 t1
+  local label=$1 t0 t1
   shift
-  o0=$(cpu_os) p0=$(cpu_pg) t0=$(date +%s.%N)
-  "$@" >"$WORK/$label.log" 2>&1 || die "$label failed, see $WORK/$label.log"
+  "$PY" scripts/bench/rss_sampler.py "$WORK/$label.rss.json" "$pgpid" "$ospid" 1 &
+  local sampler=$!
+  sleep 1.2 # the sampler's first sample is its zero
+  t0=$(date +%s.%N)
+  "$@" >"$WORK/$label.log" 2>&1 || { kill "$sampler"; die "$label failed, see $WORK/$label.log"; }
   t1=$(date +%s.%N)
+  kill -TERM "$sampler"
+  wait "$sampler" || true
   WALL[$label]=$(echo "$t1 - $t0" | bc)
-  printf '%-12s %8.1f s wall   OpenSearch %5d CPU s   PostgreSQL %5d CPU s\n' "$label" "${WALL[$label]}" \
-    $((($(cpu_os) - o0) / tick)) $((($(cpu_pg) - p0) / tick))
+  printf '%-12s %8.1f s wall   ' "$label" "${WALL[$label]}"
+  jq -r '"OpenSearch \(.os_cpu_s | round) CPU s   PostgreSQL \(.pg_cpu_s | round) CPU s"' "$WORK/$label.rss.json"
 }
 
 [[ -d $DATA ]] || "$PY" scripts/bench/gen_dataset.py "$DATA" "$N" --dim 384 --clusters 32 --tenants 20 \
